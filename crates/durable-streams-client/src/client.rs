@@ -1,0 +1,395 @@
+//! The shared [`Client`]: connection pool, default headers, timeouts and retry policy.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::RetryPolicy;
+use crate::stream::Stream;
+
+/// Default limit for any response body the client buffers (64 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A shared HTTP client for Durable Streams: one connection pool, default
+/// headers, timeouts and a retry policy. Cheap to clone (it is an `Arc`);
+/// make one per process and derive [`Stream`] handles from it.
+///
+/// ```
+/// use durable_streams_client::Client;
+/// let client = Client::new();
+/// let stream = client.stream("http://127.0.0.1:4437/v1/stream/orders").unwrap();
+/// assert_eq!(stream.url().path(), "/v1/stream/orders");
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    /// The pool, or why it could not be built (reported by every operation so
+    /// that `Client::new()` itself never fails).
+    pub(crate) http: std::result::Result<reqwest::Client, String>,
+    pub(crate) default_headers: HeaderMap,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) live_idle_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+}
+
+impl Client {
+    /// A client with default settings. Never panics: if the platform's HTTP
+    /// stack cannot be initialised, each operation returns that error instead.
+    pub fn new() -> Client {
+        match ClientBuilder::default().build() {
+            Ok(client) => client,
+            Err(err) => {
+                let settings = ClientBuilder::default();
+                Client {
+                    inner: Arc::new(ClientInner {
+                        http: Err(err.to_string()),
+                        default_headers: settings.default_headers,
+                        retry: settings.retry,
+                        request_timeout: settings.request_timeout,
+                        live_idle_timeout: settings.live_idle_timeout,
+                        max_response_bytes: settings.max_response_bytes,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Start configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A cold handle for the stream at `url`. No I/O happens here.
+    pub fn stream(&self, url: impl AsRef<str>) -> Result<Stream> {
+        let raw = url.as_ref();
+        let url = url::Url::parse(raw)
+            .map_err(|e| Error::invalid_argument("url", format!("{raw:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::invalid_argument(
+                "url",
+                format!("scheme must be http or https, got {}", url.scheme()),
+            ));
+        }
+        Ok(Stream::new(self.clone(), url))
+    }
+
+    /// The retry policy used for requests and live-read reconnects.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// The configured limit for buffered response bodies.
+    pub fn max_response_bytes(&self) -> usize {
+        self.inner.max_response_bytes
+    }
+
+    pub(crate) fn http(&self) -> Result<&reqwest::Client> {
+        self.inner.http.as_ref().map_err(|why| {
+            Error::new(ErrorKind::Network).with_message(format!("HTTP client unavailable: {why}"))
+        })
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("default_headers", &RedactedHeaders(&self.inner.default_headers))
+            .field("retry", &self.inner.retry)
+            .field("request_timeout", &self.inner.request_timeout)
+            .field("live_idle_timeout", &self.inner.live_idle_timeout)
+            .field("max_response_bytes", &self.inner.max_response_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Header names whose values are never shown in Debug output or logs.
+pub(crate) fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || name.contains("token")
+        || name.contains("secret")
+        || name.contains("api-key")
+        || name.contains("apikey")
+}
+
+pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a HeaderMap);
+
+impl fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.0 {
+            if is_secret_header(name.as_str()) || value.is_sensitive() {
+                map.entry(&name.as_str(), &"<redacted>");
+            } else {
+                map.entry(&name.as_str(), &value.to_str().unwrap_or("<binary>"));
+            }
+        }
+        map.finish()
+    }
+}
+
+/// Configures a [`Client`]. Every setting has a sensible default; `build`
+/// validates them and names the offending field on error.
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_streams_client::{Client, RetryPolicy};
+/// let client = Client::builder()
+///     .default_header("x-tenant", "acme")
+///     .connect_timeout(Duration::from_secs(3))
+///     .request_timeout(Duration::from_secs(10))
+///     .retry_policy(RetryPolicy::default().with_max_retries(3))
+///     .build()
+///     .unwrap();
+/// # drop(client);
+/// ```
+pub struct ClientBuilder {
+    default_headers: HeaderMap,
+    header_error: Option<Error>,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    live_idle_timeout: Duration,
+    pool_max_idle_per_host: usize,
+    pool_idle_timeout: Option<Duration>,
+    http2_prior_knowledge: bool,
+    retry: RetryPolicy,
+    max_response_bytes: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        let mut default_headers = HeaderMap::new();
+        default_headers.insert(
+            reqwest::header::USER_AGENT,
+            HeaderValue::from_static(concat!("durable-streams-client/", env!("CARGO_PKG_VERSION"))),
+        );
+        ClientBuilder {
+            default_headers,
+            header_error: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Some(Duration::from_secs(30)),
+            // Servers close SSE connections about every 60 s and long-polls
+            // after their own timeout; stay above both.
+            live_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 32,
+            pool_idle_timeout: Some(Duration::from_secs(90)),
+            http2_prior_knowledge: false,
+            retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("default_headers", &RedactedHeaders(&self.default_headers))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("live_idle_timeout", &self.live_idle_timeout)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Add a header sent on every request (e.g. a static `authorization`).
+    /// Secret-looking headers are marked sensitive and never logged.
+    pub fn default_header(mut self, name: &str, value: &str) -> Self {
+        let parsed = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| Error::invalid_argument("default_header", format!("{name:?}: {e}")))
+            .and_then(|n| {
+                HeaderValue::from_str(value)
+                    .map(|v| (n, v))
+                    .map_err(|e| Error::invalid_argument("default_header", format!("value for {name:?}: {e}")))
+            });
+        match parsed {
+            Ok((n, mut v)) => {
+                if is_secret_header(n.as_str()) {
+                    v.set_sensitive(true);
+                }
+                self.default_headers.insert(n, v);
+            }
+            Err(e) => {
+                self.header_error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Replace the `user-agent` (default `durable-streams-client/<version>`).
+    pub fn user_agent(self, agent: &str) -> Self {
+        self.default_header("user-agent", agent)
+    }
+
+    /// Time allowed to establish a connection (default 10 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Total time for one non-live request, body included (default 30 s).
+    /// Live SSE and long-poll reads are not cut by it; see [`ClientBuilder::live_idle_timeout`].
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = Some(d);
+        self
+    }
+
+    /// No total timeout for non-live requests.
+    pub fn no_request_timeout(mut self) -> Self {
+        self.request_timeout = None;
+        self
+    }
+
+    /// How long a connection may stay silent before it is considered dead
+    /// (default 90 s). Applies to every read from the socket, so it must exceed
+    /// the server's long-poll timeout; live reads reconnect when it fires.
+    pub fn live_idle_timeout(mut self, d: Duration) -> Self {
+        self.live_idle_timeout = d;
+        self
+    }
+
+    /// Idle connections kept per host (default 32).
+    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
+        self.pool_max_idle_per_host = n;
+        self
+    }
+
+    /// How long an idle pooled connection is kept (default 90 s).
+    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
+        self.pool_idle_timeout = Some(d);
+        self
+    }
+
+    /// Speak HTTP/2 without negotiation (cleartext h2c servers). Over TLS,
+    /// HTTP/2 is used automatically when the server offers it.
+    pub fn http2_prior_knowledge(mut self, yes: bool) -> Self {
+        self.http2_prior_knowledge = yes;
+        self
+    }
+
+    /// Retry and reconnect policy (default: 5 retries, 100 ms doubling to 10 s, 50 % jitter).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Limit for any response body the client buffers, and for one SSE event
+    /// (default 64 MiB). Larger responses fail with `ResponseTooLarge`.
+    pub fn max_response_bytes(mut self, n: usize) -> Self {
+        self.max_response_bytes = n;
+        self
+    }
+
+    /// Validate the settings and build the client.
+    pub fn build(self) -> Result<Client> {
+        if let Some(e) = self.header_error {
+            return Err(e);
+        }
+        self.retry.validate()?;
+        if self.connect_timeout.is_zero() {
+            return Err(Error::invalid_argument("connect_timeout", "must be greater than zero"));
+        }
+        if self.request_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(Error::invalid_argument("request_timeout", "must be greater than zero"));
+        }
+        if self.live_idle_timeout.is_zero() {
+            return Err(Error::invalid_argument("live_idle_timeout", "must be greater than zero"));
+        }
+        if self.max_response_bytes == 0 {
+            return Err(Error::invalid_argument("max_response_bytes", "must be greater than zero"));
+        }
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.live_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .tcp_nodelay(true);
+        if self.http2_prior_knowledge {
+            http = http.http2_prior_knowledge();
+        }
+        let http = http
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Network).with_message("could not build the HTTP client").with_source(e))?;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                http: Ok(http),
+                default_headers: self.default_headers,
+                retry: self.retry,
+                request_timeout: self.request_timeout,
+                live_idle_timeout: self.live_idle_timeout,
+                max_response_bytes: self.max_response_bytes,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        let err = Client::builder()
+            .retry_policy(
+                RetryPolicy::default()
+                    .with_initial_delay(Duration::from_secs(2))
+                    .with_max_delay(Duration::from_secs(1)),
+            )
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "max_delay" });
+        let err = Client::builder().default_header("bad name", "x").build().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "default_header" });
+        let err = Client::builder().max_response_bytes(0).build().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "max_response_bytes" });
+        let err = Client::builder()
+            .connect_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "connect_timeout" });
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let client = Client::builder()
+            .default_header("authorization", "Bearer hunter2")
+            .default_header("x-api-token", "t0ps3cret")
+            .default_header("x-tenant", "acme")
+            .build()
+            .unwrap();
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("t0ps3cret"), "{shown}");
+        assert!(shown.contains("acme"), "{shown}");
+    }
+
+    #[test]
+    fn rejects_non_http_urls() {
+        let client = Client::new();
+        assert!(client.stream("ftp://x/y").is_err());
+        assert!(client.stream("not a url").is_err());
+        assert!(client.stream("https://x/y").is_ok());
+    }
+
+    #[test]
+    fn handles_are_send_sync_clone() {
+        fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+        assert_traits::<Client>();
+        assert_traits::<crate::Stream>();
+    }
+}

@@ -1,0 +1,373 @@
+//! One error type for every operation, with a matchable [`ErrorKind`].
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::offset::Offset;
+
+/// A boxed error used as the `source` of an [`Error`].
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the server answered `409 Conflict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictReason {
+    /// `PUT` on a stream that exists with another configuration (content type,
+    /// TTL/expiry, closure status or fork source).
+    ExistsWithDifferentConfig,
+    /// The request's content type differs from the stream's.
+    ContentTypeMismatch,
+    /// A `Stream-Seq` value was not greater than the last one written.
+    SequenceRegression,
+    /// A 409 the client could not attribute to one of the reasons above.
+    Other,
+}
+
+impl fmt::Display for ConflictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConflictReason::ExistsWithDifferentConfig => "stream exists with a different configuration",
+            ConflictReason::ContentTypeMismatch => "content type does not match the stream",
+            ConflictReason::SequenceRegression => "Stream-Seq is not greater than the last one",
+            ConflictReason::Other => "conflict",
+        })
+    }
+}
+
+/// What went wrong when decoding something the server sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeKind {
+    /// A body that should be JSON was not, or did not match the requested type.
+    Json,
+    /// A malformed server-sent event stream or control event.
+    Sse,
+    /// An SSE data event that is not valid base64.
+    Base64,
+    /// A missing or malformed protocol header.
+    Header,
+    /// Text that is not valid UTF-8.
+    Utf8,
+}
+
+/// The matchable part of an [`Error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The stream (or a fork's source) does not exist (404).
+    NotFound,
+    /// The server answered 409 for a reason other than closure or producer sequencing.
+    Conflict(ConflictReason),
+    /// The stream is closed; no more appends are accepted.
+    StreamClosed {
+        /// The stream's final offset, when the server reported it.
+        final_offset: Option<Offset>,
+    },
+    /// An idempotent producer's epoch is older than the server's (403).
+    StaleEpoch {
+        /// The server's current epoch for this producer.
+        current: u64,
+    },
+    /// An idempotent producer skipped a sequence number (409).
+    SequenceGap {
+        /// The sequence the server expected.
+        expected: u64,
+        /// The sequence the request carried.
+        received: u64,
+    },
+    /// The server rejected the request as malformed (400).
+    BadRequest,
+    /// The stream was deleted while forks keep its data, or the offset is
+    /// before the retained data (410).
+    Gone,
+    /// The request body exceeded the server's limit (413).
+    PayloadTooLarge,
+    /// A response body exceeded this client's configured limit.
+    ResponseTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// The server is rate limiting (429) and retries ran out.
+    RateLimited {
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The server failed (5xx) and retries ran out.
+    Server {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Any other unexpected status (401, 403 outside producers, 405, 501, ...).
+    UnexpectedStatus {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// A connection could not be made or broke.
+    Network,
+    /// A request or an idle live connection timed out.
+    Timeout,
+    /// The server sent something this client could not decode.
+    Decode(DecodeKind),
+    /// An argument or a configuration value is invalid; no request was sent.
+    InvalidArgument {
+        /// The name of the offending option or argument.
+        field: &'static str,
+    },
+}
+
+impl ErrorKind {
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::NotFound => f.write_str("not found"),
+            ErrorKind::Conflict(reason) => write!(f, "conflict: {reason}"),
+            ErrorKind::StreamClosed { final_offset: Some(o) } => {
+                write!(f, "stream is closed (final offset {o})")
+            }
+            ErrorKind::StreamClosed { final_offset: None } => f.write_str("stream is closed"),
+            ErrorKind::StaleEpoch { current } => {
+                write!(f, "stale producer epoch (server epoch is {current})")
+            }
+            ErrorKind::SequenceGap { expected, received } => {
+                write!(f, "producer sequence gap (expected {expected}, sent {received})")
+            }
+            ErrorKind::BadRequest => f.write_str("bad request"),
+            ErrorKind::Gone => f.write_str("gone"),
+            ErrorKind::PayloadTooLarge => f.write_str("payload too large"),
+            ErrorKind::ResponseTooLarge { limit } => {
+                write!(f, "response body exceeds the {limit}-byte limit")
+            }
+            ErrorKind::RateLimited { retry_after: Some(d) } => {
+                write!(f, "rate limited (retry after {} ms)", d.as_millis())
+            }
+            ErrorKind::RateLimited { retry_after: None } => f.write_str("rate limited"),
+            ErrorKind::Server { status } => write!(f, "server error {status}"),
+            ErrorKind::UnexpectedStatus { status } => write!(f, "unexpected status {status}"),
+            ErrorKind::Network => f.write_str("network error"),
+            ErrorKind::Timeout => f.write_str("timed out"),
+            ErrorKind::Decode(what) => write!(f, "could not decode {what:?} from the server"),
+            ErrorKind::InvalidArgument { field } => write!(f, "invalid argument `{field}`"),
+        }
+    }
+}
+
+/// The error of every fallible operation in this crate.
+///
+/// Match on [`Error::kind`]; [`Error::status`] and [`Error::url`] say which
+/// response and which stream it came from. The `Display` form names the stream
+/// path, never a query string or header value (no secrets).
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    url: Option<String>,
+    status: Option<u16>,
+    message: Option<String>,
+    outcome_unknown: bool,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                url: None,
+                status: None,
+                message: None,
+                outcome_unknown: false,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn invalid_argument(field: &'static str, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidArgument { field }).with_message(message)
+    }
+
+    pub(crate) fn decode(what: DecodeKind, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Decode(what)).with_message(message)
+    }
+
+    /// Attach the stream URL; only scheme, host, port and path are kept so that
+    /// query parameters (which may carry tokens) never reach a log.
+    pub(crate) fn with_url(mut self, url: &url::Url) -> Self {
+        self.inner.url = Some(redacted_url(url));
+        self
+    }
+
+    pub(crate) fn with_status(mut self, status: u16) -> Self {
+        self.inner.status = Some(status);
+        self
+    }
+
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.inner.message = Some(message.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_outcome_unknown(mut self) -> Self {
+        self.inner.outcome_unknown = true;
+        self
+    }
+
+    /// What went wrong, for matching.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.inner.kind
+    }
+
+    /// The HTTP status of the response that caused this error, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        self.inner.status
+    }
+
+    /// The stream URL (scheme, host, port and path; no query string).
+    pub fn url(&self) -> Option<&str> {
+        self.inner.url.as_deref()
+    }
+
+    /// The server's or the client's explanation, when there is one.
+    pub fn message(&self) -> Option<&str> {
+        self.inner.message.as_deref()
+    }
+
+    /// True when a write's request body was sent but no answer came back, so
+    /// the write may or may not have been applied. Such writes are not retried
+    /// automatically; use the idempotent producer for safe retries.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.inner.outcome_unknown
+    }
+
+    /// True when repeating the same request later may succeed (network
+    /// failures, timeouts, 5xx and 429).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            ErrorKind::Network
+                | ErrorKind::Timeout
+                | ErrorKind::Server { .. }
+                | ErrorKind::RateLimited { .. }
+        )
+    }
+
+    /// The server's `Retry-After`, for 429 and 503 responses that carried one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.inner.kind {
+            ErrorKind::RateLimited { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn redacted_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.kind.describe(f)?;
+        if let Some(url) = &self.inner.url {
+            let path = url::Url::parse(url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_else(|_| url.clone());
+            write!(f, " for stream {path}")?;
+        }
+        if let Some(status) = self.inner.status {
+            write!(f, " (HTTP {status})")?;
+        }
+        if let Some(message) = &self.inner.message {
+            write!(f, ": {message}")?;
+        }
+        if self.inner.outcome_unknown {
+            f.write_str(" [outcome unknown: the request was sent but no response arrived; it may have been applied]")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(url) = &self.inner.url {
+            d.field("url", url);
+        }
+        if let Some(status) = self.inner.status {
+            d.field("status", &status);
+        }
+        if let Some(message) = &self.inner.message {
+            d.field("message", message);
+        }
+        if self.inner.outcome_unknown {
+            d.field("outcome_unknown", &true);
+        }
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_path_but_not_the_query_or_credentials() {
+        let url = url::Url::parse("http://user:pw@h:1/v1/stream/a?token=secret").unwrap();
+        let err = Error::new(ErrorKind::NotFound).with_url(&url).with_status(404);
+        let shown = err.to_string();
+        assert!(shown.contains("/v1/stream/a"), "{shown}");
+        assert!(shown.contains("404"), "{shown}");
+        assert!(!shown.contains("secret") && !shown.contains("pw"), "{shown}");
+        let debug = format!("{err:?}");
+        assert!(!debug.contains("secret") && !debug.contains("pw"), "{debug}");
+        assert_eq!(err.url(), Some("http://h:1/v1/stream/a"));
+    }
+
+    #[test]
+    fn outcome_unknown_is_stated() {
+        let err = Error::new(ErrorKind::Network).with_outcome_unknown();
+        assert!(err.is_outcome_unknown());
+        assert!(err.to_string().contains("outcome unknown"));
+    }
+
+    #[test]
+    fn retryable_kinds() {
+        assert!(Error::new(ErrorKind::Server { status: 503 }).is_retryable());
+        assert!(!Error::new(ErrorKind::BadRequest).is_retryable());
+        let rl = Error::new(ErrorKind::RateLimited {
+            retry_after: Some(Duration::from_secs(2)),
+        });
+        assert_eq!(rl.retry_after(), Some(Duration::from_secs(2)));
+    }
+}

@@ -1,0 +1,77 @@
+//! An async Rust client for the [Durable Streams] protocol: durable,
+//! append-only byte streams addressed by URL, with catch-up, long-poll and
+//! SSE reads from any offset.
+//!
+//! - [`Client`]: one per process; connection pool, default headers,
+//!   timeouts and the [`RetryPolicy`].
+//! - [`Stream`]: a cold, cheap, cloneable handle for one stream URL; every
+//!   operation (create, append, close, delete, head, fork) and every read.
+//! - Reads are `futures::Stream`s of bytes ([`ChunkStream`]), text
+//!   ([`TextStream`]) or typed JSON ([`JsonStream`]) in every [`LiveMode`],
+//!   resuming from the last delivered [`Offset`] after reconnects.
+//! - One [`Error`] type with a matchable [`ErrorKind`].
+//!
+//! ```no_run
+//! use durable_streams_client::{Client, CreateOptions, LiveMode, Offset};
+//! use futures::StreamExt;
+//!
+//! # async fn demo() -> durable_streams_client::Result<()> {
+//! let client = Client::new();
+//! let stream = client.stream("http://127.0.0.1:4437/v1/stream/chat")?;
+//! stream.create_with(CreateOptions::json()).await?;
+//! stream.append_json(&serde_json::json!({"user": "ada", "text": "hi"})).await?;
+//!
+//! let mut live = stream.read().offset(Offset::start()).live(LiveMode::Auto).json::<serde_json::Value>();
+//! while let Some(batch) = live.next().await {
+//!     let batch = batch?;
+//!     println!("{:?} (resume from {})", batch.items, batch.offset);
+//!     if batch.up_to_date { break; }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Retries and write safety
+//!
+//! Every request is retried with exponential backoff and jitter when the
+//! connection could not be made, or when the server answered 5xx or 429
+//! (honouring `Retry-After`). Reads, HEAD, DELETE, create and close are also
+//! retried when a connection drops or a body is truncated. A plain append whose
+//! connection drops after the body was sent has an unknown outcome: it is not
+//! retried (unless [`AppendOptions::retry_unknown_outcome`]) and the error
+//! says so ([`Error::is_outcome_unknown`]).
+//!
+//! [Durable Streams]: https://github.com/durable-streams/durable-streams
+
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod error;
+mod json;
+mod offset;
+mod read;
+mod request;
+mod retry;
+mod stream;
+pub mod telemetry;
+
+pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
+pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
+pub use offset::Offset;
+pub use read::{Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, TextChunk, TextStream};
+pub use request::ValueFuture;
+pub use retry::RetryPolicy;
+pub use stream::{
+    AppendOptions, AppendResult, CloseResult, CreateOptions, CreateResult, Expiry, ForkOptions,
+    JSON_CONTENT_TYPE, Stream, StreamInfo,
+};
+
+/// Entry points for fuzzing internal parsers. Not a stable API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Feed `data` to the SSE parser split at `split`; returns the event count.
+    pub fn sse_parse(data: &[u8], split: usize) -> usize {
+        crate::read::sse::fuzz_entry(data, split)
+    }
+}

@@ -1,0 +1,341 @@
+//! Reads: catch-up, long-poll, SSE and auto, as typed `futures::Stream`s.
+//!
+//! Every shape ([`ChunkStream`], [`TextStream`], [`JsonStream`]) is driven by
+//! one session state machine that resumes from the last delivered offset after
+//! any reconnect (no loss, no duplicates) and ends cleanly when the server
+//! signals that the stream is closed. Up-to-date alone never ends a live read.
+//! After an error item the stream ends; start a new read from the last
+//! delivered [`Chunk::offset`] to continue.
+
+mod session;
+pub(crate) mod sse;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream as FuturesStream, StreamExt};
+use serde::de::DeserializeOwned;
+
+use crate::error::{DecodeKind, Error, Result};
+use crate::offset::Offset;
+use crate::stream::Stream;
+
+pub(crate) use session::Session;
+
+/// How a read continues once it has caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LiveMode {
+    /// Catch up to the current tail, then end (no live tailing).
+    #[default]
+    Off,
+    /// Catch up, then long-poll for new data until the stream is closed.
+    LongPoll,
+    /// Server-sent events from the start offset until the stream is closed.
+    Sse,
+    /// Catch up, then SSE; falls back to long-poll when SSE is refused or
+    /// keeps dropping without delivering anything.
+    Auto,
+}
+
+impl LiveMode {
+    /// Whether the read keeps going after catching up.
+    pub fn is_live(self) -> bool {
+        self != LiveMode::Off
+    }
+}
+
+/// A piece of stream data with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Chunk {
+    /// The bytes (for JSON streams: a JSON array of messages).
+    pub data: Bytes,
+    /// The offset right after this data: resume from here.
+    pub offset: Offset,
+    /// The server's cursor, echoed on live requests.
+    pub cursor: Option<String>,
+    /// The reader has everything the stream held when this was served.
+    pub up_to_date: bool,
+    /// The stream is closed and this is its end: nothing more will arrive.
+    pub closed: bool,
+}
+
+/// Text with its position. Multi-byte characters split across chunks are
+/// carried over to the next item, so `offset` may include a few bytes of a
+/// character whose text appears in the next item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TextChunk {
+    /// The text.
+    pub text: String,
+    /// The offset right after the bytes consumed so far.
+    pub offset: Offset,
+    /// The server's cursor.
+    pub cursor: Option<String>,
+    /// Up to date with the stream when served.
+    pub up_to_date: bool,
+    /// The stream is closed and this is its end.
+    pub closed: bool,
+}
+
+/// Typed JSON messages with their position (checkpoint with `offset`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JsonBatch<T> {
+    /// The messages, in stream order.
+    pub items: Vec<T>,
+    /// The offset right after these messages.
+    pub offset: Offset,
+    /// The server's cursor.
+    pub cursor: Option<String>,
+    /// Up to date with the stream when served.
+    pub up_to_date: bool,
+    /// The stream is closed and this is its end.
+    pub closed: bool,
+}
+
+/// Configures a read. Made by [`Stream::read`].
+///
+/// ```no_run
+/// # async fn demo(stream: durable_streams_client::Stream) -> durable_streams_client::Result<()> {
+/// use futures::StreamExt;
+/// use durable_streams_client::{LiveMode, Offset};
+/// let mut batches = stream
+///     .read()
+///     .offset(Offset::start())
+///     .live(LiveMode::Auto)
+///     .json::<serde_json::Value>();
+/// while let Some(batch) = batches.next().await {
+///     let batch = batch?;
+///     for item in &batch.items { println!("{item}"); }
+///     // persist batch.offset to resume later
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReadBuilder {
+    stream: Stream,
+    offset: Offset,
+    live: LiveMode,
+}
+
+impl ReadBuilder {
+    pub(crate) fn new(stream: Stream) -> Self {
+        ReadBuilder {
+            stream,
+            offset: Offset::start(),
+            live: LiveMode::Off,
+        }
+    }
+
+    /// Where to start (default: the beginning).
+    pub fn offset(mut self, offset: Offset) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// How to continue after catching up (default: [`LiveMode::Off`]).
+    pub fn live(mut self, live: LiveMode) -> Self {
+        self.live = live;
+        self
+    }
+
+    fn session(self, json: bool) -> Session {
+        Session::new(self.stream, self.offset, self.live, json)
+    }
+
+    /// Raw chunks with metadata.
+    pub fn bytes(self) -> ChunkStream {
+        let session = self.session(false);
+        ChunkStream {
+            inner: session.into_stream().boxed(),
+        }
+    }
+
+    /// UTF-8 text chunks. Invalid UTF-8 is a `Decode(Utf8)` error.
+    pub fn text(self) -> TextStream {
+        let url = self.stream.url().clone();
+        let chunks = self.bytes();
+        let stream = futures::stream::unfold(
+            (chunks, Utf8Carry::default(), url, false),
+            |(mut chunks, mut carry, url, failed)| async move {
+                if failed {
+                    return None;
+                }
+                let item = match chunks.next().await? {
+                    Err(e) => Err(e),
+                    Ok(chunk) => carry.decode(chunk).map_err(|e| e.with_url(&url)),
+                };
+                let failed = item.is_err();
+                Some((item, (chunks, carry, url, failed)))
+            },
+        );
+        TextStream {
+            inner: stream.boxed(),
+        }
+    }
+
+    /// Typed JSON messages, in batches as the server delivers them. Each item
+    /// is deserialized with serde; a message that does not fit `T` is a
+    /// `Decode(Json)` error.
+    pub fn json<T: DeserializeOwned + Send + 'static>(self) -> JsonStream<T> {
+        let url = self.stream.url().clone();
+        let session = self.session(true);
+        let stream = session.into_stream().map(move |chunk| {
+            let chunk = chunk?;
+            let raw = crate::json::split_array(&chunk.data).map_err(|e| e.with_url(&url))?;
+            let items = crate::json::decode_items(&raw).map_err(|e| e.with_url(&url))?;
+            Ok(JsonBatch {
+                items,
+                offset: chunk.offset,
+                cursor: chunk.cursor,
+                up_to_date: chunk.up_to_date,
+                closed: chunk.closed,
+            })
+        });
+        JsonStream {
+            inner: stream.boxed(),
+            _type: PhantomData,
+        }
+    }
+
+    /// Read to the end of this read (the tail for [`LiveMode::Off`], the
+    /// stream's closure for live modes) and return all bytes. Bounded by the
+    /// client's `max_response_bytes`.
+    pub async fn collect_bytes(self) -> Result<Bytes> {
+        let limit = self.stream.client().max_response_bytes();
+        let url = self.stream.url().clone();
+        let mut chunks = self.bytes();
+        let mut out = BytesMut::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            if out.len() + chunk.data.len() > limit {
+                return Err(Error::new(crate::ErrorKind::ResponseTooLarge { limit }).with_url(&url));
+            }
+            if out.is_empty() && chunk.closed {
+                return Ok(chunk.data);
+            }
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Read to the end of this read and return every JSON message.
+    pub async fn collect_json<T: DeserializeOwned + Send + 'static>(self) -> Result<Vec<T>> {
+        let mut batches = self.json::<T>();
+        let mut out = Vec::new();
+        while let Some(batch) = batches.next().await {
+            out.extend(batch?.items);
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps the bytes of a UTF-8 character split across chunks.
+#[derive(Debug, Default)]
+struct Utf8Carry {
+    pending: Vec<u8>,
+}
+
+impl Utf8Carry {
+    fn decode(&mut self, chunk: Chunk) -> Result<TextChunk> {
+        let mut bytes = std::mem::take(&mut self.pending);
+        bytes.extend_from_slice(&chunk.data);
+        let valid_up_to = match std::str::from_utf8(&bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() && !chunk.closed => e.valid_up_to(),
+            Err(e) => {
+                return Err(Error::decode(
+                    DecodeKind::Utf8,
+                    format!("stream data is not valid UTF-8: {e}"),
+                ));
+            }
+        };
+        self.pending = bytes.split_off(valid_up_to);
+        let text = String::from_utf8(bytes).map_err(|e| Error::decode(DecodeKind::Utf8, e.to_string()))?;
+        Ok(TextChunk {
+            text,
+            offset: chunk.offset,
+            cursor: chunk.cursor,
+            up_to_date: chunk.up_to_date,
+            closed: chunk.closed,
+        })
+    }
+}
+
+macro_rules! boxed_stream {
+    ($(#[$doc:meta])* $name:ident < $($gen:ident)? >, $item:ty) => {
+        $(#[$doc])*
+        pub struct $name<$($gen)?> {
+            inner: Pin<Box<dyn FuturesStream<Item = Result<$item>> + Send>>,
+            $(_type: PhantomData<fn() -> $gen>,)?
+        }
+
+        impl<$($gen)?> FuturesStream for $name<$($gen)?> {
+            type Item = Result<$item>;
+            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                self.inner.as_mut().poll_next(cx)
+            }
+        }
+
+        impl<$($gen)?> fmt::Debug for $name<$($gen)?> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+boxed_stream!(
+    /// A `futures::Stream` of [`Chunk`]s. Ends after the closing chunk, after
+    /// catching up (for [`LiveMode::Off`]), or after an error.
+    ChunkStream<>, Chunk
+);
+boxed_stream!(
+    /// A `futures::Stream` of [`TextChunk`]s.
+    TextStream<>, TextChunk
+);
+boxed_stream!(
+    /// A `futures::Stream` of [`JsonBatch`]es of `T`.
+    JsonStream<T>, JsonBatch<T>
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(data: &'static [u8], closed: bool) -> Chunk {
+        Chunk {
+            data: Bytes::from_static(data),
+            offset: Offset::parse("o").unwrap(),
+            cursor: None,
+            up_to_date: false,
+            closed,
+        }
+    }
+
+    #[test]
+    fn utf8_split_across_chunks_is_carried() {
+        let euro = "€".as_bytes();
+        let mut carry = Utf8Carry::default();
+        let a = carry.decode(chunk(&[b'a', 0xE2, 0x82], false)).unwrap();
+        assert_eq!(a.text, "a");
+        let b = carry.decode(chunk(&[0xAC, b'b'], false)).unwrap();
+        assert_eq!(b.text, "€b");
+        assert_eq!(euro, [0xE2, 0x82, 0xAC]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        let mut carry = Utf8Carry::default();
+        let err = carry.decode(chunk(&[0xFF, b'a'], false)).unwrap_err();
+        assert_eq!(err.kind(), &crate::ErrorKind::Decode(DecodeKind::Utf8));
+        let mut carry = Utf8Carry::default();
+        let err = carry.decode(chunk(&[b'a', 0xE2], true)).unwrap_err();
+        assert_eq!(err.kind(), &crate::ErrorKind::Decode(DecodeKind::Utf8));
+    }
+}

@@ -1,0 +1,242 @@
+//! Backoff with jitter, `Retry-After`, and which failures may be retried.
+
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+
+/// How failed requests are retried and live reads reconnect.
+///
+/// Delay before retry `n` (0-based) is `initial_delay * multiplier^n`, capped
+/// at `max_delay`, then reduced by a random fraction up to `jitter` so that
+/// many clients do not retry in lockstep. A server's `Retry-After` is a
+/// minimum: the client never retries sooner.
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_streams_client::RetryPolicy;
+/// let policy = RetryPolicy::default()
+///     .with_max_retries(5)
+///     .with_initial_delay(Duration::from_millis(50))
+///     .with_max_delay(Duration::from_secs(2));
+/// assert!(policy.validate().is_ok());
+/// assert!(RetryPolicy::default().with_multiplier(0.5).validate().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 disables retries).
+    pub max_retries: u32,
+    /// Delay before the first retry.
+    pub initial_delay: Duration,
+    /// Upper bound of any single delay.
+    pub max_delay: Duration,
+    /// Growth factor per retry; at least 1.0.
+    pub multiplier: f64,
+    /// Fraction of each delay that is randomised, in `0.0..=1.0`.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 5,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.5,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that never retries.
+    pub fn never() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Set [`RetryPolicy::max_retries`].
+    pub fn with_max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Set [`RetryPolicy::initial_delay`].
+    pub fn with_initial_delay(mut self, d: Duration) -> Self {
+        self.initial_delay = d;
+        self
+    }
+
+    /// Set [`RetryPolicy::max_delay`].
+    pub fn with_max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// Set [`RetryPolicy::multiplier`].
+    pub fn with_multiplier(mut self, m: f64) -> Self {
+        self.multiplier = m;
+        self
+    }
+
+    /// Set [`RetryPolicy::jitter`].
+    pub fn with_jitter(mut self, j: f64) -> Self {
+        self.jitter = j;
+        self
+    }
+
+    /// Check the settings; the error names the offending field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(Error::invalid_argument(
+                "multiplier",
+                format!("must be a finite number >= 1.0, got {}", self.multiplier),
+            ));
+        }
+        if !(self.jitter.is_finite() && (0.0..=1.0).contains(&self.jitter)) {
+            return Err(Error::invalid_argument(
+                "jitter",
+                format!("must be within 0.0..=1.0, got {}", self.jitter),
+            ));
+        }
+        if self.max_delay < self.initial_delay {
+            return Err(Error::invalid_argument(
+                "max_delay",
+                format!(
+                    "must not be below initial_delay ({:?} < {:?})",
+                    self.max_delay, self.initial_delay
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delay before retry number `retry` (0 for the first retry), with jitter.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let base = self.delay_without_jitter(retry);
+        if self.jitter <= 0.0 {
+            return base;
+        }
+        let cut = base.as_secs_f64() * self.jitter * fastrand::f64();
+        base.saturating_sub(Duration::from_secs_f64(cut))
+    }
+
+    fn delay_without_jitter(&self, retry: u32) -> Duration {
+        let factor = self.multiplier.powi(retry.min(64) as i32);
+        let secs = self.initial_delay.as_secs_f64() * factor;
+        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
+            self.max_delay
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// The wait before retry `retry`, honouring the server's `Retry-After` as a minimum.
+    pub(crate) fn wait(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let backoff = self.delay(retry);
+        match retry_after {
+            Some(min) if min > backoff => min,
+            _ => backoff,
+        }
+    }
+}
+
+/// Parse `Retry-After`: delta-seconds or an HTTP-date. Past dates give zero;
+/// absurd values are capped at one hour so a bad header cannot park a client.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    const CAP: Duration = Duration::from_secs(3600);
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(CAP));
+    }
+    if let Ok(secs) = value.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Some(Duration::from_secs_f64(secs.min(CAP.as_secs_f64())));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(CAP),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn validation_names_fields() {
+        let err = RetryPolicy::default()
+            .with_initial_delay(Duration::from_secs(5))
+            .with_max_delay(Duration::from_secs(1))
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &crate::ErrorKind::InvalidArgument { field: "max_delay" }
+        );
+        let err = RetryPolicy::default().with_jitter(1.5).validate().unwrap_err();
+        assert_eq!(err.kind(), &crate::ErrorKind::InvalidArgument { field: "jitter" });
+        let err = RetryPolicy::default()
+            .with_multiplier(f64::NAN)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &crate::ErrorKind::InvalidArgument { field: "multiplier" }
+        );
+    }
+
+    #[test]
+    fn delays_grow_and_cap() {
+        let p = RetryPolicy::default().with_jitter(0.0);
+        assert_eq!(p.delay(0), Duration::from_millis(100));
+        assert_eq!(p.delay(1), Duration::from_millis(200));
+        assert_eq!(p.delay(3), Duration::from_millis(800));
+        assert_eq!(p.delay(60), Duration::from_secs(10));
+        assert_eq!(p.delay(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn retry_after_is_a_minimum() {
+        let p = RetryPolicy::default().with_jitter(0.0);
+        assert_eq!(p.wait(0, Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(
+            p.wait(0, Some(Duration::from_millis(1))),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn retry_after_formats() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after("99999999"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let d = parse_retry_after(&future).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-4"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn jittered_delay_stays_within_bounds(retry in 0u32..100, jitter in 0.0f64..=1.0) {
+            let p = RetryPolicy::default().with_jitter(jitter);
+            let d = p.delay(retry);
+            let full = p.delay_without_jitter(retry);
+            prop_assert!(d <= full);
+            prop_assert!(d.as_secs_f64() >= full.as_secs_f64() * (1.0 - jitter) - 1e-9);
+        }
+    }
+}
