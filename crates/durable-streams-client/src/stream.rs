@@ -55,6 +55,10 @@ pub(crate) struct StreamInner {
     pub(crate) content_type: Option<String>,
     /// Content type learned from the server (create, HEAD, reads), shared by clones.
     pub(crate) learned_content_type: Arc<RwLock<Option<String>>>,
+    /// ETag of the last empty catch-up response at the tail, shared by clones:
+    /// a later catch-up from the same offset sends `If-None-Match`, and a 304
+    /// means "still nothing new" without transferring a body.
+    pub(crate) tail_etag: Arc<std::sync::Mutex<Option<(Offset, String)>>>,
 }
 
 impl fmt::Debug for Stream {
@@ -96,6 +100,7 @@ impl Stream {
                 params: Vec::new(),
                 content_type: None,
                 learned_content_type: Arc::new(RwLock::new(None)),
+                tail_etag: Arc::new(std::sync::Mutex::new(None)),
             }),
         }
     }
@@ -204,6 +209,17 @@ impl Stream {
             && let Ok(mut slot) = self.inner.learned_content_type.write()
         {
             *slot = Some(ct.to_owned());
+        }
+    }
+
+    pub(crate) fn tail_etag_for(&self, offset: &Offset) -> Option<String> {
+        let slot = self.inner.tail_etag.lock().ok()?;
+        slot.as_ref().filter(|(at, _)| at == offset).map(|(_, etag)| etag.clone())
+    }
+
+    pub(crate) fn remember_tail_etag(&self, entry: Option<(Offset, String)>) {
+        if let Ok(mut slot) = self.inner.tail_etag.lock() {
+            *slot = entry;
         }
     }
 

@@ -64,9 +64,6 @@ pub(crate) struct Session {
     json: bool,
     done: bool,
     last_up_to_date: bool,
-    /// ETag of an empty response at `offset` (the tail): a repeat of that
-    /// request sends If-None-Match and treats 304 as "nothing new".
-    tail_etag: Option<(Offset, String)>,
     no_progress: u32,
     sse: Option<SseConnection>,
     sse_failures: u32,
@@ -89,7 +86,6 @@ impl Session {
             json,
             done: false,
             last_up_to_date: false,
-            tail_etag: None,
             no_progress: 0,
             sse: None,
             sse_failures: 0,
@@ -184,9 +180,7 @@ impl Session {
 
     async fn catch_up_step(&mut self) -> Result<Step> {
         let mut spec = self.read_spec("read");
-        if let Some((at, etag)) = &self.tail_etag
-            && *at == self.offset
-        {
+        if let Some(etag) = self.stream.tail_etag_for(&self.offset) {
             spec = spec.header("if-none-match", etag)?;
         }
         let resp = self.stream.execute(&spec).await?;
@@ -203,8 +197,9 @@ impl Session {
         let meta = self.stream.meta(&resp)?;
         self.stream.learn_content_type(meta.content_type.as_deref());
         let next = meta.require_next_offset()?;
-        if resp.body.is_empty() || self.is_empty_payload(&resp.body) {
-            self.tail_etag = meta.etag.clone().filter(|_| next == self.offset).map(|e| (next.clone(), e));
+        if self.is_empty_payload(&resp.body) && !meta.closed {
+            self.stream
+                .remember_tail_etag(meta.etag.clone().filter(|_| next == self.offset).map(|e| (next.clone(), e)));
         }
         let caught_up = meta.up_to_date || self.no_progress + 1 >= MAX_NO_PROGRESS && self.is_empty_payload(&resp.body) && next == self.offset;
         let step = self.advance(resp.body, next, meta.cursor, caught_up, meta.closed);

@@ -772,13 +772,13 @@ mod tests {
     #[test]
     fn unterminated_line_counts_together_with_event_data() {
         // Data holds "0123\n" (5); the unterminated "data: 4567" (10) brings
-        // the event to 15 > 12: reported before the line ends, and the
+        // the event to 15 > 14 ("data: 45" alone still fit: 13): reported before the line ends, and the
         // buffered bytes are dropped.
-        let mut parser = SseParser::new(12);
+        let mut parser = SseParser::new(14);
         parser.push(b"data: 0123\ndata: 45");
         assert_eq!(drain(&mut parser), vec![]);
         parser.push(b"67");
-        assert_eq!(drain(&mut parser), vec![too_large(12)]);
+        assert_eq!(drain(&mut parser), vec![too_large(14)]);
         assert!(parser.buf.is_empty() && parser.data.is_empty());
         parser.push(b"89\n\ndata: ok\n\n");
         assert_eq!(drain(&mut parser), vec![ev("message", b"ok")]);
