@@ -49,6 +49,12 @@ pub struct RecordingProxy {
 
 impl RecordingProxy {
     pub async fn start(upstream: &str) -> RecordingProxy {
+        Self::start_with_cut(upstream, None).await
+    }
+
+    /// Like `start`, but every connection is cut after `cut_after`: a fault
+    /// proxy that forces live reads to reconnect mid-stream.
+    pub async fn start_with_cut(upstream: &str, cut_after: Option<std::time::Duration>) -> RecordingProxy {
         let upstream_addr = upstream.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
@@ -81,7 +87,14 @@ impl RecordingProxy {
                         let _ = tokio::io::copy(&mut ro, &mut wi).await;
                         let _ = wi.shutdown().await;
                     };
-                    tokio::join!(client_to_server, server_to_client);
+                    match cut_after {
+                        Some(d) => {
+                            let _ = tokio::time::timeout(d, async { tokio::join!(client_to_server, server_to_client) }).await;
+                        }
+                        None => {
+                            tokio::join!(client_to_server, server_to_client);
+                        }
+                    }
                 });
             }
         });
@@ -95,12 +108,18 @@ impl RecordingProxy {
 
     /// The request lines (`METHOD target HTTP/1.1`) seen so far.
     pub fn request_lines(&self) -> Vec<String> {
+        // A request line may directly follow the previous request's body on
+        // a kept-alive connection, so look for the method anywhere in the line.
         self.seen()
             .lines()
-            .filter(|l| {
-                ["GET ", "POST ", "PUT ", "HEAD ", "DELETE "].iter().any(|m| l.starts_with(m))
+            .filter(|l| l.ends_with(" HTTP/1.1"))
+            .filter_map(|l| {
+                ["GET ", "POST ", "PUT ", "HEAD ", "DELETE "]
+                    .iter()
+                    .filter_map(|m| l.find(m))
+                    .min()
+                    .map(|i| l[i..].to_owned())
             })
-            .map(str::to_owned)
             .collect()
     }
 }
