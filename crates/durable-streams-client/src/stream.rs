@@ -349,9 +349,13 @@ impl Stream {
 
     /// Append one JSON value as one message (sent as `[value]`, so arrays are
     /// stored as one message too; PROTOCOL.md 9.1.2).
-    pub async fn append_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<AppendResult> {
-        let body = crate::json::single_message_body(value).map_err(|e| e.with_url(&self.inner.url))?;
-        self.append_with(body, AppendOptions::json()).await
+    pub fn append_json<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<AppendResult>> + Send + '_ {
+        // Encode before the future so it does not borrow `value` (keeps it `Send`).
+        let body = crate::json::single_message_body(value).map_err(|e| e.with_url(&self.inner.url));
+        async move { self.append_with(body?, AppendOptions::json()).await }
     }
 
     /// Append several JSON values as separate messages in one request (sent as
@@ -393,14 +397,18 @@ impl Stream {
     }
 
     /// Append one final JSON message and close the stream atomically.
-    pub async fn close_with_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<CloseResult> {
-        let body = crate::json::single_message_body(value).map_err(|e| e.with_url(&self.inner.url))?;
-        let r = self
-            .append_with(body, AppendOptions { close: true, ..AppendOptions::json() })
-            .await?;
-        Ok(CloseResult {
-            final_offset: Some(r.next_offset),
-        })
+    pub fn close_with_json<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<CloseResult>> + Send + '_ {
+        let body = crate::json::single_message_body(value).map_err(|e| e.with_url(&self.inner.url));
+        async move {
+            let options = AppendOptions { close: true, ..AppendOptions::json() };
+            let r = self.append_with(body?, options).await?;
+            Ok(CloseResult {
+                final_offset: Some(r.next_offset),
+            })
+        }
     }
 
     /// Delete the stream.

@@ -148,7 +148,7 @@ impl Session {
             self.done = true;
         }
         self.no_progress = if has_data || progressed || up_to_date { 0 } else { self.no_progress + 1 };
-        let worth = has_data || closed || (up_to_date && !self.last_up_to_date) || (self.done && !has_data && !self.last_up_to_date);
+        let worth = has_data || closed || ((up_to_date || self.done) && !self.last_up_to_date);
         if !worth {
             return Step::Continue;
         }
