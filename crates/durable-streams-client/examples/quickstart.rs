@@ -29,7 +29,12 @@ async fn main() -> durable_streams_client::Result<()> {
     println!("created {} (new: {})", stream.url(), created.created);
 
     for n in 0..3 {
-        stream.append_json(&Event { n, text: format!("hello #{n}") }).await?;
+        stream
+            .append_json(&Event {
+                n,
+                text: format!("hello #{n}"),
+            })
+            .await?;
     }
     let history: Vec<Event> = stream.read_json().await?;
     println!("caught up: {} events: {history:?}", history.len());
@@ -40,20 +45,32 @@ async fn main() -> durable_streams_client::Result<()> {
     let writer_task = tokio::spawn(async move {
         for n in 3..6 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            writer.append_json(&Event { n, text: format!("live #{n}") }).await?;
+            writer
+                .append_json(&Event {
+                    n,
+                    text: format!("live #{n}"),
+                })
+                .await?;
         }
         writer.close().await
     });
 
     let started = Instant::now();
-    let mut live = stream.read().offset(tail_from).live(LiveMode::Auto).json::<Event>();
+    let mut live = stream
+        .read()
+        .offset(tail_from)
+        .live(LiveMode::Auto)
+        .json::<Event>();
     while let Some(batch) = live.next().await {
         let batch = batch?;
         for event in &batch.items {
             println!("live: {event:?} after {:?}", started.elapsed());
         }
         if batch.closed {
-            println!("stream closed at offset {}; the reader ends cleanly", batch.offset);
+            println!(
+                "stream closed at offset {}; the reader ends cleanly",
+                batch.offset
+            );
         }
     }
     writer_task.await.expect("writer task")?;

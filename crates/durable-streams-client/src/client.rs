@@ -106,7 +106,10 @@ impl Default for Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("default_headers", &RedactedHeaders(&self.inner.default_headers))
+            .field(
+                "default_headers",
+                &RedactedHeaders(&self.inner.default_headers),
+            )
             .field("retry", &self.inner.retry)
             .field("request_timeout", &self.inner.request_timeout)
             .field("live_idle_timeout", &self.inner.live_idle_timeout)
@@ -176,7 +179,10 @@ impl Default for ClientBuilder {
         let mut default_headers = HeaderMap::new();
         default_headers.insert(
             reqwest::header::USER_AGENT,
-            HeaderValue::from_static(concat!("durable-streams-client/", env!("CARGO_PKG_VERSION"))),
+            HeaderValue::from_static(concat!(
+                "durable-streams-client/",
+                env!("CARGO_PKG_VERSION")
+            )),
         );
         ClientBuilder {
             default_headers,
@@ -214,9 +220,9 @@ impl ClientBuilder {
         let parsed = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| Error::invalid_argument("default_header", format!("{name:?}: {e}")))
             .and_then(|n| {
-                HeaderValue::from_str(value)
-                    .map(|v| (n, v))
-                    .map_err(|e| Error::invalid_argument("default_header", format!("value for {name:?}: {e}")))
+                HeaderValue::from_str(value).map(|v| (n, v)).map_err(|e| {
+                    Error::invalid_argument("default_header", format!("value for {name:?}: {e}"))
+                })
             });
         match parsed {
             Ok((n, mut v)) => {
@@ -303,16 +309,28 @@ impl ClientBuilder {
         }
         self.retry.validate()?;
         if self.connect_timeout.is_zero() {
-            return Err(Error::invalid_argument("connect_timeout", "must be greater than zero"));
+            return Err(Error::invalid_argument(
+                "connect_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.request_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(Error::invalid_argument("request_timeout", "must be greater than zero"));
+            return Err(Error::invalid_argument(
+                "request_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.live_idle_timeout.is_zero() {
-            return Err(Error::invalid_argument("live_idle_timeout", "must be greater than zero"));
+            return Err(Error::invalid_argument(
+                "live_idle_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.max_response_bytes == 0 {
-            return Err(Error::invalid_argument("max_response_bytes", "must be greater than zero"));
+            return Err(Error::invalid_argument(
+                "max_response_bytes",
+                "must be greater than zero",
+            ));
         }
         let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
@@ -323,9 +341,11 @@ impl ClientBuilder {
         if self.http2_prior_knowledge {
             http = http.http2_prior_knowledge();
         }
-        let http = http
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Network).with_message("could not build the HTTP client").with_source(e))?;
+        let http = http.build().map_err(|e| {
+            Error::new(ErrorKind::Network)
+                .with_message("could not build the HTTP client")
+                .with_source(e)
+        })?;
         Ok(Client {
             inner: Arc::new(ClientInner {
                 http: Ok(http),
@@ -353,16 +373,37 @@ mod tests {
             )
             .build()
             .unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "max_delay" });
-        let err = Client::builder().default_header("bad name", "x").build().unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "default_header" });
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::InvalidArgument { field: "max_delay" }
+        );
+        let err = Client::builder()
+            .default_header("bad name", "x")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::InvalidArgument {
+                field: "default_header"
+            }
+        );
         let err = Client::builder().max_response_bytes(0).build().unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "max_response_bytes" });
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::InvalidArgument {
+                field: "max_response_bytes"
+            }
+        );
         let err = Client::builder()
             .connect_timeout(Duration::ZERO)
             .build()
             .unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "connect_timeout" });
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::InvalidArgument {
+                field: "connect_timeout"
+            }
+        );
     }
 
     #[test]
@@ -374,7 +415,10 @@ mod tests {
             .build()
             .unwrap();
         let shown = format!("{client:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("t0ps3cret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("t0ps3cret"),
+            "{shown}"
+        );
         assert!(shown.contains("acme"), "{shown}");
     }
 

@@ -29,7 +29,9 @@ pub enum ConflictReason {
 impl fmt::Display for ConflictReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ConflictReason::ExistsWithDifferentConfig => "stream exists with a different configuration",
+            ConflictReason::ExistsWithDifferentConfig => {
+                "stream exists with a different configuration"
+            }
             ConflictReason::ContentTypeMismatch => "content type does not match the stream",
             ConflictReason::SequenceRegression => "Stream-Seq is not greater than the last one",
             ConflictReason::Other => "conflict",
@@ -123,7 +125,9 @@ impl ErrorKind {
         match self {
             ErrorKind::NotFound => f.write_str("not found"),
             ErrorKind::Conflict(reason) => write!(f, "conflict: {reason}"),
-            ErrorKind::StreamClosed { final_offset: Some(o) } => {
+            ErrorKind::StreamClosed {
+                final_offset: Some(o),
+            } => {
                 write!(f, "stream is closed (final offset {o})")
             }
             ErrorKind::StreamClosed { final_offset: None } => f.write_str("stream is closed"),
@@ -131,7 +135,10 @@ impl ErrorKind {
                 write!(f, "stale producer epoch (server epoch is {current})")
             }
             ErrorKind::SequenceGap { expected, received } => {
-                write!(f, "producer sequence gap (expected {expected}, sent {received})")
+                write!(
+                    f,
+                    "producer sequence gap (expected {expected}, sent {received})"
+                )
             }
             ErrorKind::BadRequest => f.write_str("bad request"),
             ErrorKind::Gone => f.write_str("gone"),
@@ -139,7 +146,9 @@ impl ErrorKind {
             ErrorKind::ResponseTooLarge { limit } => {
                 write!(f, "response body exceeds the {limit}-byte limit")
             }
-            ErrorKind::RateLimited { retry_after: Some(d) } => {
+            ErrorKind::RateLimited {
+                retry_after: Some(d),
+            } => {
                 write!(f, "rate limited (retry after {} ms)", d.as_millis())
             }
             ErrorKind::RateLimited { retry_after: None } => f.write_str("rate limited"),
@@ -344,13 +353,21 @@ mod tests {
     #[test]
     fn display_names_the_path_but_not_the_query_or_credentials() {
         let url = url::Url::parse("http://user:pw@h:1/v1/stream/a?token=secret").unwrap();
-        let err = Error::new(ErrorKind::NotFound).with_url(&url).with_status(404);
+        let err = Error::new(ErrorKind::NotFound)
+            .with_url(&url)
+            .with_status(404);
         let shown = err.to_string();
         assert!(shown.contains("/v1/stream/a"), "{shown}");
         assert!(shown.contains("404"), "{shown}");
-        assert!(!shown.contains("secret") && !shown.contains("pw"), "{shown}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("pw"),
+            "{shown}"
+        );
         let debug = format!("{err:?}");
-        assert!(!debug.contains("secret") && !debug.contains("pw"), "{debug}");
+        assert!(
+            !debug.contains("secret") && !debug.contains("pw"),
+            "{debug}"
+        );
         assert_eq!(err.url(), Some("http://h:1/v1/stream/a"));
     }
 

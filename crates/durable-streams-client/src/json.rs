@@ -65,8 +65,12 @@ pub(crate) fn split_array(body: &[u8]) -> Result<Vec<Box<RawValue>>> {
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
-    serde_json::from_slice::<Vec<Box<RawValue>>>(trimmed)
-        .map_err(|e| Error::decode(DecodeKind::Json, format!("expected a JSON array of messages: {e}")))
+    serde_json::from_slice::<Vec<Box<RawValue>>>(trimmed).map_err(|e| {
+        Error::decode(
+            DecodeKind::Json,
+            format!("expected a JSON array of messages: {e}"),
+        )
+    })
 }
 
 /// Deserialize raw items into the caller's type.
@@ -75,7 +79,10 @@ pub(crate) fn decode_items<T: DeserializeOwned>(items: &[Box<RawValue>]) -> Resu
         .iter()
         .map(|raw| {
             serde_json::from_str(raw.get()).map_err(|e| {
-                Error::decode(DecodeKind::Json, format!("message does not match the requested type: {e}"))
+                Error::decode(
+                    DecodeKind::Json,
+                    format!("message does not match the requested type: {e}"),
+                )
             })
         })
         .collect()
@@ -96,7 +103,10 @@ pub(crate) fn merge_arrays(parts: &[Bytes]) -> Result<Bytes> {
             continue;
         }
         if t.first() != Some(&b'[') || t.last() != Some(&b']') {
-            return Err(Error::decode(DecodeKind::Json, "SSE data event is not a JSON array"));
+            return Err(Error::decode(
+                DecodeKind::Json,
+                "SSE data event is not a JSON array",
+            ));
         }
         let inner = trim_ascii(&t[1..t.len() - 1]);
         if inner.is_empty() {
@@ -113,8 +123,14 @@ pub(crate) fn merge_arrays(parts: &[Bytes]) -> Result<Bytes> {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &b[start..end]
 }
 
@@ -134,7 +150,13 @@ mod tests {
 
     #[test]
     fn single_values_stay_single_messages() {
-        for v in [json!({"a":1}), json!([1, 2]), json!([[1, 2, 3]]), json!(null), json!("s")] {
+        for v in [
+            json!({"a":1}),
+            json!([1, 2]),
+            json!([[1, 2, 3]]),
+            json!(null),
+            json!("s"),
+        ] {
             let body = single_message_body(&v).unwrap();
             assert_eq!(server_flatten(&body), vec![v]);
         }
@@ -145,7 +167,10 @@ mod tests {
         let body = batch_body([json!([1, 2]), json!([3, 4])]).unwrap();
         assert_eq!(server_flatten(&body), vec![json!([1, 2]), json!([3, 4])]);
         let err = batch_body(Vec::<Value>::new()).unwrap_err();
-        assert_eq!(err.kind(), &crate::ErrorKind::InvalidArgument { field: "values" });
+        assert_eq!(
+            err.kind(),
+            &crate::ErrorKind::InvalidArgument { field: "values" }
+        );
     }
 
     #[test]
@@ -162,7 +187,10 @@ mod tests {
             Bytes::from_static(b"\n[\n3\n]\n"),
         ])
         .unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&merged).unwrap(), json!([1, 2, 3]));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&merged).unwrap(),
+            json!([1, 2, 3])
+        );
         assert!(merge_arrays(&[Bytes::from_static(b"[1]"), Bytes::from_static(b"{}")]).is_err());
     }
 

@@ -166,7 +166,10 @@ pub(crate) struct ResponseMeta {
 }
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 pub(crate) fn header_is_true(headers: &HeaderMap, name: &str) -> bool {
@@ -177,7 +180,10 @@ pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>>
     match header_str(headers, name) {
         None => Ok(None),
         Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
-            Error::decode(DecodeKind::Header, format!("{name} is not an integer: {v:?}"))
+            Error::decode(
+                DecodeKind::Header,
+                format!("{name} is not an integer: {v:?}"),
+            )
         }),
     }
 }
@@ -203,7 +209,10 @@ impl ResponseMeta {
     /// The next offset, which every successful data response must carry.
     pub(crate) fn require_next_offset(&self) -> Result<Offset> {
         self.next_offset.clone().ok_or_else(|| {
-            Error::decode(DecodeKind::Header, "response has no Stream-Next-Offset header")
+            Error::decode(
+                DecodeKind::Header,
+                "response has no Stream-Next-Offset header",
+            )
         })
     }
 }
@@ -241,8 +250,12 @@ pub(crate) fn error_from_response(
                 .and_then(|v| Offset::from_server(v).ok()),
         },
         409 if headers.contains_key(names::PRODUCER_EXPECTED_SEQ) => {
-            let expected = header_u64(headers, names::PRODUCER_EXPECTED_SEQ).ok().flatten();
-            let received = header_u64(headers, names::PRODUCER_RECEIVED_SEQ).ok().flatten();
+            let expected = header_u64(headers, names::PRODUCER_EXPECTED_SEQ)
+                .ok()
+                .flatten();
+            let received = header_u64(headers, names::PRODUCER_RECEIVED_SEQ)
+                .ok()
+                .flatten();
             match (expected, received) {
                 (Some(expected), Some(received)) => ErrorKind::SequenceGap { expected, received },
                 _ => ErrorKind::Conflict(ConflictReason::Other),
@@ -347,16 +360,18 @@ impl StreamInner {
         } else if spec.method == Method::POST || spec.method == Method::PUT {
             builder = builder.body(Bytes::new());
         }
-        builder
-            .build()
-            .map_err(|e| Error::invalid_argument("url", "could not build the request").with_source(e))
+        builder.build().map_err(|e| {
+            Error::invalid_argument("url", "could not build the request").with_source(e)
+        })
     }
 
     /// Send with retries until response headers arrive. Retries connect
     /// failures always, 5xx/429 always (the server did not do it), and other
     /// transport failures only for idempotent requests.
     pub(crate) async fn send(&self, spec: &RequestSpec) -> Result<reqwest::Response> {
-        self.send_with(spec, |_| Ok(())).await.map(|(resp, ())| resp)
+        self.send_with(spec, |_| Ok(()))
+            .await
+            .map(|(resp, ())| resp)
     }
 
     /// Send and read the whole body (bounded by the client's limit), retrying
@@ -441,8 +456,9 @@ impl StreamInner {
                     if retry >= policy.max_retries {
                         let headers = resp.headers().clone();
                         let body = read_body_limited(resp, 4096).await.unwrap_or_default();
-                        return Err(error_from_response(spec, status, &headers, &body)
-                            .with_url(&self.url));
+                        return Err(
+                            error_from_response(spec, status, &headers, &body).with_url(&self.url)
+                        );
                     }
                     (format!("HTTP {status}"), retry_after)
                 }
@@ -538,10 +554,19 @@ mod tests {
         let e = error_from_response(
             &s,
             StatusCode::CONFLICT,
-            &headers(&[("producer-expected-seq", "3"), ("producer-received-seq", "5")]),
+            &headers(&[
+                ("producer-expected-seq", "3"),
+                ("producer-received-seq", "5"),
+            ]),
             b"",
         );
-        assert_eq!(e.kind(), &ErrorKind::SequenceGap { expected: 3, received: 5 });
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::SequenceGap {
+                expected: 3,
+                received: 5
+            }
+        );
         let e = error_from_response(
             &s,
             StatusCode::FORBIDDEN,
@@ -556,16 +581,32 @@ mod tests {
             b"",
         );
         assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
-        let e = error_from_response(&spec(Method::PUT), StatusCode::CONFLICT, &HeaderMap::new(), b"exists");
+        let e = error_from_response(
+            &spec(Method::PUT),
+            StatusCode::CONFLICT,
+            &HeaderMap::new(),
+            b"exists",
+        );
         assert_eq!(
             e.kind(),
             &ErrorKind::Conflict(ConflictReason::ExistsWithDifferentConfig)
         );
-        let e = error_from_response(&s, StatusCode::CONFLICT, &HeaderMap::new(), b"Content-Type mismatch");
-        assert_eq!(e.kind(), &ErrorKind::Conflict(ConflictReason::ContentTypeMismatch));
+        let e = error_from_response(
+            &s,
+            StatusCode::CONFLICT,
+            &HeaderMap::new(),
+            b"Content-Type mismatch",
+        );
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::Conflict(ConflictReason::ContentTypeMismatch)
+        );
         let seq = spec(Method::POST).header(names::SEQ, "b").unwrap();
         let e = error_from_response(&seq, StatusCode::CONFLICT, &HeaderMap::new(), b"");
-        assert_eq!(e.kind(), &ErrorKind::Conflict(ConflictReason::SequenceRegression));
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::Conflict(ConflictReason::SequenceRegression)
+        );
         let e = error_from_response(&s, StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"");
         assert_eq!(e.kind(), &ErrorKind::Server { status: 503 });
         let e = error_from_response(&s, StatusCode::METHOD_NOT_ALLOWED, &HeaderMap::new(), b"");
@@ -575,7 +616,12 @@ mod tests {
     #[test]
     fn error_text_is_bounded() {
         let long = vec![b'x'; 10_000];
-        let e = error_from_response(&spec(Method::GET), StatusCode::BAD_REQUEST, &HeaderMap::new(), &long);
+        let e = error_from_response(
+            &spec(Method::GET),
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            &long,
+        );
         assert!(e.message().unwrap().len() <= MAX_ERROR_TEXT);
     }
 

@@ -180,15 +180,23 @@ mod tests {
             err.kind(),
             &crate::ErrorKind::InvalidArgument { field: "max_delay" }
         );
-        let err = RetryPolicy::default().with_jitter(1.5).validate().unwrap_err();
-        assert_eq!(err.kind(), &crate::ErrorKind::InvalidArgument { field: "jitter" });
+        let err = RetryPolicy::default()
+            .with_jitter(1.5)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &crate::ErrorKind::InvalidArgument { field: "jitter" }
+        );
         let err = RetryPolicy::default()
             .with_multiplier(f64::NAN)
             .validate()
             .unwrap_err();
         assert_eq!(
             err.kind(),
-            &crate::ErrorKind::InvalidArgument { field: "multiplier" }
+            &crate::ErrorKind::InvalidArgument {
+                field: "multiplier"
+            }
         );
     }
 
@@ -205,7 +213,10 @@ mod tests {
     #[test]
     fn retry_after_is_a_minimum() {
         let p = RetryPolicy::default().with_jitter(0.0);
-        assert_eq!(p.wait(0, Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(
+            p.wait(0, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
         assert_eq!(
             p.wait(0, Some(Duration::from_millis(1))),
             Duration::from_millis(100)
@@ -217,14 +228,20 @@ mod tests {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_retry_after("99999999"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_retry_after("99999999"),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)
         );
         let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         let d = parse_retry_after(&future).unwrap();
-        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-4"), None);
     }

@@ -214,7 +214,9 @@ impl Stream {
 
     pub(crate) fn tail_etag_for(&self, offset: &Offset) -> Option<String> {
         let slot = self.inner.tail_etag.lock().ok()?;
-        slot.as_ref().filter(|(at, _)| at == offset).map(|(_, etag)| etag.clone())
+        slot.as_ref()
+            .filter(|(at, _)| at == offset)
+            .map(|(_, etag)| etag.clone())
     }
 
     pub(crate) fn remember_tail_etag(&self, entry: Option<(Offset, String)>) {
@@ -225,7 +227,8 @@ impl Stream {
 
     /// Whether the stream's content type is JSON (message mode).
     pub(crate) fn is_json(&self) -> bool {
-        self.content_type().is_some_and(|ct| is_json_content_type(&ct))
+        self.content_type()
+            .is_some_and(|ct| is_json_content_type(&ct))
     }
 
     pub(crate) async fn execute(&self, spec: &RequestSpec) -> Result<BufferedResponse> {
@@ -237,7 +240,10 @@ impl Stream {
     }
 
     pub(crate) fn meta(&self, resp: &BufferedResponse) -> Result<ResponseMeta> {
-        ResponseMeta::from_headers(&resp.headers).map_err(|e| e.with_url(&self.inner.url).with_status(resp.status.as_u16()))
+        ResponseMeta::from_headers(&resp.headers).map_err(|e| {
+            e.with_url(&self.inner.url)
+                .with_status(resp.status.as_u16())
+        })
     }
 
     /// Create the stream with the handle's content type (or the server's
@@ -271,7 +277,10 @@ impl Stream {
             spec = spec.body(body);
         }
         let resp = self.execute(&spec).await?;
-        if !matches!(resp.status, StatusCode::OK | StatusCode::CREATED | StatusCode::NO_CONTENT) {
+        if !matches!(
+            resp.status,
+            StatusCode::OK | StatusCode::CREATED | StatusCode::NO_CONTENT
+        ) {
             return Err(self.error_for(&spec, &resp));
         }
         let meta = self.meta(&resp)?;
@@ -300,8 +309,10 @@ impl Stream {
             return Ok(ct);
         }
         let info = self.head().await?;
-        info.content_type
-            .ok_or_else(|| Error::decode(DecodeKind::Header, "HEAD returned no Content-Type").with_url(&self.inner.url))
+        info.content_type.ok_or_else(|| {
+            Error::decode(DecodeKind::Header, "HEAD returned no Content-Type")
+                .with_url(&self.inner.url)
+        })
     }
 
     /// Append bytes (POST). Returns the new tail offset.
@@ -315,10 +326,17 @@ impl Stream {
     }
 
     /// Append bytes with options (`Stream-Seq`, close, content type, retries).
-    pub async fn append_with(&self, data: impl Into<Bytes>, options: AppendOptions) -> Result<AppendResult> {
+    pub async fn append_with(
+        &self,
+        data: impl Into<Bytes>,
+        options: AppendOptions,
+    ) -> Result<AppendResult> {
         let data = data.into();
         if data.is_empty() && !options.close {
-            return Err(Error::invalid_argument("data", "an append needs a non-empty body").with_url(&self.inner.url));
+            return Err(
+                Error::invalid_argument("data", "an append needs a non-empty body")
+                    .with_url(&self.inner.url),
+            );
         }
         let content_type = match options.content_type {
             Some(ct) => ct,
@@ -342,7 +360,9 @@ impl Stream {
         }
         let meta = self.meta(&resp)?;
         Ok(AppendResult {
-            next_offset: meta.require_next_offset().map_err(|e| e.with_url(&self.inner.url))?,
+            next_offset: meta
+                .require_next_offset()
+                .map_err(|e| e.with_url(&self.inner.url))?,
             closed: meta.closed,
         })
     }
@@ -389,7 +409,13 @@ impl Stream {
     /// `StreamClosed` if the stream is already closed.
     pub async fn close_with(&self, final_data: impl Into<Bytes>) -> Result<CloseResult> {
         let r = self
-            .append_with(final_data, AppendOptions { close: true, ..AppendOptions::default() })
+            .append_with(
+                final_data,
+                AppendOptions {
+                    close: true,
+                    ..AppendOptions::default()
+                },
+            )
             .await?;
         Ok(CloseResult {
             final_offset: Some(r.next_offset),
@@ -403,7 +429,10 @@ impl Stream {
     ) -> impl Future<Output = Result<CloseResult>> + Send + '_ {
         let body = crate::json::single_message_body(value).map_err(|e| e.with_url(&self.inner.url));
         async move {
-            let options = AppendOptions { close: true, ..AppendOptions::json() };
+            let options = AppendOptions {
+                close: true,
+                ..AppendOptions::json()
+            };
             let r = self.append_with(body?, options).await?;
             Ok(CloseResult {
                 final_offset: Some(r.next_offset),
@@ -432,17 +461,24 @@ impl Stream {
         self.learn_content_type(meta.content_type.as_deref());
         let ttl = match header_str(&resp.headers, names::TTL) {
             Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| {
-                Error::decode(DecodeKind::Header, format!("Stream-TTL is not an integer: {v:?}"))
-                    .with_url(&self.inner.url)
+                Error::decode(
+                    DecodeKind::Header,
+                    format!("Stream-TTL is not an integer: {v:?}"),
+                )
+                .with_url(&self.inner.url)
             })?)),
             None => None,
         };
         let expires_at_raw = header_str(&resp.headers, names::EXPIRES_AT).map(str::to_owned);
         Ok(StreamInfo {
-            next_offset: meta.require_next_offset().map_err(|e| e.with_url(&self.inner.url))?,
+            next_offset: meta
+                .require_next_offset()
+                .map_err(|e| e.with_url(&self.inner.url))?,
             content_type: meta.content_type,
             ttl,
-            expires_at: expires_at_raw.as_deref().and_then(|v| humantime::parse_rfc3339_weak(v).ok()),
+            expires_at: expires_at_raw
+                .as_deref()
+                .and_then(|v| humantime::parse_rfc3339_weak(v).ok()),
             expires_at_raw,
             closed: meta.closed,
             etag: meta.etag,
@@ -463,7 +499,8 @@ impl Stream {
     pub async fn read_text(&self) -> Result<String> {
         let bytes = self.read_bytes().await?;
         String::from_utf8(bytes.to_vec()).map_err(|e| {
-            Error::decode(DecodeKind::Utf8, format!("stream data is not UTF-8: {e}")).with_url(&self.inner.url)
+            Error::decode(DecodeKind::Utf8, format!("stream data is not UTF-8: {e}"))
+                .with_url(&self.inner.url)
         })
     }
 
@@ -506,7 +543,10 @@ impl Expiry {
                 }
                 spec.header(names::TTL, d.as_secs().to_string())
             }
-            Expiry::At(t) => spec.header(names::EXPIRES_AT, humantime::format_rfc3339_millis(*t).to_string()),
+            Expiry::At(t) => spec.header(
+                names::EXPIRES_AT,
+                humantime::format_rfc3339_millis(*t).to_string(),
+            ),
         }
     }
 }
@@ -696,7 +736,12 @@ mod tests {
             .with_header("x-tenant", "acme")
             .with_param_fn("auth", || "param-secret".into());
         let shown = format!("{s:?}");
-        for secret in ["qs-secret", "static-secret", "dynamic-secret", "param-secret"] {
+        for secret in [
+            "qs-secret",
+            "static-secret",
+            "dynamic-secret",
+            "param-secret",
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("acme"));
@@ -722,7 +767,12 @@ mod tests {
     #[test]
     fn ttl_must_be_whole_seconds() {
         let spec = RequestSpec::new(Method::PUT, "t");
-        let err = Expiry::Ttl(Duration::from_millis(1500)).apply(spec).unwrap_err();
-        assert_eq!(err.kind(), &crate::ErrorKind::InvalidArgument { field: "ttl" });
+        let err = Expiry::Ttl(Duration::from_millis(1500))
+            .apply(spec)
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &crate::ErrorKind::InvalidArgument { field: "ttl" }
+        );
     }
 }

@@ -37,7 +37,8 @@ pub mod metric_names {
 #[cfg(feature = "metrics")]
 pub(crate) fn request_done(operation: &'static str, status: u16, elapsed: Duration) {
     metrics::counter!(metric_names::REQUESTS, "operation" => operation, "status" => status.to_string()).increment(1);
-    metrics::histogram!(metric_names::REQUEST_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+    metrics::histogram!(metric_names::REQUEST_DURATION, "operation" => operation)
+        .record(elapsed.as_secs_f64());
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -45,8 +46,10 @@ pub(crate) fn request_done(_operation: &'static str, _status: u16, _elapsed: Dur
 
 #[cfg(feature = "metrics")]
 pub(crate) fn request_failed(operation: &'static str, elapsed: Duration) {
-    metrics::counter!(metric_names::REQUESTS, "operation" => operation, "status" => "error").increment(1);
-    metrics::histogram!(metric_names::REQUEST_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+    metrics::counter!(metric_names::REQUESTS, "operation" => operation, "status" => "error")
+        .increment(1);
+    metrics::histogram!(metric_names::REQUEST_DURATION, "operation" => operation)
+        .record(elapsed.as_secs_f64());
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -54,7 +57,8 @@ pub(crate) fn request_failed(_operation: &'static str, _elapsed: Duration) {}
 
 #[cfg(feature = "metrics")]
 pub(crate) fn retry(operation: &'static str, reason: &'static str) {
-    metrics::counter!(metric_names::RETRIES, "operation" => operation, "reason" => reason).increment(1);
+    metrics::counter!(metric_names::RETRIES, "operation" => operation, "reason" => reason)
+        .increment(1);
 }
 
 #[cfg(not(feature = "metrics"))]

@@ -15,11 +15,21 @@ async fn create_is_idempotent_and_reports_conflicts() {
     for server in common::servers() {
         let client = common::client();
         let s = common::stream(&server, &client, "create");
-        let first = s.create_with(CreateOptions::new().content_type("text/plain")).await.unwrap();
+        let first = s
+            .create_with(CreateOptions::new().content_type("text/plain"))
+            .await
+            .unwrap();
         assert!(first.created, "{:?}", server.kind());
         assert!(first.next_offset.is_some());
-        let again = s.create_with(CreateOptions::new().content_type("text/plain")).await.unwrap();
-        assert!(!again.created, "same config is 200, not 201 ({:?})", server.kind());
+        let again = s
+            .create_with(CreateOptions::new().content_type("text/plain"))
+            .await
+            .unwrap();
+        assert!(
+            !again.created,
+            "same config is 200, not 201 ({:?})",
+            server.kind()
+        );
         let err = s
             .create_with(CreateOptions::new().content_type("application/json"))
             .await
@@ -39,13 +49,18 @@ async fn create_is_idempotent_and_reports_conflicts() {
 async fn append_and_read_bytes() {
     for server in common::servers() {
         let client = common::client();
-        let s = common::stream(&server, &client, "bytes").with_content_type("application/octet-stream");
+        let s =
+            common::stream(&server, &client, "bytes").with_content_type("application/octet-stream");
         s.create().await.unwrap();
         let mut last = None;
         for part in [&b"alpha-"[..], b"beta-", &[0u8, 255, 1]] {
             let r = s.append(Bytes::copy_from_slice(part)).await.unwrap();
             if let Some(prev) = &last {
-                assert!(r.next_offset > *prev, "offsets must grow ({:?})", server.kind());
+                assert!(
+                    r.next_offset > *prev,
+                    "offsets must grow ({:?})",
+                    server.kind()
+                );
             }
             last = Some(r.next_offset);
         }
@@ -53,7 +68,10 @@ async fn append_and_read_bytes() {
         assert_eq!(&all[..], b"alpha-beta-\x00\xff\x01");
         let info = s.head().await.unwrap();
         assert_eq!(Some(info.next_offset), last);
-        assert_eq!(info.content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(
+            info.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
         assert!(!info.closed);
 
         let err = s.append(Bytes::new()).await.unwrap_err();
@@ -90,9 +108,19 @@ async fn json_flattening_is_handled_for_the_user() {
         s.append_json(&json!({"event": "created"})).await.unwrap();
         // An array value is ONE message, not flattened into two.
         s.append_json(&json!([1, 2])).await.unwrap();
-        s.append_json_batch([json!({"n": 1}), json!([3, 4])]).await.unwrap();
+        s.append_json_batch([json!({"n": 1}), json!([3, 4])])
+            .await
+            .unwrap();
         let items: Vec<Value> = s.read_json().await.unwrap();
-        assert_eq!(items, vec![json!({"event": "created"}), json!([1, 2]), json!({"n": 1}), json!([3, 4])]);
+        assert_eq!(
+            items,
+            vec![
+                json!({"event": "created"}),
+                json!([1, 2]),
+                json!({"n": 1}),
+                json!([3, 4])
+            ]
+        );
 
         let err = s.append_json_batch(Vec::<Value>::new()).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "values" });
@@ -116,7 +144,12 @@ async fn close_is_idempotent_and_blocks_appends() {
         let closed = s.close().await.unwrap();
         assert_eq!(closed.final_offset.as_ref(), Some(&appended.next_offset));
         let again = s.close().await.unwrap();
-        assert_eq!(again.final_offset, closed.final_offset, "{:?}", server.kind());
+        assert_eq!(
+            again.final_offset,
+            closed.final_offset,
+            "{:?}",
+            server.kind()
+        );
         let err = s.append("more").await.unwrap_err();
         match err.kind() {
             ErrorKind::StreamClosed { final_offset } => {
@@ -143,7 +176,10 @@ async fn close_with_final_message_is_atomic() {
         let items: Vec<Value> = s.read_json().await.unwrap();
         assert_eq!(items, vec![json!(1), json!({"done": true})]);
         let err = s.close_with_json(&json!("late")).await.unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::StreamClosed { .. }), "{err}");
+        assert!(
+            matches!(err.kind(), ErrorKind::StreamClosed { .. }),
+            "{err}"
+        );
     }
 }
 
@@ -153,7 +189,12 @@ async fn create_closed_with_body() {
         let client = common::client();
         let s = common::stream(&server, &client, "oneshot");
         let r = s
-            .create_with(CreateOptions::new().content_type("text/plain").body("complete").closed(true))
+            .create_with(
+                CreateOptions::new()
+                    .content_type("text/plain")
+                    .body("complete")
+                    .closed(true),
+            )
             .await
             .unwrap();
         assert!(r.created && r.closed, "{r:?}");
@@ -170,8 +211,14 @@ async fn delete_then_not_found() {
         s.create().await.unwrap();
         s.delete().await.unwrap();
         assert_eq!(s.head().await.unwrap_err().kind(), &ErrorKind::NotFound);
-        assert_eq!(s.read_bytes().await.unwrap_err().kind(), &ErrorKind::NotFound);
-        assert_eq!(s.append("x").await.unwrap_err().kind(), &ErrorKind::NotFound);
+        assert_eq!(
+            s.read_bytes().await.unwrap_err().kind(),
+            &ErrorKind::NotFound
+        );
+        assert_eq!(
+            s.append("x").await.unwrap_err().kind(),
+            &ErrorKind::NotFound
+        );
         assert_eq!(s.delete().await.unwrap_err().kind(), &ErrorKind::NotFound);
     }
 }
@@ -181,23 +228,40 @@ async fn head_reports_ttl_and_expiry() {
     for server in common::servers() {
         let client = common::client();
         let ttl = common::stream(&server, &client, "ttl");
-        ttl.create_with(CreateOptions::new().content_type("text/plain").ttl(Duration::from_secs(3600)))
-            .await
-            .unwrap();
-        assert_eq!(ttl.head().await.unwrap().ttl, Some(Duration::from_secs(3600)));
+        ttl.create_with(
+            CreateOptions::new()
+                .content_type("text/plain")
+                .ttl(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            ttl.head().await.unwrap().ttl,
+            Some(Duration::from_secs(3600))
+        );
 
         let at = SystemTime::now() + Duration::from_secs(7200);
         let exp = common::stream(&server, &client, "exp");
-        exp.create_with(CreateOptions::new().content_type("text/plain").expires_at(at))
-            .await
-            .unwrap();
+        exp.create_with(
+            CreateOptions::new()
+                .content_type("text/plain")
+                .expires_at(at),
+        )
+        .await
+        .unwrap();
         let info = exp.head().await.unwrap();
-        let got = info.expires_at.unwrap_or_else(|| panic!("unparsed {:?}", info.expires_at_raw));
+        let got = info
+            .expires_at
+            .unwrap_or_else(|| panic!("unparsed {:?}", info.expires_at_raw));
         let diff = got.duration_since(at).unwrap_or_else(|e| e.duration());
         assert!(diff < Duration::from_secs(2), "{diff:?}");
 
         let err = ttl
-            .create_with(CreateOptions::new().content_type("text/plain").ttl(Duration::from_millis(10)))
+            .create_with(
+                CreateOptions::new()
+                    .content_type("text/plain")
+                    .ttl(Duration::from_millis(10)),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "ttl" });
@@ -210,9 +274,16 @@ async fn stream_seq_regression_is_a_conflict() {
         let client = common::client();
         let s = common::stream(&server, &client, "seq").with_content_type("text/plain");
         s.create().await.unwrap();
-        s.append_with("a", AppendOptions::default().seq("0002")).await.unwrap();
-        s.append_with("b", AppendOptions::default().seq("0003")).await.unwrap();
-        let err = s.append_with("c", AppendOptions::default().seq("0001")).await.unwrap_err();
+        s.append_with("a", AppendOptions::default().seq("0002"))
+            .await
+            .unwrap();
+        s.append_with("b", AppendOptions::default().seq("0003"))
+            .await
+            .unwrap();
+        let err = s
+            .append_with("c", AppendOptions::default().seq("0001"))
+            .await
+            .unwrap_err();
         assert_eq!(
             err.kind(),
             &ErrorKind::Conflict(ConflictReason::SequenceRegression),
@@ -227,9 +298,17 @@ async fn content_type_mismatch_is_a_conflict() {
     for server in common::servers() {
         let client = common::client();
         let s = common::stream(&server, &client, "ctm");
-        s.create_with(CreateOptions::new().content_type("text/plain")).await.unwrap();
+        s.create_with(CreateOptions::new().content_type("text/plain"))
+            .await
+            .unwrap();
         let err = s
-            .append_with("x", AppendOptions { content_type: Some("application/octet-stream".into()), ..Default::default() })
+            .append_with(
+                "x",
+                AppendOptions {
+                    content_type: Some("application/octet-stream".into()),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap_err();
         assert!(
@@ -245,25 +324,36 @@ async fn fork_inherits_prefix_and_diverges() {
     for server in common::servers() {
         let client = common::client();
         let source = common::stream(&server, &client, "src");
-        source.create_with(CreateOptions::new().content_type("text/plain")).await.unwrap();
+        source
+            .create_with(CreateOptions::new().content_type("text/plain"))
+            .await
+            .unwrap();
         let at = source.append("one,").await.unwrap().next_offset;
         source.append("two,").await.unwrap();
 
         let fork = common::stream(&server, &client, "fork");
         let r = fork
-            .fork(ForkOptions::from_stream(&source).offset(at.clone()), CreateOptions::new())
+            .fork(
+                ForkOptions::from_stream(&source).offset(at.clone()),
+                CreateOptions::new(),
+            )
             .await
             .unwrap();
         assert!(r.created, "{:?}", server.kind());
         fork.append("fork-only").await.unwrap();
         assert_eq!(fork.read_text().await.unwrap(), "one,fork-only");
         assert_eq!(source.read_text().await.unwrap(), "one,two,");
-        assert_eq!(fork.head().await.unwrap().content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            fork.head().await.unwrap().content_type.as_deref(),
+            Some("text/plain")
+        );
 
         // Whole-source fork with a sub-offset of 2 bytes past the anchor.
         let sub = common::stream(&server, &client, "sub");
         sub.fork(
-            ForkOptions::from_stream(&source).offset(Offset::parse(at.as_str()).unwrap()).sub_offset(2),
+            ForkOptions::from_stream(&source)
+                .offset(Offset::parse(at.as_str()).unwrap())
+                .sub_offset(2),
             CreateOptions::new(),
         )
         .await
@@ -272,7 +362,10 @@ async fn fork_inherits_prefix_and_diverges() {
 
         let missing = common::stream(&server, &client, "nosrc");
         let err = missing
-            .fork(ForkOptions::from_path("/v1/stream/does-not-exist"), CreateOptions::new())
+            .fork(
+                ForkOptions::from_path("/v1/stream/does-not-exist"),
+                CreateOptions::new(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::NotFound);
@@ -289,11 +382,23 @@ async fn reading_from_an_offset_resumes_exactly() {
         s.append("second|").await.unwrap();
         let rest = s.read().offset(mid.clone()).collect_bytes().await.unwrap();
         assert_eq!(&rest[..], b"second|");
-        let none = s.read().offset(Offset::now()).collect_bytes().await.unwrap();
+        let none = s
+            .read()
+            .offset(Offset::now())
+            .collect_bytes()
+            .await
+            .unwrap();
         assert!(none.is_empty());
-        let err = s.read().offset(Offset::parse("not-an-offset").unwrap()).collect_bytes().await;
+        let err = s
+            .read()
+            .offset(Offset::parse("not-an-offset").unwrap())
+            .collect_bytes()
+            .await;
         if let Err(e) = err {
-            assert!(matches!(e.kind(), ErrorKind::BadRequest | ErrorKind::Gone), "{e}");
+            assert!(
+                matches!(e.kind(), ErrorKind::BadRequest | ErrorKind::Gone),
+                "{e}"
+            );
         }
     }
 }

@@ -20,7 +20,10 @@ async fn next_chunk(chunks: &mut durable_streams_client::ChunkStream) -> Chunk {
 }
 
 /// Collect chunk data until a chunk satisfies `until`.
-async fn read_until(chunks: &mut durable_streams_client::ChunkStream, until: impl Fn(&Chunk) -> bool) -> (Vec<u8>, Chunk) {
+async fn read_until(
+    chunks: &mut durable_streams_client::ChunkStream,
+    until: impl Fn(&Chunk) -> bool,
+) -> (Vec<u8>, Chunk) {
     let mut data = Vec::new();
     loop {
         let c = next_chunk(chunks).await;
@@ -56,7 +59,9 @@ async fn live_reads_deliver_new_data_and_end_at_closure() {
             let (data, last) = read_until(&mut chunks, |c| c.closed).await;
             assert_eq!(data, b"live-1|live-2|", "{mode:?} {:?}", server.kind());
             assert!(last.closed && last.up_to_date);
-            let end = tokio::time::timeout(Duration::from_secs(5), chunks.next()).await.unwrap();
+            let end = tokio::time::timeout(Duration::from_secs(5), chunks.next())
+                .await
+                .unwrap();
             assert!(end.is_none(), "the read ends after closure ({mode:?})");
         }
     }
@@ -74,7 +79,11 @@ async fn up_to_date_alone_does_not_end_a_live_read() {
             assert!(first.up_to_date && !first.closed);
             // Longer than the servers' 500 ms long-poll timeout: still open.
             let waited = tokio::time::timeout(Duration::from_millis(1300), chunks.next()).await;
-            assert!(waited.is_err(), "no item while idle ({mode:?} {:?}): {waited:?}", server.kind());
+            assert!(
+                waited.is_err(),
+                "no item while idle ({mode:?} {:?}): {waited:?}",
+                server.kind()
+            );
             s.append("late").await.unwrap();
             let (data, _) = read_until(&mut chunks, |c| !c.data.is_empty()).await;
             assert_eq!(data, b"late");
@@ -90,14 +99,23 @@ async fn closed_streams_end_immediately_in_every_mode() {
         s.create().await.unwrap();
         s.append("all").await.unwrap();
         s.close().await.unwrap();
-        for mode in [LiveMode::Off, LiveMode::LongPoll, LiveMode::Sse, LiveMode::Auto] {
+        for mode in [
+            LiveMode::Off,
+            LiveMode::LongPoll,
+            LiveMode::Sse,
+            LiveMode::Auto,
+        ] {
             let started = std::time::Instant::now();
             let chunks: Vec<_> = s.read().live(mode).bytes().collect().await;
             let chunks: Vec<Chunk> = chunks.into_iter().map(|c| c.unwrap()).collect();
             let data: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
             assert_eq!(data, b"all", "{mode:?} {:?}", server.kind());
             assert!(chunks.last().unwrap().closed, "{mode:?}");
-            assert!(started.elapsed() < Duration::from_secs(3), "{mode:?} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{mode:?} took {:?}",
+                started.elapsed()
+            );
             // From the tail of a closed stream, and from `now`.
             let tail = chunks.last().unwrap().offset.clone();
             for start in [tail, Offset::now()] {
@@ -134,7 +152,8 @@ async fn now_skips_history() {
 async fn binary_streams_round_trip_over_sse_base64() {
     for server in common::servers() {
         let client = common::client();
-        let s = common::stream(&server, &client, "bin").with_content_type("application/octet-stream");
+        let s =
+            common::stream(&server, &client, "bin").with_content_type("application/octet-stream");
         s.create().await.unwrap();
         let payload: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
         s.append(payload.clone()).await.unwrap();
@@ -151,11 +170,18 @@ async fn typed_json_in_every_mode() {
         n: u32,
     }
     for server in common::servers() {
-        for mode in [LiveMode::Off, LiveMode::LongPoll, LiveMode::Sse, LiveMode::Auto] {
+        for mode in [
+            LiveMode::Off,
+            LiveMode::LongPoll,
+            LiveMode::Sse,
+            LiveMode::Auto,
+        ] {
             let client = common::client();
             let s = common::stream(&server, &client, "typed");
             s.create_with(CreateOptions::json()).await.unwrap();
-            s.append_json_batch((0..50).map(|n| json!({ "n": n }))).await.unwrap();
+            s.append_json_batch((0..50).map(|n| json!({ "n": n })))
+                .await
+                .unwrap();
             s.append_json(&json!({"n": 50})).await.unwrap();
             if mode.is_live() {
                 let writer = s.clone();
@@ -168,15 +194,27 @@ async fn typed_json_in_every_mode() {
             let mut batches = s.read().live(mode).json::<Msg>();
             let mut got = Vec::new();
             let mut last_offset = None;
-            while let Some(batch) = tokio::time::timeout(Duration::from_secs(10), batches.next()).await.unwrap() {
+            while let Some(batch) = tokio::time::timeout(Duration::from_secs(10), batches.next())
+                .await
+                .unwrap()
+            {
                 let batch = batch.unwrap();
                 last_offset = Some(batch.offset.clone());
                 got.extend(batch.items.into_iter().map(|m| m.n));
             }
-            let expected: Vec<u32> = if mode.is_live() { (0..=51).collect() } else { (0..=50).collect() };
+            let expected: Vec<u32> = if mode.is_live() {
+                (0..=51).collect()
+            } else {
+                (0..=50).collect()
+            };
             assert_eq!(got, expected, "{mode:?} {:?}", server.kind());
             // The last batch's offset is the resume point: nothing after it.
-            let rest: Vec<Value> = s.read().offset(last_offset.unwrap()).collect_json().await.unwrap();
+            let rest: Vec<Value> = s
+                .read()
+                .offset(last_offset.unwrap())
+                .collect_json()
+                .await
+                .unwrap();
             assert!(rest.is_empty());
         }
     }
@@ -186,7 +224,8 @@ async fn typed_json_in_every_mode() {
 async fn text_reads_keep_multibyte_characters_whole() {
     for server in common::servers() {
         let client = common::client();
-        let s = common::stream(&server, &client, "text").with_content_type("text/plain; charset=utf-8");
+        let s =
+            common::stream(&server, &client, "text").with_content_type("text/plain; charset=utf-8");
         s.create().await.unwrap();
         let euro = "€".as_bytes();
         // Split a three-byte character across two appends.
@@ -225,8 +264,17 @@ async fn live_readers_see_every_message_once_in_order() {
                 s.append_json(&n).await.unwrap();
             }
             s.close().await.unwrap();
-            let got = tokio::time::timeout(Duration::from_secs(20), reader).await.unwrap().unwrap().unwrap();
-            assert_eq!(got, (0..200).collect::<Vec<_>>(), "{mode:?} {:?}", server.kind());
+            let got = tokio::time::timeout(Duration::from_secs(20), reader)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                got,
+                (0..200).collect::<Vec<_>>(),
+                "{mode:?} {:?}",
+                server.kind()
+            );
         }
     }
 }

@@ -126,14 +126,22 @@ impl Session {
 
     fn is_empty_payload(&self, data: &[u8]) -> bool {
         if self.json {
-            data.iter().all(|b| b.is_ascii_whitespace() || *b == b'[' || *b == b']')
+            data.iter()
+                .all(|b| b.is_ascii_whitespace() || *b == b'[' || *b == b']')
         } else {
             data.is_empty()
         }
     }
 
     /// Record a response's position and decide whether it is worth yielding.
-    fn advance(&mut self, data: Bytes, next: Offset, cursor: Option<String>, up_to_date: bool, closed: bool) -> Step {
+    fn advance(
+        &mut self,
+        data: Bytes,
+        next: Offset,
+        cursor: Option<String>,
+        up_to_date: bool,
+        closed: bool,
+    ) -> Step {
         let has_data = !self.is_empty_payload(&data);
         let progressed = next != self.offset;
         self.offset = next.clone();
@@ -147,7 +155,11 @@ impl Session {
         if self.mode == LiveMode::Off && up_to_date {
             self.done = true;
         }
-        self.no_progress = if has_data || progressed || up_to_date { 0 } else { self.no_progress + 1 };
+        self.no_progress = if has_data || progressed || up_to_date {
+            0
+        } else {
+            self.no_progress + 1
+        };
         let worth = has_data || closed || ((up_to_date || self.done) && !self.last_up_to_date);
         if !worth {
             return Step::Continue;
@@ -163,7 +175,8 @@ impl Session {
     }
 
     fn read_spec(&self, operation: &'static str) -> RequestSpec {
-        let mut spec = RequestSpec::new(Method::GET, operation).query("offset", self.offset.as_str());
+        let mut spec =
+            RequestSpec::new(Method::GET, operation).query("offset", self.offset.as_str());
         if let Some(cursor) = &self.cursor {
             spec = spec.query("cursor", cursor.clone());
         }
@@ -198,10 +211,17 @@ impl Session {
         self.stream.learn_content_type(meta.content_type.as_deref());
         let next = meta.require_next_offset()?;
         if self.is_empty_payload(&resp.body) && !meta.closed {
-            self.stream
-                .remember_tail_etag(meta.etag.clone().filter(|_| next == self.offset).map(|e| (next.clone(), e)));
+            self.stream.remember_tail_etag(
+                meta.etag
+                    .clone()
+                    .filter(|_| next == self.offset)
+                    .map(|e| (next.clone(), e)),
+            );
         }
-        let caught_up = meta.up_to_date || self.no_progress + 1 >= MAX_NO_PROGRESS && self.is_empty_payload(&resp.body) && next == self.offset;
+        let caught_up = meta.up_to_date
+            || self.no_progress + 1 >= MAX_NO_PROGRESS
+                && self.is_empty_payload(&resp.body)
+                && next == self.offset;
         let step = self.advance(resp.body, next, meta.cursor, caught_up, meta.closed);
         if caught_up && !self.done {
             self.after_caught_up();
@@ -210,7 +230,10 @@ impl Session {
     }
 
     async fn long_poll_step(&mut self) -> Result<Step> {
-        let spec = self.read_spec("long-poll").query("live", "long-poll").live();
+        let spec = self
+            .read_spec("long-poll")
+            .query("live", "long-poll")
+            .live();
         let resp = self.stream.execute(&spec).await?;
         match resp.status {
             StatusCode::OK => {
@@ -220,7 +243,10 @@ impl Session {
             }
             StatusCode::NO_CONTENT => {
                 let meta = self.stream.meta(&resp)?;
-                let next = meta.next_offset.clone().unwrap_or_else(|| self.offset.clone());
+                let next = meta
+                    .next_offset
+                    .clone()
+                    .unwrap_or_else(|| self.offset.clone());
                 Ok(self.advance(Bytes::new(), next, meta.cursor, true, meta.closed))
             }
             _ => Err(self.stream.error_for(&spec, &resp)),
@@ -244,11 +270,17 @@ impl Session {
                 }
                 Some(Ok(event)) => match event.event.as_str() {
                     "data" => {
-                        let payload = if conn.base64 { decode_base64(&event.data)? } else { event.data };
+                        let payload = if conn.base64 {
+                            decode_base64(&event.data)?
+                        } else {
+                            event.data
+                        };
                         conn.pending_bytes += payload.len();
                         if conn.pending_bytes > limit {
                             return Err(Error::new(ErrorKind::ResponseTooLarge { limit })
-                                .with_message("SSE data before a control event exceeds the size limit"));
+                                .with_message(
+                                    "SSE data before a control event exceeds the size limit",
+                                ));
                         }
                         conn.pending.push(payload);
                     }
@@ -258,7 +290,13 @@ impl Session {
                         let parts = std::mem::take(&mut conn.pending);
                         conn.pending_bytes = 0;
                         let data = self.join_payloads(parts)?;
-                        let step = self.advance(data, control.next_offset, control.cursor, control.up_to_date, control.closed);
+                        let step = self.advance(
+                            data,
+                            control.next_offset,
+                            control.cursor,
+                            control.up_to_date,
+                            control.closed,
+                        );
                         if self.done {
                             self.sse = None;
                         }
@@ -270,7 +308,11 @@ impl Session {
                 None => match conn.body.next().await {
                     Some(Ok(bytes)) => conn.parser.push(&bytes),
                     Some(Err(err)) => {
-                        let reason = if err.is_timeout() { "idle timeout" } else { "connection error" };
+                        let reason = if err.is_timeout() {
+                            "idle timeout"
+                        } else {
+                            "connection error"
+                        };
                         tracing::debug!(error = %err, "SSE connection broke");
                         return self.sse_ended(reason).await;
                     }
@@ -313,7 +355,11 @@ impl Session {
                 )));
             }
         }
-        let wait = if progressed { std::time::Duration::ZERO } else { policy.delay(self.reconnects) };
+        let wait = if progressed {
+            std::time::Duration::ZERO
+        } else {
+            policy.delay(self.reconnects)
+        };
         self.reconnects += u32::from(!progressed);
         tracing::debug!(path = %self.stream.url().path(), offset = %self.offset, reason, wait_ms = wait.as_millis() as u64, "reconnecting SSE");
         crate::telemetry::reconnect("sse");
@@ -343,27 +389,44 @@ impl Session {
                 saw_control: false,
             }));
         }
-        let refused = matches!(status.as_u16(), 400 | 405 | 406 | 415 | 501) || (status.is_success() && !is_event_stream);
+        let refused = matches!(status.as_u16(), 400 | 405 | 406 | 415 | 501)
+            || (status.is_success() && !is_event_stream);
         if self.mode == LiveMode::Auto && refused {
             tracing::info!(path = %self.stream.url().path(), status = status.as_u16(), "SSE refused; falling back to long-poll");
             self.phase = Phase::LongPoll;
             return Ok(None);
         }
         let headers = resp.headers().clone();
-        let body = crate::request::read_body_limited(resp, 4096).await.unwrap_or_default();
+        let body = crate::request::read_body_limited(resp, 4096)
+            .await
+            .unwrap_or_default();
         if status.is_success() {
-            return Err(Error::decode(DecodeKind::Sse, "SSE response is not text/event-stream").with_status(status.as_u16()));
+            return Err(
+                Error::decode(DecodeKind::Sse, "SSE response is not text/event-stream")
+                    .with_status(status.as_u16()),
+            );
         }
-        Err(crate::request::error_from_response(&spec, status, &headers, &body))
+        Err(crate::request::error_from_response(
+            &spec, status, &headers, &body,
+        ))
     }
 }
 
 fn decode_base64(data: &[u8]) -> Result<Bytes> {
-    let cleaned: Vec<u8> = data.iter().copied().filter(|b| *b != b'\n' && *b != b'\r').collect();
+    let cleaned: Vec<u8> = data
+        .iter()
+        .copied()
+        .filter(|b| *b != b'\n' && *b != b'\r')
+        .collect();
     base64::engine::general_purpose::STANDARD
         .decode(&cleaned)
         .map(Bytes::from)
-        .map_err(|e| Error::decode(DecodeKind::Base64, format!("SSE data event is not valid base64: {e}")))
+        .map_err(|e| {
+            Error::decode(
+                DecodeKind::Base64,
+                format!("SSE data event is not valid base64: {e}"),
+            )
+        })
 }
 
 #[derive(Debug)]
@@ -390,7 +453,8 @@ fn parse_control(data: &[u8]) -> Result<Control> {
     let next = raw
         .stream_next_offset
         .ok_or_else(|| Error::decode(DecodeKind::Sse, "control event without streamNextOffset"))?;
-    let next_offset = Offset::from_server(&next).map_err(|e| Error::decode(DecodeKind::Sse, e.to_string()))?;
+    let next_offset =
+        Offset::from_server(&next).map_err(|e| Error::decode(DecodeKind::Sse, e.to_string()))?;
     let cursor = match raw.stream_cursor {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s),
@@ -410,21 +474,36 @@ mod tests {
 
     #[test]
     fn control_events_parse() {
-        let c = parse_control(br#"{"streamNextOffset":"1_2","streamCursor":"9","upToDate":true}"#).unwrap();
+        let c = parse_control(br#"{"streamNextOffset":"1_2","streamCursor":"9","upToDate":true}"#)
+            .unwrap();
         assert_eq!(c.next_offset.as_str(), "1_2");
         assert_eq!(c.cursor.as_deref(), Some("9"));
         assert!(c.up_to_date && !c.closed);
         let c = parse_control(br#"{"streamNextOffset":"1_3","streamClosed":true}"#).unwrap();
         assert!(c.closed && c.cursor.is_none());
-        for bad in [&b"{"[..], b"{}", b"[]", br#"{"streamNextOffset":"a/b"}"#, b"not json"] {
+        for bad in [
+            &b"{"[..],
+            b"{}",
+            b"[]",
+            br#"{"streamNextOffset":"a/b"}"#,
+            b"not json",
+        ] {
             let e = parse_control(bad).unwrap_err();
-            assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Sse), "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                e.kind(),
+                &ErrorKind::Decode(DecodeKind::Sse),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn base64_ignores_line_breaks() {
-        assert_eq!(&decode_base64(b"AQID\nBAUG\r\nBwgJCg==").unwrap()[..], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(
+            &decode_base64(b"AQID\nBAUG\r\nBwgJCg==").unwrap()[..],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        );
         assert_eq!(decode_base64(b"").unwrap().len(), 0);
         let e = decode_base64(b"@@@").unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Base64));

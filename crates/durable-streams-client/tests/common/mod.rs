@@ -22,12 +22,17 @@ pub fn client() -> Client {
 
 /// A fresh stream handle on `server`.
 pub fn stream(server: &TestServer, client: &Client, prefix: &str) -> Stream {
-    client.stream(server.unique_stream_url(prefix)).expect("stream url")
+    client
+        .stream(server.unique_stream_url(prefix))
+        .expect("stream url")
 }
 
 /// Start both servers (each test gets its own processes, so tests never collide).
 pub fn servers() -> Vec<TestServer> {
-    test_servers::both().into_iter().map(TestServer::start).collect()
+    test_servers::both()
+        .into_iter()
+        .map(TestServer::start)
+        .collect()
 }
 
 pub fn node() -> TestServer {
@@ -54,7 +59,10 @@ impl RecordingProxy {
 
     /// Like `start`, but every connection is cut after `cut_after`: a fault
     /// proxy that forces live reads to reconnect mid-stream.
-    pub async fn start_with_cut(upstream: &str, cut_after: Option<std::time::Duration>) -> RecordingProxy {
+    pub async fn start_with_cut(
+        upstream: &str,
+        cut_after: Option<std::time::Duration>,
+    ) -> RecordingProxy {
         let upstream_addr = upstream.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
@@ -62,11 +70,15 @@ impl RecordingProxy {
         let seen_in_task = Arc::clone(&seen);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 let upstream_addr = upstream_addr.clone();
                 let seen = Arc::clone(&seen_in_task);
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&upstream_addr).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(&upstream_addr).await else {
+                        return;
+                    };
                     let (mut ri, mut wi) = inbound.split();
                     let (mut ro, mut wo) = outbound.split();
                     let client_to_server = async {
@@ -89,7 +101,10 @@ impl RecordingProxy {
                     };
                     match cut_after {
                         Some(d) => {
-                            let _ = tokio::time::timeout(d, async { tokio::join!(client_to_server, server_to_client) }).await;
+                            let _ = tokio::time::timeout(d, async {
+                                tokio::join!(client_to_server, server_to_client)
+                            })
+                            .await;
                         }
                         None => {
                             tokio::join!(client_to_server, server_to_client);
@@ -98,7 +113,11 @@ impl RecordingProxy {
                 });
             }
         });
-        RecordingProxy { base_url: format!("http://127.0.0.1:{port}"), seen, task }
+        RecordingProxy {
+            base_url: format!("http://127.0.0.1:{port}"),
+            seen,
+            task,
+        }
     }
 
     /// Everything the client sent so far, as text (lowercased for header matching).
