@@ -410,3 +410,31 @@ async fn invalid_offsets_never_reach_the_wire() {
         assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "offset" });
     }
 }
+
+#[tokio::test]
+async fn responses_larger_than_the_limit_are_refused() {
+    for server in common::servers() {
+        let small = durable_streams_client::Client::builder()
+            .max_response_bytes(1024)
+            .build()
+            .unwrap();
+        let url = server.unique_stream_url("limit");
+        let writer = common::client().stream(&url).unwrap();
+        writer
+            .create_with(CreateOptions::new().content_type("text/plain"))
+            .await
+            .unwrap();
+        writer.append(vec![b'x'; 4096]).await.unwrap();
+        writer.close().await.unwrap();
+        let reader = small.stream(&url).unwrap();
+        for mode in [durable_streams_client::LiveMode::Off, durable_streams_client::LiveMode::Sse] {
+            let err = reader.read().live(mode).collect_bytes().await.unwrap_err();
+            assert_eq!(
+                err.kind(),
+                &ErrorKind::ResponseTooLarge { limit: 1024 },
+                "{mode:?} {:?}",
+                server.kind()
+            );
+        }
+    }
+}
