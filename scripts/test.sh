@@ -27,13 +27,12 @@ section "cargo test --workspace"
 cargo test --workspace
 
 # --- conformance suite -------------------------------------------------------
-# TODO(conformance): wire exactly once crates/conformance lands (runner flags,
-# adapter build step, server selection).
 section "conformance suite"
-if [[ -f crates/conformance/Cargo.toml ]]; then
+if [[ -f crates/conformance/Cargo.toml && -f crates/conformance-adapter/Cargo.toml ]]; then
+    cargo build -q -p conformance-adapter
     cargo run -q -p conformance -- --adapter target/debug/conformance-adapter
 else
-    echo "skipped: crates/conformance does not exist yet"
+    echo "skipped: the conformance runner and adapter are not in this tree yet"
 fi
 # --- end conformance suite ---------------------------------------------------
 

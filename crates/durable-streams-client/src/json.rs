@@ -45,7 +45,8 @@ pub(crate) fn batch_body<T: Serialize, I: IntoIterator<Item = T>>(values: I) -> 
     Ok(out.into_inner().freeze())
 }
 
-/// Join already-encoded messages into one array body (used by the producer).
+/// Join already-encoded messages into one array body (for the producer).
+#[cfg(test)]
 pub(crate) fn join_encoded<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(b'[');

@@ -59,7 +59,9 @@ pub mod telemetry;
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
 pub use offset::Offset;
-pub use read::{Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, TextChunk, TextStream};
+pub use read::{
+    Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, TextChunk, TextStream,
+};
 pub use request::ValueFuture;
 pub use retry::RetryPolicy;
 pub use stream::{

@@ -427,7 +427,10 @@ async fn responses_larger_than_the_limit_are_refused() {
         writer.append(vec![b'x'; 4096]).await.unwrap();
         writer.close().await.unwrap();
         let reader = small.stream(&url).unwrap();
-        for mode in [durable_streams_client::LiveMode::Off, durable_streams_client::LiveMode::Sse] {
+        for mode in [
+            durable_streams_client::LiveMode::Off,
+            durable_streams_client::LiveMode::Sse,
+        ] {
             let err = reader.read().live(mode).collect_bytes().await.unwrap_err();
             assert_eq!(
                 err.kind(),

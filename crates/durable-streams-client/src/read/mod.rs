@@ -256,7 +256,8 @@ impl Utf8Carry {
             }
         };
         self.pending = bytes.split_off(valid_up_to);
-        let text = String::from_utf8(bytes).map_err(|e| Error::decode(DecodeKind::Utf8, e.to_string()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|e| Error::decode(DecodeKind::Utf8, e.to_string()))?;
         Ok(TextChunk {
             text,
             offset: chunk.offset,

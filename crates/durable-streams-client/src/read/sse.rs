@@ -342,10 +342,6 @@ mod tests {
         (out, parser.is_idle())
     }
 
-    fn parse(input: &[u8]) -> Vec<Result<SseEvent, SseError>> {
-        feed_chunks(BIG, &[input]).0
-    }
-
     /// Whole, 1-byte and 2-byte chunkings all agree; returns the result.
     fn parse_all_ways(limit: usize, input: &[u8]) -> Vec<Result<SseEvent, SseError>> {
         let whole = feed_chunks(limit, &[input]);
