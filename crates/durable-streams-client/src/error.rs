@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use crate::offset::Offset;
 
-/// A boxed error used as the `source` of an [`Error`].
+/// A boxed error accepted as the `source` of an [`Error`].
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The stored source: shared so that one failure can be handed to every
+/// caller waiting on the same batch.
+type SharedSource = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -113,6 +117,11 @@ pub enum ErrorKind {
     Timeout,
     /// The server sent something this client could not decode.
     Decode(DecodeKind),
+    /// A producer's buffer (`max_buffered_bytes`) has no room for the message
+    /// right now; nothing was queued. Retry later or use the waiting `send`.
+    BufferFull,
+    /// The producer was closed (or dropped) before this operation completed.
+    ProducerClosed,
     /// An argument or a configuration value is invalid; no request was sent.
     InvalidArgument {
         /// The name of the offending option or argument.
@@ -157,6 +166,8 @@ impl ErrorKind {
             ErrorKind::Network => f.write_str("network error"),
             ErrorKind::Timeout => f.write_str("timed out"),
             ErrorKind::Decode(what) => write!(f, "could not decode {what:?} from the server"),
+            ErrorKind::BufferFull => f.write_str("producer buffer is full"),
+            ErrorKind::ProducerClosed => f.write_str("producer is closed"),
             ErrorKind::InvalidArgument { field } => write!(f, "invalid argument `{field}`"),
         }
     }
@@ -166,18 +177,21 @@ impl ErrorKind {
 ///
 /// Match on [`Error::kind`]; [`Error::status`] and [`Error::url`] say which
 /// response and which stream it came from. The `Display` form names the stream
-/// path, never a query string or header value (no secrets).
+/// path, never a query string or header value (no secrets). Cloning is cheap
+/// enough for fan-out: the source is shared.
+#[derive(Clone)]
 pub struct Error {
     inner: Box<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     kind: ErrorKind,
     url: Option<String>,
     status: Option<u16>,
     message: Option<String>,
     outcome_unknown: bool,
-    source: Option<BoxError>,
+    source: Option<SharedSource>,
 }
 
 impl Error {
@@ -220,7 +234,7 @@ impl Error {
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(source.into());
+        self.inner.source = Some(SharedSource::from(source.into()));
         self
     }
 

@@ -45,21 +45,6 @@ pub(crate) fn batch_body<T: Serialize, I: IntoIterator<Item = T>>(values: I) -> 
     Ok(out.into_inner().freeze())
 }
 
-/// Join already-encoded messages into one array body (for the producer).
-#[cfg(test)]
-pub(crate) fn join_encoded<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_u8(b'[');
-    for (i, m) in messages.into_iter().enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        out.put_slice(m);
-    }
-    out.put_u8(b']');
-    out.freeze()
-}
-
 /// Split a JSON array response into its raw items without building a tree.
 pub(crate) fn split_array(body: &[u8]) -> Result<Vec<Box<RawValue>>> {
     let trimmed = trim_ascii(body);
@@ -227,11 +212,6 @@ mod tests {
                 let single = single_message_body(v).unwrap();
                 prop_assert_eq!(server_flatten(&single), vec![v.clone()]);
             }
-            let encoded: Vec<Vec<u8>> = values.iter().map(|v| serde_json::to_vec(v).unwrap()).collect();
-            let joined = join_encoded(encoded.iter().map(|e| e.as_slice()));
-            let items = split_array(&joined).unwrap();
-            let back: Vec<Value> = decode_items(&items).unwrap();
-            prop_assert_eq!(back, values);
         }
     }
 }

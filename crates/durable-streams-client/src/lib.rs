@@ -50,6 +50,7 @@ mod client;
 mod error;
 mod json;
 mod offset;
+mod producer;
 mod read;
 mod request;
 mod retry;
@@ -59,6 +60,10 @@ pub mod telemetry;
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
 pub use offset::Offset;
+pub use producer::{
+    Ack, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_IN_FLIGHT, FailedBatch, Producer, ProducerBuilder, Receipt,
+};
 pub use read::{
     Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, TextChunk, TextStream,
 };

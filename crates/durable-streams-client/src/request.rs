@@ -30,7 +30,9 @@ pub(crate) mod names {
     pub(crate) const FORK_OFFSET: &str = "stream-fork-offset";
     pub(crate) const FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
     pub(crate) const SSE_DATA_ENCODING: &str = "stream-sse-data-encoding";
+    pub(crate) const PRODUCER_ID: &str = "producer-id";
     pub(crate) const PRODUCER_EPOCH: &str = "producer-epoch";
+    pub(crate) const PRODUCER_SEQ: &str = "producer-seq";
     pub(crate) const PRODUCER_EXPECTED_SEQ: &str = "producer-expected-seq";
     pub(crate) const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
 }

@@ -15,6 +15,17 @@
 //! | `durable_streams_reconnects_total` | counter | `mode` |
 //! | `durable_streams_read_chunks_total` | counter | `mode` |
 //! | `durable_streams_read_bytes_total` | counter | `mode` |
+//! | `durable_streams_producer_batches_total` | counter | `result` (`ok`, `duplicate`, `failed`) |
+//! | `durable_streams_producer_messages_total` | counter | `result` |
+//! | `durable_streams_producer_bytes_total` | counter | |
+//! | `durable_streams_producer_batch_duration_seconds` | histogram | |
+//! | `durable_streams_producer_retries_total` | counter | `reason` |
+//! | `durable_streams_producer_epoch_claims_total` | counter | |
+//!
+//! Producer events (target `durable_streams_client::telemetry`):
+//! `producer.batch_sent` (DEBUG; `messages`, `bytes`, `duration_ms`, `epoch`,
+//! `seq`, `duplicate`), `producer.duplicate` (INFO), `producer.epoch_claimed`
+//! (INFO; `epoch`). The first failed batch of an epoch is a WARN event.
 
 use std::time::Duration;
 
@@ -32,6 +43,73 @@ pub mod metric_names {
     pub const READ_CHUNKS: &str = "durable_streams_read_chunks_total";
     /// Counter of bytes delivered by reads.
     pub const READ_BYTES: &str = "durable_streams_read_bytes_total";
+    /// Counter of producer batches by result.
+    pub const PRODUCER_BATCHES: &str = "durable_streams_producer_batches_total";
+    /// Counter of producer messages by result.
+    pub const PRODUCER_MESSAGES: &str = "durable_streams_producer_messages_total";
+    /// Counter of producer request body bytes acknowledged.
+    pub const PRODUCER_BYTES: &str = "durable_streams_producer_bytes_total";
+    /// Histogram of producer batch round trips (first send to answer, retries included).
+    pub const PRODUCER_BATCH_DURATION: &str = "durable_streams_producer_batch_duration_seconds";
+    /// Counter of producer resends (sequence gaps).
+    pub const PRODUCER_RETRIES: &str = "durable_streams_producer_retries_total";
+    /// Counter of epochs claimed automatically after a stale-epoch answer.
+    pub const PRODUCER_EPOCH_CLAIMS: &str = "durable_streams_producer_epoch_claims_total";
+}
+
+/// A producer batch was acknowledged (new data or a duplicate).
+pub(crate) fn producer_batch_sent(
+    messages: usize,
+    bytes: usize,
+    elapsed: Duration,
+    epoch: u64,
+    seq: u64,
+    duplicate: bool,
+) {
+    tracing::debug!(
+        event = "producer.batch_sent",
+        messages,
+        bytes,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        epoch,
+        seq,
+        duplicate,
+    );
+    if duplicate {
+        tracing::info!(event = "producer.duplicate", epoch, seq, messages);
+    }
+    #[cfg(feature = "metrics")]
+    {
+        let result = if duplicate { "duplicate" } else { "ok" };
+        metrics::counter!(metric_names::PRODUCER_BATCHES, "result" => result).increment(1);
+        metrics::counter!(metric_names::PRODUCER_MESSAGES, "result" => result)
+            .increment(messages as u64);
+        metrics::counter!(metric_names::PRODUCER_BYTES).increment(bytes as u64);
+        metrics::histogram!(metric_names::PRODUCER_BATCH_DURATION).record(elapsed.as_secs_f64());
+    }
+}
+
+/// A producer batch failed for good.
+pub(crate) fn producer_batch_failed(_messages: usize) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(metric_names::PRODUCER_BATCHES, "result" => "failed").increment(1);
+        metrics::counter!(metric_names::PRODUCER_MESSAGES, "result" => "failed")
+            .increment(_messages as u64);
+    }
+}
+
+/// A producer batch is sent again (same epoch and seq).
+pub(crate) fn producer_retry(_reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::PRODUCER_RETRIES, "reason" => _reason).increment(1);
+}
+
+/// The producer claimed a new epoch after a stale-epoch answer.
+pub(crate) fn producer_epoch_claimed(epoch: u64) {
+    tracing::info!(event = "producer.epoch_claimed", epoch);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::PRODUCER_EPOCH_CLAIMS).increment(1);
 }
 
 #[cfg(feature = "metrics")]

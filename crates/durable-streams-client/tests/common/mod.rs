@@ -63,6 +63,21 @@ impl RecordingProxy {
         upstream: &str,
         cut_after: Option<std::time::Duration>,
     ) -> RecordingProxy {
+        Self::start_with_faults(upstream, cut_after, 0.0).await
+    }
+
+    /// Like `start`, but each chunk of a server answer is, with probability
+    /// `drop_answer`, replaced by killing the connection: the server applied
+    /// the request, the client never hears so (an outcome-unknown write).
+    pub async fn start_dropping_answers(upstream: &str, drop_answer: f64) -> RecordingProxy {
+        Self::start_with_faults(upstream, None, drop_answer).await
+    }
+
+    async fn start_with_faults(
+        upstream: &str,
+        cut_after: Option<std::time::Duration>,
+        drop_answer: f64,
+    ) -> RecordingProxy {
         let upstream_addr = upstream.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
@@ -96,9 +111,34 @@ impl RecordingProxy {
                         let _ = wo.shutdown().await;
                     };
                     let server_to_client = async {
-                        let _ = tokio::io::copy(&mut ro, &mut wi).await;
+                        if drop_answer <= 0.0 {
+                            let _ = tokio::io::copy(&mut ro, &mut wi).await;
+                            let _ = wi.shutdown().await;
+                            return;
+                        }
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match ro.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if fastrand::f64() < drop_answer {
+                                // Returning ends the connection task: both sockets close.
+                                return;
+                            }
+                            if wi.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
                         let _ = wi.shutdown().await;
                     };
+                    if drop_answer > 0.0 {
+                        tokio::select! {
+                            _ = client_to_server => {}
+                            _ = server_to_client => {}
+                        }
+                        return;
+                    }
                     match cut_after {
                         Some(d) => {
                             let _ = tokio::time::timeout(d, async {
