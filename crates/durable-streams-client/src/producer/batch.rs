@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use super::Receipt;
 use crate::error::Result;
@@ -26,8 +26,11 @@ pub(crate) struct BatchLimits {
     pub(crate) max_items: Option<usize>,
 }
 
-/// A channel to one `send` caller waiting for its message's receipt.
-pub(crate) type Waiter = oneshot::Sender<Result<Receipt>>;
+/// The batch's outcome, shared by every `send` caller waiting on it (one
+/// channel per batch, not per message).
+pub(crate) type OutcomeSender = watch::Sender<Option<Result<Receipt>>>;
+/// One caller's view of a batch outcome.
+pub(crate) type OutcomeReceiver = watch::Receiver<Option<Result<Receipt>>>;
 
 /// The batch currently being filled by appends.
 #[derive(Debug)]
@@ -36,7 +39,7 @@ pub(crate) struct OpenBatch {
     body: BytesMut,
     messages: usize,
     payload_bytes: usize,
-    waiters: Vec<Waiter>,
+    outcome: Option<OutcomeSender>,
     /// When the first message arrived; the linger clock starts here.
     pub(crate) opened_at: Option<Instant>,
 }
@@ -48,7 +51,7 @@ impl OpenBatch {
             body: BytesMut::new(),
             messages: 0,
             payload_bytes: 0,
-            waiters: Vec::new(),
+            outcome: None,
             opened_at: None,
         }
     }
@@ -76,8 +79,9 @@ impl OpenBatch {
     }
 
     /// Add one encoded message. `message` must be non-empty (and, for JSON,
-    /// exactly one JSON value).
-    pub(crate) fn push(&mut self, message: &[u8], waiter: Option<Waiter>) {
+    /// exactly one JSON value). With `want_outcome`, returns a receiver of
+    /// the batch's outcome.
+    pub(crate) fn push(&mut self, message: &[u8], want_outcome: bool) -> Option<OutcomeReceiver> {
         if self.messages == 0 {
             self.opened_at = Some(Instant::now());
             if self.framing == Framing::JsonArray {
@@ -89,9 +93,11 @@ impl OpenBatch {
         self.body.put_slice(message);
         self.messages += 1;
         self.payload_bytes += message.len();
-        if let Some(waiter) = waiter {
-            self.waiters.push(waiter);
-        }
+        want_outcome.then(|| {
+            self.outcome
+                .get_or_insert_with(|| watch::Sender::new(None))
+                .subscribe()
+        })
     }
 
     /// Close the batch for sending; the open batch starts over empty.
@@ -105,7 +111,7 @@ impl OpenBatch {
             body: self.body.split().freeze(),
             messages: self.messages,
             payload_bytes: self.payload_bytes,
-            waiters: std::mem::take(&mut self.waiters),
+            outcome: self.outcome.take(),
             close: false,
             sent_after_all_lower_acked: false,
         };
@@ -127,7 +133,7 @@ pub(crate) struct Batch {
     pub(crate) messages: usize,
     /// Bytes reserved from the producer's buffer budget.
     pub(crate) payload_bytes: usize,
-    pub(crate) waiters: Vec<Waiter>,
+    pub(crate) outcome: Option<OutcomeSender>,
     /// A `Stream-Closed: true` request (close through the producer).
     pub(crate) close: bool,
     /// Every lower sequence was acknowledged when this attempt was sent, so a
@@ -136,25 +142,34 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// A close request carrying an optional final body (already framed).
-    pub(crate) fn close(ordinal: u64, body: Bytes, payload_bytes: usize, waiter: Waiter) -> Self {
-        Batch {
+    /// A batch of one message whose bytes are the whole body (no copy):
+    /// a byte-stream message at least as large as a batch, or a close
+    /// request (`close`) with an optional final body, already framed.
+    pub(crate) fn whole(
+        ordinal: u64,
+        body: Bytes,
+        payload_bytes: usize,
+        close: bool,
+    ) -> (Self, OutcomeReceiver) {
+        let outcome = watch::Sender::new(None);
+        let receiver = outcome.subscribe();
+        let batch = Batch {
             ordinal,
             seq: None,
             messages: usize::from(!body.is_empty()),
             body,
             payload_bytes,
-            waiters: vec![waiter],
-            close: true,
+            outcome: Some(outcome),
+            close,
             sent_after_all_lower_acked: false,
-        }
+        };
+        (batch, receiver)
     }
 
     /// Hand the outcome to every waiting `send` caller.
     pub(crate) fn resolve(&mut self, outcome: &Result<Receipt>) {
-        for waiter in self.waiters.drain(..) {
-            // A caller that dropped its Ack no longer wants the answer.
-            let _ = waiter.send(outcome.clone());
+        if let Some(sender) = self.outcome.take() {
+            sender.send_replace(Some(outcome.clone()));
         }
     }
 }
@@ -162,7 +177,7 @@ impl Batch {
 /// Frame a single message as a whole body (used for a final close message).
 pub(crate) fn frame_single(framing: Framing, message: &[u8]) -> Bytes {
     let mut open = OpenBatch::new(framing);
-    open.push(message, None);
+    open.push(message, false);
     open.seal(0).body
 }
 
@@ -179,8 +194,8 @@ mod tests {
     #[test]
     fn json_batches_are_arrays() {
         let mut open = OpenBatch::new(Framing::JsonArray);
-        open.push(br#"{"a":1}"#, None);
-        open.push(b"[1,2]", None);
+        open.push(br#"{"a":1}"#, false);
+        open.push(b"[1,2]", false);
         let batch = open.seal(7);
         assert_eq!(&batch.body[..], br#"[{"a":1},[1,2]]"#);
         assert_eq!(batch.messages, 2);
@@ -193,8 +208,8 @@ mod tests {
     #[test]
     fn byte_batches_concatenate() {
         let mut open = OpenBatch::new(Framing::Concat);
-        open.push(b"ab", None);
-        open.push(b"cd", None);
+        open.push(b"ab", false);
+        open.push(b"cd", false);
         assert_eq!(&open.seal(0).body[..], b"abcd");
     }
 
@@ -203,16 +218,16 @@ mod tests {
         let mut open = OpenBatch::new(Framing::Concat);
         // An oversize message still fits into an empty batch.
         assert!(!open.would_overflow(100, LIMITS));
-        open.push(b"12345678", None);
+        open.push(b"12345678", false);
         assert!(!open.is_full(LIMITS));
         assert!(open.would_overflow(3, LIMITS));
         assert!(!open.would_overflow(2, LIMITS));
-        open.push(b"90", None);
+        open.push(b"90", false);
         assert!(open.is_full(LIMITS));
         let mut by_items = OpenBatch::new(Framing::Concat);
         for _ in 0..3 {
             assert!(!by_items.would_overflow(1, LIMITS));
-            by_items.push(b"x", None);
+            by_items.push(b"x", false);
         }
         assert!(by_items.is_full(LIMITS));
         assert!(by_items.would_overflow(1, LIMITS));
@@ -221,8 +236,8 @@ mod tests {
     #[test]
     fn waiters_get_the_outcome() {
         let mut open = OpenBatch::new(Framing::Concat);
-        let (tx, mut rx) = oneshot::channel();
-        open.push(b"x", Some(tx));
+        let rx = open.push(b"x", true).unwrap();
+        let second = open.push(b"y", true).unwrap();
         let mut batch = open.seal(0);
         let receipt = Receipt {
             offset: None,
@@ -231,7 +246,9 @@ mod tests {
             seq: 5,
         };
         batch.resolve(&Ok(receipt.clone()));
-        assert_eq!(rx.try_recv().unwrap().unwrap(), receipt);
+        for r in [rx, second] {
+            assert_eq!(r.borrow().clone().unwrap().unwrap(), receipt);
+        }
     }
 
     proptest! {
@@ -247,7 +264,7 @@ mod tests {
                 if open.would_overflow(encoded.len(), limits) {
                     bodies.push(open.seal(0).body);
                 }
-                open.push(&encoded, None);
+                open.push(&encoded, false);
             }
             bodies.push(open.seal(0).body);
             let mut back = Vec::new();

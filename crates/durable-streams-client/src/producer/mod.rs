@@ -57,11 +57,10 @@ mod driver;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,7 +70,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::batch::{Batch, BatchLimits, Framing, OpenBatch, Waiter};
+use self::batch::{Batch, BatchLimits, Framing, OpenBatch, OutcomeReceiver};
 use self::driver::{Control, Driver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::offset::Offset;
@@ -129,16 +128,23 @@ pub struct FailedBatch {
 #[derive(Debug)]
 #[must_use = "await the Ack for the receipt, or drop it explicitly"]
 pub struct Ack {
-    rx: oneshot::Receiver<Result<Receipt>>,
+    rx: OutcomeReceiver,
 }
 
-impl Future for Ack {
+impl IntoFuture for Ack {
     type Output = Result<Receipt>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Receipt>> + Send>>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| Err(Error::new(ErrorKind::ProducerClosed))))
+    fn into_future(mut self) -> Self::IntoFuture {
+        Box::pin(async move {
+            match self.rx.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome
+                    .clone()
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::ProducerClosed))),
+                // The batch was dropped unresolved: the producer stopped.
+                Err(_) => Err(Error::new(ErrorKind::ProducerClosed)),
+            }
+        })
     }
 }
 
@@ -493,7 +499,7 @@ impl Producer {
                 ))
                 .with_url(self.shared.stream.url()));
         }
-        self.push(&mut state, &data, None);
+        self.push(&mut state, data, false);
         Ok(())
     }
 
@@ -509,27 +515,26 @@ impl Producer {
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<Ack> {
         let data = data.into();
         self.check_message(&data)?;
-        {
-            let state = self.shared.lock();
-            self.check_open(&state)?;
+        if !self.reserve_now(data.len()) {
+            // `check_message` bounds the length by u32 permits.
+            let permits = u32::try_from(data.len()).map_err(|_| too_large(data.len()))?;
+            let reserved = tokio::select! {
+                permit = self.shared.budget.acquire_many(permits) => permit,
+                _ = self.shared.done.cancelled() => return Err(Error::new(ErrorKind::ProducerClosed)),
+            };
+            reserved
+                .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
+                .forget();
         }
-        let len = data.len();
-        // `check_message` bounds len by max_buffered_bytes, which fits u32 permits below.
-        let permits = u32::try_from(len).map_err(|_| too_large(len))?;
-        let reserved = tokio::select! {
-            permit = self.shared.budget.acquire_many(permits) => permit,
-            _ = self.shared.done.cancelled() => return Err(Error::new(ErrorKind::ProducerClosed)),
-        };
-        let permit = reserved.map_err(|_| Error::new(ErrorKind::ProducerClosed))?;
-        permit.forget();
         let mut state = self.shared.lock();
         if let Err(e) = self.check_open(&state) {
-            self.shared.budget.add_permits(len);
+            self.shared.budget.add_permits(data.len());
             return Err(e);
         }
-        let (tx, rx) = oneshot::channel();
-        self.push(&mut state, &data, Some(tx));
-        Ok(Ack { rx })
+        let rx = self.push(&mut state, data, true);
+        Ok(Ack {
+            rx: rx.expect("push returns a receiver when asked"),
+        })
     }
 
     /// Serialize `value` and [`send`](Self::send) it.
@@ -580,15 +585,13 @@ impl Producer {
         self.flush().await?;
         let len = final_message.len();
         let permits = u32::try_from(len).map_err(|_| too_large(len))?;
-        let permit = self
-            .shared
+        self.shared
             .budget
             .acquire_many(permits)
             .await
-            .map_err(|_| Error::new(ErrorKind::ProducerClosed))?;
-        permit.forget();
-        let (tx, rx) = oneshot::channel();
-        {
+            .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
+            .forget();
+        let rx = {
             let mut state = self.shared.lock();
             if let Err(e) = self.check_open(&state) {
                 self.shared.budget.add_permits(len);
@@ -601,8 +604,10 @@ impl Producer {
                 batch::frame_single(self.shared.framing, &final_message)
             };
             let ordinal = state.take_ordinal();
-            state.sealed.push_back(Batch::close(ordinal, body, len, tx));
-        }
+            let (batch, rx) = Batch::whole(ordinal, body, len, true);
+            state.sealed.push_back(batch);
+            rx
+        };
         self.shared.wake.notify_one();
         let receipt = Ack { rx }.await?;
         Ok(CloseResult {
@@ -700,18 +705,34 @@ impl Producer {
     }
 
     /// Add an encoded message whose bytes are already reserved.
-    fn push(&self, state: &mut State, message: &[u8], waiter: Option<Waiter>) {
+    fn push(
+        &self,
+        state: &mut State,
+        message: Bytes,
+        want_outcome: bool,
+    ) -> Option<OutcomeReceiver> {
         let limits = self.shared.limits;
         let mut wake = false;
         if state.open.would_overflow(message.len(), limits) {
             state.seal_open();
             wake = true;
         }
-        if state.open.is_empty() {
-            // Start the linger clock in the task.
-            wake = true;
-        }
-        state.open.push(message, waiter);
+        let rx = if state.open.is_empty()
+            && self.shared.framing == Framing::Concat
+            && message.len() >= limits.max_bytes
+        {
+            // A batch-sized byte message is its own body: no copy.
+            let ordinal = state.take_ordinal();
+            let len = message.len();
+            let (batch, rx) = Batch::whole(ordinal, message, len, false);
+            state.sealed.push_back(batch);
+            self.shared.wake.notify_one();
+            return want_outcome.then_some(rx);
+        } else {
+            // The first message starts the linger clock in the task.
+            wake |= state.open.is_empty();
+            state.open.push(&message, want_outcome)
+        };
         if state.open.is_full(limits) {
             state.seal_open();
             wake = true;
@@ -719,6 +740,7 @@ impl Producer {
         if wake {
             self.shared.wake.notify_one();
         }
+        rx
     }
 }
 

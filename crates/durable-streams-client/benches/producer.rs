@@ -1,0 +1,321 @@
+//! Producer throughput against the Rust server, next to a raw baseline
+//! measured in the same run.
+//!
+//! ```text
+//! cargo bench -p durable-streams-client --bench producer
+//! DS_BENCH_QUICK=1 cargo bench -p durable-streams-client --bench producer   # 1/100 of the work
+//! ```
+//!
+//! Scenarios: 100,000 x 100 B (bytes), 1,000,000 x 64 B (JSON values),
+//! 50 x 1 MiB (bytes). "ours" is the idempotent [`Producer`] with its
+//! defaults (1 MiB batches, 5 ms linger, 5 in flight), fed through
+//! `send().await` (backpressure). The baseline is a minimal hyper client
+//! posting the same pre-built batch bodies with the same producer headers
+//! and the same concurrency (5 lanes, each its own producer id so that no
+//! lane waits on another's sequence). The baseline does no batching, no
+//! encoding and no bookkeeping, so it is the ceiling. Each scenario runs
+//! `ROUNDS` times, alternating; the table shows medians, min and max.
+//! CPU time is this process's user+system time (the server is another
+//! process), per message.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use durable_streams_client::{Client, CreateOptions, Producer, Stream};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use test_servers::{ServerKind, ServerOptions, TestServer};
+
+const ROUNDS: usize = 3;
+const LANES: usize = 5;
+const BATCH_BYTES: usize = 1 << 20;
+
+#[derive(Clone, Copy)]
+enum Payload {
+    Bytes,
+    Json,
+}
+
+struct Scenario {
+    name: &'static str,
+    count: usize,
+    size: usize,
+    payload: Payload,
+}
+
+struct Sample {
+    elapsed: Duration,
+    cpu: Duration,
+}
+
+fn main() {
+    let quick = std::env::var("DS_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let scale = if quick { 100 } else { 1 };
+    if !ServerKind::Rust.is_available() {
+        println!("skipping: the Rust server is not installed (run scripts/install-servers.sh)");
+        return;
+    }
+    let server = TestServer::start_with(
+        ServerKind::Rust,
+        ServerOptions {
+            durability_memory: true,
+            ..ServerOptions::default()
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let scenarios = [
+        Scenario {
+            name: "100,000 x 100 B",
+            count: 100_000 / scale,
+            size: 100,
+            payload: Payload::Bytes,
+        },
+        Scenario {
+            name: "1,000,000 x 64 B JSON",
+            count: 1_000_000 / scale,
+            size: 64,
+            payload: Payload::Json,
+        },
+        Scenario {
+            name: "50 x 1 MiB",
+            count: if quick { 5 } else { 50 },
+            size: 1 << 20,
+            payload: Payload::Bytes,
+        },
+    ];
+    println!(
+        "producer throughput vs raw hyper baseline (Rust server, memory durability, {ROUNDS} rounds, medians)"
+    );
+    println!(
+        "{:<24} {:>12} {:>9} {:>12} {:>9} {:>7} {:>14} {:>14}  spread (ours / baseline, min-max s)",
+        "scenario",
+        "ours msg/s",
+        "MB/s",
+        "base msg/s",
+        "MB/s",
+        "ratio",
+        "ours CPU/msg",
+        "base CPU/msg"
+    );
+    for scenario in &scenarios {
+        let mut ours = Vec::new();
+        let mut base = Vec::new();
+        for round in 0..ROUNDS {
+            ours.push(runtime.block_on(run_ours(&server, scenario, round)));
+            base.push(runtime.block_on(run_baseline(&server, scenario, round)));
+        }
+        report(scenario, &mut ours, &mut base);
+    }
+}
+
+fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample]) {
+    let median = |v: &mut [Sample]| {
+        v.sort_by_key(|x| x.elapsed);
+        (v[v.len() / 2].elapsed, v[v.len() / 2].cpu)
+    };
+    let spread = |v: &[Sample]| {
+        format!(
+            "{:.3}-{:.3}",
+            v[0].elapsed.as_secs_f64(),
+            v[v.len() - 1].elapsed.as_secs_f64()
+        )
+    };
+    let (oe, oc) = median(ours);
+    let (be, bc) = median(base);
+    let bytes = (s.count * s.size) as f64;
+    let rate = |d: Duration| s.count as f64 / d.as_secs_f64();
+    let mbps = |d: Duration| bytes / d.as_secs_f64() / 1e6;
+    let per_msg = |c: Duration| {
+        let us = c.as_secs_f64() * 1e6 / s.count as f64;
+        format!("{us:.2} us")
+    };
+    println!(
+        "{:<24} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>6.2}x {:>14} {:>14}  {} / {}",
+        s.name,
+        rate(oe),
+        mbps(oe),
+        rate(be),
+        mbps(be),
+        be.as_secs_f64() / oe.as_secs_f64(),
+        per_msg(oc),
+        per_msg(bc),
+        spread(ours),
+        spread(base),
+    );
+}
+
+/// This process's user + system CPU time (Linux `/proc`, USER_HZ = 100).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn message(payload: Payload, size: usize, i: usize) -> Bytes {
+    match payload {
+        // A JSON string of exactly `size` bytes once encoded.
+        Payload::Json => {
+            let digits = format!("{i:0width$}", width = size - 2);
+            Bytes::from(format!("\"{digits}\""))
+        }
+        Payload::Bytes => {
+            let mut v = vec![b'x'; size];
+            let tag = i.to_le_bytes();
+            v[..tag.len().min(size)].copy_from_slice(&tag[..tag.len().min(size)]);
+            Bytes::from(v)
+        }
+    }
+}
+
+fn content_type(payload: Payload) -> &'static str {
+    match payload {
+        Payload::Json => "application/json",
+        Payload::Bytes => "application/octet-stream",
+    }
+}
+
+async fn fresh_stream(server: &TestServer, client: &Client, payload: Payload) -> Stream {
+    let s = client
+        .stream(server.unique_stream_url("bench"))
+        .expect("url");
+    s.create_with(CreateOptions::new().content_type(content_type(payload)))
+        .await
+        .expect("create");
+    s
+}
+
+async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
+    let client = Client::new();
+    let stream = fresh_stream(server, &client, s.payload).await;
+    // Messages are prepared before the clock starts, as for the baseline.
+    let messages: Vec<Bytes> = (0..s.count)
+        .map(|i| message(s.payload, s.size, i))
+        .collect();
+    let producer = Producer::builder(&stream, format!("bench-{round}"))
+        .build()
+        .expect("producer");
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    for m in messages {
+        // Backpressure only; acknowledgements are checked by close().
+        drop(producer.send(m).await.expect("send"));
+    }
+    producer.close().await.expect("close");
+    let sample = Sample {
+        elapsed: started.elapsed(),
+        cpu: cpu_time() - cpu0,
+    };
+    verify_tail(&stream, s).await;
+    sample
+}
+
+/// Bodies as the producer would build them: up to 1 MiB of payload each.
+fn baseline_bodies(s: &Scenario) -> Vec<Bytes> {
+    let mut bodies = Vec::new();
+    let mut body = Vec::with_capacity(BATCH_BYTES + 1024);
+    let mut payload = 0;
+    let mut items = 0;
+    let json = matches!(s.payload, Payload::Json);
+    for i in 0..s.count {
+        let m = message(s.payload, s.size, i);
+        if items > 0 && payload + m.len() > BATCH_BYTES {
+            if json {
+                body.push(b']');
+            }
+            bodies.push(Bytes::from(std::mem::take(&mut body)));
+            payload = 0;
+            items = 0;
+        }
+        body.push(if items == 0 { b'[' } else { b',' });
+        if !json {
+            body.pop();
+        }
+        body.extend_from_slice(&m);
+        payload += m.len();
+        items += 1;
+    }
+    if json {
+        body.push(b']');
+    }
+    bodies.push(Bytes::from(body));
+    bodies
+}
+
+async fn run_baseline(server: &TestServer, s: &Scenario, round: usize) -> Sample {
+    let client = Client::new();
+    let stream = fresh_stream(server, &client, s.payload).await;
+    let bodies = baseline_bodies(s);
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let hyper: HyperClient<HttpConnector, Full<Bytes>> =
+        HyperClient::builder(TokioExecutor::new()).build(connector);
+    let url = stream.url().to_string();
+    let mut lanes: Vec<Vec<Bytes>> = vec![Vec::new(); LANES];
+    for (i, body) in bodies.into_iter().enumerate() {
+        lanes[i % LANES].push(body);
+    }
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    let tasks: Vec<_> = lanes
+        .into_iter()
+        .enumerate()
+        .map(|(lane, bodies)| {
+            let hyper = hyper.clone();
+            let url = url.clone();
+            let ct = content_type(s.payload);
+            tokio::spawn(async move {
+                for (seq, body) in bodies.into_iter().enumerate() {
+                    let request = hyper::Request::post(url.as_str())
+                        .header("content-type", ct)
+                        .header("producer-id", format!("base-{round}-{lane}"))
+                        .header("producer-epoch", "0")
+                        .header("producer-seq", seq.to_string())
+                        .body(Full::new(body))
+                        .expect("request");
+                    let response = hyper.request(request).await.expect("post");
+                    let status = response.status();
+                    let _ = response.into_body().collect().await;
+                    assert!(status.is_success(), "baseline POST answered {status}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("lane");
+    }
+    let sample = Sample {
+        elapsed: started.elapsed(),
+        cpu: cpu_time() - cpu0,
+    };
+    verify_tail(&stream, s).await;
+    sample
+}
+
+/// Every message arrived exactly once (outside the timed section).
+async fn verify_tail(stream: &Stream, s: &Scenario) {
+    match s.payload {
+        Payload::Bytes => {
+            let body = stream.read_bytes().await.expect("read back");
+            assert_eq!(body.len(), s.count * s.size, "bytes written for {}", s.name);
+        }
+        Payload::Json => {
+            let items = stream
+                .read_json::<serde::de::IgnoredAny>()
+                .await
+                .expect("read back");
+            assert_eq!(items.len(), s.count, "messages written for {}", s.name);
+        }
+    }
+}
