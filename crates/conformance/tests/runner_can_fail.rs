@@ -1,7 +1,9 @@
 //! Proof that the runner can fail: a deliberately broken adapter that
 //! initialises correctly (advertising every feature) and answers every other
 //! command with an error must fail most of the public cases, and the run must
-//! exit non-zero.
+//! exit non-zero. Checked twice: with the shell script below, and with the
+//! real `conformance-adapter` binary in its broken mode
+//! (`CONFORMANCE_ADAPTER_BROKEN=1`), when that binary has been built.
 //!
 //! The authors' Node runner passes such an adapter on 142 of 269 tests
 //! (ADAPTER §5); this runner's strict checks must not.
@@ -59,6 +61,42 @@ fn closing_counts(stdout: &str) -> Option<(usize, usize, usize)> {
     ))
 }
 
+/// Runs the conformance binary against `adapter` (with `envs` set for the
+/// adapter, which inherits the runner's environment) and checks that the run
+/// fails as a broken adapter must.
+fn assert_run_fails(label: &str, adapter: &Path, envs: &[(&str, &str)], cases: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_conformance"))
+        .arg("--adapter")
+        .arg(adapter)
+        .arg("--cases")
+        .arg(cases)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run the conformance binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stdout.lines().rev().take(15).collect();
+
+    let (passed, failed, skipped) = closing_counts(&stdout).unwrap_or_else(|| {
+        panic!("no closing `N passed, N failed, N skipped` line\nstdout tail: {tail:?}\nstderr: {stderr}")
+    });
+    eprintln!("{label}: {passed} passed, {failed} failed, {skipped} skipped");
+    assert!(
+        !output.status.success(),
+        "the run must exit non-zero, got {:?}",
+        output.status
+    );
+    let ran = passed + failed;
+    assert!(ran > 0, "nothing ran");
+    assert!(
+        failed * 2 > ran,
+        "only {failed} of {ran} non-skipped cases failed with a broken adapter"
+    );
+    // Only the cases the YAML marks `skip` may be skipped: the broken
+    // adapter advertises every feature.
+    assert!(skipped <= 2, "{skipped} cases skipped");
+}
+
 #[test]
 fn broken_adapter_fails_most_cases() {
     let cases = cases_dir();
@@ -75,37 +113,40 @@ fn broken_adapter_fails_most_cases() {
     let adapter = work_dir.join("broken-adapter.sh");
     std::fs::write(&adapter, BROKEN_ADAPTER).unwrap();
     std::fs::set_permissions(&adapter, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    let output = Command::new(env!("CARGO_BIN_EXE_conformance"))
-        .arg("--adapter")
-        .arg(&adapter)
-        .arg("--cases")
-        .arg(&cases)
-        .output()
-        .expect("run the conformance binary");
+    assert_run_fails("broken shell adapter", &adapter, &[], &cases);
     let _ = std::fs::remove_dir_all(&work_dir);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: Vec<&str> = stdout.lines().rev().take(15).collect();
+}
 
-    let (passed, failed, skipped) = closing_counts(&stdout).unwrap_or_else(|| {
-        panic!("no closing `N passed, N failed, N skipped` line\nstdout tail: {tail:?}\nstderr: {stderr}")
-    });
-    eprintln!("broken adapter: {passed} passed, {failed} failed, {skipped} skipped");
-    assert!(
-        !output.status.success(),
-        "the run must exit non-zero, got {:?}",
-        output.status
+/// The real adapter (`crates/conformance-adapter`) in its deliberately broken
+/// mode: with `CONFORMANCE_ADAPTER_BROKEN=1` it answers `init` normally and
+/// every other command with an error, exactly like [`BROKEN_ADAPTER`]. Uses
+/// the binary beside this runner's (`cargo build -p conformance-adapter`
+/// first); skipped when it has not been built.
+#[test]
+fn real_adapter_in_broken_mode_fails_most_cases() {
+    let cases = cases_dir();
+    if !cases.is_dir() {
+        eprintln!(
+            "skipping: no conformance cases at {} (the shared/ checkout is absent)",
+            cases.display()
+        );
+        return;
+    }
+    let adapter =
+        Path::new(env!("CARGO_BIN_EXE_conformance")).with_file_name("conformance-adapter");
+    if !adapter.is_file() {
+        eprintln!(
+            "skipping: {} is not built (cargo build -p conformance-adapter)",
+            adapter.display()
+        );
+        return;
+    }
+    assert_run_fails(
+        "conformance-adapter with CONFORMANCE_ADAPTER_BROKEN=1",
+        &adapter,
+        &[("CONFORMANCE_ADAPTER_BROKEN", "1")],
+        &cases,
     );
-    let ran = passed + failed;
-    assert!(ran > 0, "nothing ran");
-    assert!(
-        failed * 2 > ran,
-        "only {failed} of {ran} non-skipped cases failed with a broken adapter"
-    );
-    // Only the cases the YAML marks `skip` may be skipped: the broken
-    // adapter advertises every feature.
-    assert!(skipped <= 2, "{skipped} cases skipped");
 }
 
 #[test]
