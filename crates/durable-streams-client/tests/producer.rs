@@ -273,6 +273,18 @@ async fn close_stream_through_the_producer_is_idempotent() {
         let info = s.head().await.unwrap();
         assert!(info.closed);
         assert_eq!(Some(info.next_offset), first.final_offset);
+        // Closing again through the same producer repeats the closing
+        // (id, epoch, seq): a duplicate for the server, even with other data.
+        let again = producer
+            .close_stream(Some(bytes::Bytes::from_static(b"3")))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.final_offset,
+            first.final_offset,
+            "{:?}",
+            server.kind()
+        );
         // Another writer cannot close it again.
         let other = Producer::builder(&s, "p-other").build().unwrap();
         let err = other.close_stream(None).await.unwrap_err();

@@ -32,6 +32,25 @@ pub(crate) type OutcomeSender = watch::Sender<Option<Result<Receipt>>>;
 /// One caller's view of a batch outcome.
 pub(crate) type OutcomeReceiver = watch::Receiver<Option<Result<Receipt>>>;
 
+/// A batch's outcome channel. It keeps one receiver of its own so that
+/// callers dropping their `Ack` never drop the last receiver (which would
+/// wake the sender side on every drop).
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    tx: OutcomeSender,
+    _keepalive: OutcomeReceiver,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        let (tx, keepalive) = watch::channel(None);
+        Outcome {
+            tx,
+            _keepalive: keepalive,
+        }
+    }
+}
+
 /// The batch currently being filled by appends.
 #[derive(Debug)]
 pub(crate) struct OpenBatch {
@@ -39,14 +58,33 @@ pub(crate) struct OpenBatch {
     body: BytesMut,
     messages: usize,
     payload_bytes: usize,
-    outcome: Option<OutcomeSender>,
+    outcome: Option<Outcome>,
     /// When the first message arrived; the linger clock starts here.
     pub(crate) opened_at: Option<Instant>,
+    /// Capacity to reserve for the next batch: the last batch's size.
+    expected_size: usize,
+    /// Never reserve more than a full batch.
+    max_reserve: usize,
+}
+
+/// A message written into the body but not yet counted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    /// Body length before the separator.
+    mark: usize,
+    /// Where the message itself starts.
+    start: usize,
+    /// The message's length.
+    pub(crate) len: usize,
 }
 
 impl OpenBatch {
-    pub(crate) fn new(framing: Framing) -> Self {
+    pub(crate) fn new(framing: Framing, max_batch_bytes: usize) -> Self {
         OpenBatch {
+            expected_size: 0,
+            max_reserve: max_batch_bytes
+                .saturating_add(max_batch_bytes / 8)
+                .min(16 << 20),
             framing,
             body: BytesMut::new(),
             messages: 0,
@@ -80,24 +118,79 @@ impl OpenBatch {
 
     /// Add one encoded message. `message` must be non-empty (and, for JSON,
     /// exactly one JSON value). With `want_outcome`, returns a receiver of
-    /// the batch's outcome.
+    /// the batch's outcome. The caller checks [`Self::would_overflow`] first.
     pub(crate) fn push(&mut self, message: &[u8], want_outcome: bool) -> Option<OutcomeReceiver> {
+        let written = self.write(|body| {
+            body.put_slice(message);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match written {
+            Ok(written) => self.count(written, want_outcome),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Write one message straight into the body with `encode` (no
+    /// intermediate buffer). Nothing is kept if `encode` fails. The message
+    /// is not counted until [`Self::commit`]; [`Self::rollback`] removes it.
+    pub(crate) fn write<E>(
+        &mut self,
+        encode: impl FnOnce(&mut BytesMut) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Written, E> {
+        let mark = self.body.len();
         if self.messages == 0 {
-            self.opened_at = Some(Instant::now());
+            // Start from the previous batch's size: no repeated regrowth of
+            // a batch-sized buffer, no batch-sized allocation for a trickle.
+            self.body.reserve(self.expected_size);
             if self.framing == Framing::JsonArray {
                 self.body.put_u8(b'[');
             }
         } else if self.framing == Framing::JsonArray {
             self.body.put_u8(b',');
         }
-        self.body.put_slice(message);
-        self.messages += 1;
-        self.payload_bytes += message.len();
-        want_outcome.then(|| {
-            self.outcome
-                .get_or_insert_with(|| watch::Sender::new(None))
-                .subscribe()
+        let start = self.body.len();
+        if let Err(e) = encode(&mut self.body) {
+            self.body.truncate(mark);
+            return Err(e);
+        }
+        Ok(Written {
+            mark,
+            start,
+            len: self.body.len() - start,
         })
+    }
+
+    /// Undo a [`Self::write`].
+    pub(crate) fn rollback(&mut self, written: Written) {
+        self.body.truncate(written.mark);
+    }
+
+    /// Count a written message. If it does not fit the batch's limits, the
+    /// batch without it is sealed (with `ordinal()`) and returned, and the
+    /// message starts the next batch.
+    pub(crate) fn commit(
+        &mut self,
+        written: Written,
+        limits: BatchLimits,
+        want_outcome: bool,
+        ordinal: impl FnOnce() -> u64,
+    ) -> (Option<Batch>, Option<OutcomeReceiver>) {
+        if !self.would_overflow(written.len, limits) {
+            return (None, self.count(written, want_outcome));
+        }
+        let message = self.body.split_off(written.start);
+        self.body.truncate(written.mark);
+        let sealed = self.seal(ordinal());
+        (Some(sealed), self.push(&message, want_outcome))
+    }
+
+    fn count(&mut self, written: Written, want_outcome: bool) -> Option<OutcomeReceiver> {
+        if self.messages == 0 {
+            self.opened_at = Some(Instant::now());
+        }
+        self.messages += 1;
+        self.payload_bytes += written.len;
+        want_outcome.then(|| self.outcome.get_or_insert_with(Outcome::new).tx.subscribe())
     }
 
     /// Close the batch for sending; the open batch starts over empty.
@@ -105,6 +198,7 @@ impl OpenBatch {
         if self.framing == Framing::JsonArray && self.messages > 0 {
             self.body.put_u8(b']');
         }
+        self.expected_size = self.body.len().min(self.max_reserve);
         let batch = Batch {
             ordinal,
             seq: None,
@@ -133,7 +227,7 @@ pub(crate) struct Batch {
     pub(crate) messages: usize,
     /// Bytes reserved from the producer's buffer budget.
     pub(crate) payload_bytes: usize,
-    pub(crate) outcome: Option<OutcomeSender>,
+    pub(crate) outcome: Option<Outcome>,
     /// A `Stream-Closed: true` request (close through the producer).
     pub(crate) close: bool,
     /// Every lower sequence was acknowledged when this attempt was sent, so a
@@ -151,8 +245,8 @@ impl Batch {
         payload_bytes: usize,
         close: bool,
     ) -> (Self, OutcomeReceiver) {
-        let outcome = watch::Sender::new(None);
-        let receiver = outcome.subscribe();
+        let outcome = Outcome::new();
+        let receiver = outcome.tx.subscribe();
         let batch = Batch {
             ordinal,
             seq: None,
@@ -168,15 +262,15 @@ impl Batch {
 
     /// Hand the outcome to every waiting `send` caller.
     pub(crate) fn resolve(&mut self, outcome: &Result<Receipt>) {
-        if let Some(sender) = self.outcome.take() {
-            sender.send_replace(Some(outcome.clone()));
+        if let Some(channel) = self.outcome.take() {
+            channel.tx.send_replace(Some(outcome.clone()));
         }
     }
 }
 
 /// Frame a single message as a whole body (used for a final close message).
 pub(crate) fn frame_single(framing: Framing, message: &[u8]) -> Bytes {
-    let mut open = OpenBatch::new(framing);
+    let mut open = OpenBatch::new(framing, message.len());
     open.push(message, false);
     open.seal(0).body
 }
@@ -193,7 +287,7 @@ mod tests {
 
     #[test]
     fn json_batches_are_arrays() {
-        let mut open = OpenBatch::new(Framing::JsonArray);
+        let mut open = OpenBatch::new(Framing::JsonArray, 1 << 20);
         open.push(br#"{"a":1}"#, false);
         open.push(b"[1,2]", false);
         let batch = open.seal(7);
@@ -207,7 +301,7 @@ mod tests {
 
     #[test]
     fn byte_batches_concatenate() {
-        let mut open = OpenBatch::new(Framing::Concat);
+        let mut open = OpenBatch::new(Framing::Concat, 1 << 20);
         open.push(b"ab", false);
         open.push(b"cd", false);
         assert_eq!(&open.seal(0).body[..], b"abcd");
@@ -215,7 +309,7 @@ mod tests {
 
     #[test]
     fn limits() {
-        let mut open = OpenBatch::new(Framing::Concat);
+        let mut open = OpenBatch::new(Framing::Concat, 1 << 20);
         // An oversize message still fits into an empty batch.
         assert!(!open.would_overflow(100, LIMITS));
         open.push(b"12345678", false);
@@ -224,7 +318,7 @@ mod tests {
         assert!(!open.would_overflow(2, LIMITS));
         open.push(b"90", false);
         assert!(open.is_full(LIMITS));
-        let mut by_items = OpenBatch::new(Framing::Concat);
+        let mut by_items = OpenBatch::new(Framing::Concat, 1 << 20);
         for _ in 0..3 {
             assert!(!by_items.would_overflow(1, LIMITS));
             by_items.push(b"x", false);
@@ -235,7 +329,7 @@ mod tests {
 
     #[test]
     fn waiters_get_the_outcome() {
-        let mut open = OpenBatch::new(Framing::Concat);
+        let mut open = OpenBatch::new(Framing::Concat, 1 << 20);
         let rx = open.push(b"x", true).unwrap();
         let second = open.push(b"y", true).unwrap();
         let mut batch = open.seal(0);
@@ -251,13 +345,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn encoded_messages_that_overflow_start_the_next_batch() {
+        let mut open = OpenBatch::new(Framing::JsonArray, 1 << 20);
+        let limits = BatchLimits {
+            max_bytes: 8,
+            max_items: None,
+        };
+        let w = open
+            .write(|b| serde_json::to_writer(b.writer(), &"abc"))
+            .unwrap();
+        assert_eq!(w.len, 5);
+        let (sealed, _) = open.commit(w, limits, false, || 0);
+        assert!(sealed.is_none());
+        let w = open
+            .write(|b| serde_json::to_writer(b.writer(), &"defg"))
+            .unwrap();
+        let (sealed, rx) = open.commit(w, limits, true, || 9);
+        let sealed = sealed.expect("the first batch is sealed");
+        assert_eq!((&sealed.body[..], sealed.ordinal), (&br#"["abc"]"#[..], 9));
+        assert!(rx.is_some());
+        // A failed encode leaves nothing behind; a rollback removes a write.
+        let failed = open.write(|_| Err::<(), _>("boom"));
+        assert!(failed.is_err());
+        let w = open
+            .write(|b| serde_json::to_writer(b.writer(), &1))
+            .unwrap();
+        open.rollback(w);
+        assert_eq!(&open.seal(1).body[..], br#"["defg"]"#);
+    }
+
     proptest! {
         /// Whatever the split into batches, the server-side flattening of the
         /// bodies gives back every message in order.
         #[test]
         fn json_framing_round_trips(values in prop::collection::vec(any::<i64>(), 1..40), max_items in 1usize..8) {
             let limits = BatchLimits { max_bytes: 1 << 20, max_items: Some(max_items) };
-            let mut open = OpenBatch::new(Framing::JsonArray);
+            let mut open = OpenBatch::new(Framing::JsonArray, 1 << 20);
             let mut bodies = Vec::new();
             for v in &values {
                 let encoded = serde_json::to_vec(v).unwrap();

@@ -93,6 +93,10 @@ pub(crate) struct Driver {
     /// a restart must go beyond it, or its seq 0 would be taken for a
     /// duplicate of the fencing producer's.
     fenced_by: Option<u64>,
+    /// The (epoch, seq) of this producer's successful close. A repeated
+    /// close re-sends that tuple, so the server answers it as a duplicate
+    /// (PROTOCOL.md 5.2.1) instead of a conflict on a closed stream.
+    closed_at: Option<(u64, u64)>,
 }
 
 impl Driver {
@@ -122,12 +126,14 @@ impl Driver {
             restart_waiters: Vec::new(),
             poisoned: None,
             fenced_by: None,
+            closed_at: None,
         }
     }
 
     pub(crate) async fn run(mut self) {
-        // Waiters (flush) learn that the task is gone, however it ends.
-        let _done = self.shared.done.clone().drop_guard();
+        // Appenders and waiters (flush) learn that the task is gone, however
+        // it ends (a panic included).
+        let _exit = ExitGuard(Arc::clone(&self.shared));
         let mut control_open = true;
         loop {
             let linger_deadline = self.step();
@@ -203,16 +209,20 @@ impl Driver {
             let Some(mut batch) = self.resend.pop_front().or_else(|| self.queue.pop_front()) else {
                 break;
             };
-            let seq = match batch.seq {
+            let repeat_close = match self.closed_at {
+                Some((epoch, seq)) if batch.close && epoch == self.epoch => Some(seq),
+                _ => None,
+            };
+            let seq = match batch.seq.or(repeat_close) {
                 Some(seq) => seq,
                 None => {
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     self.shared.next_seq.store(self.next_seq, Ordering::Relaxed);
-                    batch.seq = Some(seq);
                     seq
                 }
             };
+            batch.seq = Some(seq);
             batch.sent_after_all_lower_acked = self.acked_below == seq;
             match self.request_for(&batch, seq) {
                 Ok(spec) => self.launch(batch, spec),
@@ -303,6 +313,9 @@ impl Driver {
             Outcome::Acked { duplicate, offset } => {
                 if epoch == self.epoch {
                     self.mark_acked(seq);
+                }
+                if batch.close {
+                    self.closed_at = Some((epoch, seq));
                 }
                 crate::telemetry::producer_batch_sent(
                     batch.messages,
@@ -503,6 +516,15 @@ impl Driver {
                 self.fail(other, error.clone());
             }
         }
+    }
+}
+
+struct ExitGuard(Arc<Shared>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.done.cancel();
     }
 }
 

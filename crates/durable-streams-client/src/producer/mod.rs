@@ -330,7 +330,7 @@ impl ProducerBuilder {
             max_buffered_bytes: self.max_buffered_bytes,
             on_error: self.on_error,
             state: Mutex::new(State {
-                open: OpenBatch::new(framing),
+                open: OpenBatch::new(framing, self.max_batch_bytes),
                 sealed: VecDeque::new(),
                 next_ordinal: 0,
                 poison: None,
@@ -390,8 +390,8 @@ pub(crate) struct State {
     pub(crate) poison: Option<Error>,
     /// The first failure since the last flush.
     pub(crate) first_error: Option<Error>,
-    /// `close` was called: no more appends.
-    closed: bool,
+    /// `close` was called or the task ended: no more appends.
+    pub(crate) closed: bool,
 }
 
 impl State {
@@ -491,22 +491,77 @@ impl Producer {
         let mut state = self.shared.lock();
         self.check_open(&state)?;
         if !self.reserve_now(data.len()) {
-            return Err(Error::new(ErrorKind::BufferFull)
-                .with_message(format!(
-                    "{} bytes appended and not yet acknowledged (max_buffered_bytes {})",
-                    self.shared.unacknowledged_bytes(),
-                    self.shared.max_buffered_bytes
-                ))
-                .with_url(self.shared.stream.url()));
+            return Err(self.buffer_full());
         }
         self.push(&mut state, data, false);
         Ok(())
     }
 
     /// Serialize `value` and append it as one message without waiting.
+    /// The value is encoded straight into the batch (no per-message buffer).
     pub fn append_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        let encoded = self.encode_json(value)?;
-        self.append(encoded)
+        let mut state = self.shared.lock();
+        self.check_open(&state)?;
+        match self.push_json(&mut state, value, false)? {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.buffer_full()),
+        }
+    }
+
+    fn buffer_full(&self) -> Error {
+        Error::new(ErrorKind::BufferFull)
+            .with_message(format!(
+                "{} bytes appended and not yet acknowledged (max_buffered_bytes {})",
+                self.shared.unacknowledged_bytes(),
+                self.shared.max_buffered_bytes
+            ))
+            .with_url(self.shared.stream.url())
+    }
+
+    /// Encode `value` into the open batch. The inner `Err` means there was
+    /// no buffer room right now (nothing was kept).
+    fn push_json<T: Serialize + ?Sized>(
+        &self,
+        state: &mut State,
+        value: &T,
+        want_outcome: bool,
+    ) -> Result<std::result::Result<Option<OutcomeReceiver>, ()>> {
+        let written = state
+            .open
+            .write(|body| serde_json::to_writer(bytes::BufMut::writer(body), value))
+            .map_err(|e| self.encode_error(e))?;
+        if written.len > self.shared.max_buffered_bytes {
+            state.open.rollback(written);
+            return Err(too_large(written.len).with_url(self.shared.stream.url()));
+        }
+        if !self.reserve_now(written.len) {
+            state.open.rollback(written);
+            return Ok(Err(()));
+        }
+        let first = state.open.is_empty();
+        let State {
+            open,
+            sealed,
+            next_ordinal,
+            ..
+        } = state;
+        let (full, rx) = open.commit(written, self.shared.limits, want_outcome, || {
+            let ordinal = *next_ordinal;
+            *next_ordinal += 1;
+            ordinal
+        });
+        let mut wake = first || full.is_some();
+        if let Some(batch) = full {
+            sealed.push_back(batch);
+        }
+        if state.open.is_full(self.shared.limits) {
+            state.seal_open();
+            wake = true;
+        }
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(Ok(rx))
     }
 
     /// Append one message, waiting for buffer room (backpressure). The
@@ -537,14 +592,21 @@ impl Producer {
         })
     }
 
-    /// Serialize `value` and [`send`](Self::send) it.
-    pub fn send_json<T: Serialize + ?Sized>(
-        &self,
-        value: &T,
-    ) -> impl Future<Output = Result<Ack>> + Send + '_ {
-        // Encode before the future so it does not borrow `value` (keeps it `Send`).
-        let encoded = self.encode_json(value);
-        async move { self.send(encoded?).await }
+    /// Serialize `value` and [`send`](Self::send) it. Encodes straight into
+    /// the batch when there is buffer room.
+    pub async fn send_json<T: Serialize + Sync + ?Sized>(&self, value: &T) -> Result<Ack> {
+        let pushed = {
+            let mut state = self.shared.lock();
+            self.check_open(&state)?;
+            self.push_json(&mut state, value, true)?
+        };
+        match pushed {
+            Ok(rx) => Ok(Ack {
+                rx: rx.expect("push_json returns a receiver when asked"),
+            }),
+            // No room now: wait for it like `send`.
+            Err(()) => self.send(self.encode_json(value)?).await,
+        }
     }
 
     /// Wait until every message appended before this call is acknowledged
@@ -675,14 +737,18 @@ impl Producer {
     }
 
     fn encode_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
-        serde_json::to_vec(value).map(Bytes::from).map_err(|e| {
-            Error::invalid_argument("value", format!("could not serialize to JSON: {e}"))
-                .with_url(self.shared.stream.url())
-        })
+        serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|e| self.encode_error(e))
+    }
+
+    fn encode_error(&self, e: serde_json::Error) -> Error {
+        Error::invalid_argument("value", format!("could not serialize to JSON: {e}"))
+            .with_url(self.shared.stream.url())
     }
 
     fn check_open(&self, state: &State) -> Result<()> {
-        if state.closed || self.shared.done.is_cancelled() {
+        if state.closed {
             return Err(Error::new(ErrorKind::ProducerClosed).with_url(self.shared.stream.url()));
         }
         if let Some(error) = &state.poison {
