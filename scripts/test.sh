@@ -24,12 +24,13 @@ section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 section "cargo test --workspace"
+# The runner's own tests drive the real adapter binary in its broken mode.
+cargo build -q -p conformance-adapter
 cargo test --workspace
 
 # --- conformance suite -------------------------------------------------------
 section "conformance suite"
 if [[ -f crates/conformance/Cargo.toml && -f crates/conformance-adapter/Cargo.toml ]]; then
-    cargo build -q -p conformance-adapter
     cargo run -q -p conformance -- --adapter target/debug/conformance-adapter
 else
     echo "skipped: the conformance runner and adapter are not in this tree yet"

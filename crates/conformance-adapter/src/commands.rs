@@ -7,7 +7,8 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use durable_streams_client::{
-    AppendOptions, Client, CreateOptions, ErrorKind, Offset, RetryPolicy, Stream,
+    AppendOptions, Client, CreateOptions, ErrorKind, Offset, Producer, ProducerBuilder,
+    RetryPolicy, Stream,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +32,11 @@ pub struct State {
     /// Content type per stream path (later commands do not carry it).
     content_types: HashMap<String, String>,
     dynamic: Dynamic,
+    /// Producers that persist across commands, by (path, producerId, epoch)
+    /// as the reference adapter keys them; a failed producer stays cached so
+    /// that it keeps reporting its failure instead of silently restarting
+    /// at seq 0 (which the server would take for duplicates).
+    producers: HashMap<(String, String, u64), Producer>,
 }
 
 /// Deserialize a command's fields, or fail with `INVALID_ARGUMENT`.
@@ -143,6 +149,7 @@ pub fn init(state: &mut State, command: &Value) -> Reply {
         server_url: cmd.server_url.trim_end_matches('/').to_owned(),
         content_types: HashMap::new(),
         dynamic: Dynamic::default(),
+        producers: HashMap::new(),
     };
     Ok(json!({
         "type": "init",
@@ -329,7 +336,7 @@ pub async fn read(state: &mut State, command: &Value) -> Reply {
     let mut reply = json!({
         "type": "read",
         "success": true,
-        "status": 200,
+        "status": outcome.status,
         "chunks": outcome.chunks,
         "offset": outcome.offset,
         "upToDate": outcome.up_to_date,
@@ -455,11 +462,7 @@ pub fn validate(command: &Value) -> Reply {
         .ok_or_else(|| Failure::invalid_argument("validate needs a target"))?;
     match target.get("target").and_then(Value::as_str) {
         Some("retry-options") => validate_retry_options(target)?,
-        Some("idempotent-producer") => {
-            return Err(Failure::not_supported(
-                "validate idempotent-producer: the client has no idempotent producer yet",
-            ));
-        }
+        Some("idempotent-producer") => validate_producer_options(target)?,
         other => {
             return Err(Failure::not_supported(format!(
                 "validate: unknown target {other:?}"
@@ -467,6 +470,62 @@ pub fn validate(command: &Value) -> Reply {
         }
     }
     Ok(json!({ "type": "validate", "success": true }))
+}
+
+/// Configure a [`ProducerBuilder`] from the options and let the library
+/// validate it. Negative numbers cannot be represented and are rejected
+/// while converting; zero sizes are rejected by the library.
+fn validate_producer_options(target: &Value) -> Result<(), Failure> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ProducerOptions {
+        producer_id: Option<String>,
+        epoch: Option<f64>,
+        max_batch_bytes: Option<f64>,
+        max_batch_items: Option<f64>,
+    }
+    let opts: ProducerOptions = fields(target)?;
+    let invalid = |name: &str, why: String| Failure::invalid_argument(format!("{name}: {why}"));
+    let count = |name: &str, v: f64| {
+        if v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
+            Ok(v as u64)
+        } else {
+            Err(invalid(
+                name,
+                format!("must be a non-negative integer, got {v}"),
+            ))
+        }
+    };
+    let client = Client::new();
+    let stream = client
+        .stream("http://127.0.0.1/validate")
+        .map_err(|e| Failure::from_client(&e, "", false))?
+        .with_content_type(DEFAULT_CONTENT_TYPE);
+    let mut builder = Producer::builder(
+        &stream,
+        opts.producer_id.unwrap_or_else(|| "validate".to_owned()),
+    );
+    if let Some(epoch) = opts.epoch {
+        builder = builder.epoch(count("epoch", epoch)?);
+    }
+    if let Some(bytes) = opts.max_batch_bytes {
+        builder = builder.max_batch_bytes(count("maxBatchBytes", bytes)? as usize);
+    }
+    if let Some(items) = opts.max_batch_items {
+        builder = builder.max_batch_items(count("maxBatchItems", items)? as usize);
+    }
+    builder.validate().map_err(|e| {
+        let name = match e.kind() {
+            ErrorKind::InvalidArgument { field } => match *field {
+                "producer_id" => "producerId",
+                "max_batch_bytes" => "maxBatchBytes",
+                "max_batch_items" => "maxBatchItems",
+                other => other,
+            },
+            _ => "idempotentProducer",
+        };
+        invalid(name, e.to_string())
+    })
 }
 
 /// Build a [`RetryPolicy`] from the options and let the library validate it.
@@ -521,35 +580,182 @@ fn validate_retry_options(target: &Value) -> Result<(), Failure> {
     })
 }
 
-/// The idempotent-* commands need the idempotent producer, which the library
-/// does not have yet. Each has its own function so it can be filled in.
-/// They answer `NOT_SUPPORTED` with status 501 (Not Implemented).
-fn producer_not_supported(command_type: &str) -> Failure {
-    let mut failure = Failure::not_supported(format!(
-        "{command_type}: the client has no idempotent producer yet"
-    ));
-    failure.status = Some(501);
-    failure
+/// Fields shared by the idempotent-* commands.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProducerFields {
+    path: String,
+    producer_id: String,
+    #[serde(default)]
+    epoch: Option<Value>,
+    #[serde(default)]
+    auto_claim: bool,
+    headers: Headers,
 }
 
-/// `idempotent-append` (not supported yet).
-pub async fn idempotent_append(_state: &mut State, _command: &Value) -> Reply {
-    Err(producer_not_supported("idempotent-append"))
+impl ProducerFields {
+    fn epoch(&self) -> Result<u64, Failure> {
+        match &self.epoch {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => whole(v, "epoch"),
+        }
+    }
 }
 
-/// `idempotent-append-batch` (not supported yet).
-pub async fn idempotent_append_batch(_state: &mut State, _command: &Value) -> Reply {
-    Err(producer_not_supported("idempotent-append-batch"))
+impl State {
+    /// A producer builder for the command's stream, with the dynamic and
+    /// static headers installed and the content type known (a HEAD only
+    /// when this adapter never saw the stream's content type).
+    async fn producer_builder(&self, f: &ProducerFields) -> Result<ProducerBuilder, Failure> {
+        let stream = self.dynamic_stream(&f.path, &f.headers)?;
+        if stream.content_type().is_none() {
+            stream
+                .head()
+                .await
+                .map_err(|e| Failure::from_client(&e, &f.path, false))?;
+        }
+        Ok(Producer::builder(&stream, f.producer_id.clone())
+            .epoch(f.epoch()?)
+            .auto_claim(f.auto_claim))
+    }
+
+    async fn cached_producer(&mut self, f: &ProducerFields) -> Result<&Producer, Failure> {
+        let key = (f.path.clone(), f.producer_id.clone(), f.epoch()?);
+        if !self.producers.contains_key(&key) {
+            let producer = self
+                .producer_builder(f)
+                .await?
+                .build()
+                .map_err(|e| Failure::from_client(&e, &f.path, false))?;
+            self.producers.insert(key.clone(), producer);
+        }
+        Ok(&self.producers[&key])
+    }
 }
 
-/// `idempotent-close` (not supported yet).
-pub async fn idempotent_close(_state: &mut State, _command: &Value) -> Reply {
-    Err(producer_not_supported("idempotent-close"))
+/// `idempotent-append`: append through the cached producer and wait for the
+/// acknowledgement.
+pub async fn idempotent_append(state: &mut State, command: &Value) -> Reply {
+    let f: ProducerFields = fields(command)?;
+    let data: String = command
+        .get("data")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| Failure::invalid_argument("idempotent-append needs data"))?;
+    let path = f.path.clone();
+    let producer = state.cached_producer(&f).await?;
+    let failed = |e: durable_streams_client::Error| Failure::from_client(&e, &path, false);
+    let receipt = producer
+        .send(data)
+        .await
+        .map_err(failed)?
+        .await
+        .map_err(failed)?;
+    let mut reply = json!({
+        "type": "idempotent-append",
+        "success": true,
+        "status": 200,
+        "duplicate": receipt.duplicate,
+        "producerSeq": receipt.seq,
+    });
+    if let Some(offset) = &receipt.offset {
+        reply["offset"] = json!(offset.as_str());
+    }
+    Ok(reply)
 }
 
-/// `idempotent-detach` (not supported yet).
-pub async fn idempotent_detach(_state: &mut State, _command: &Value) -> Reply {
-    Err(producer_not_supported("idempotent-detach"))
+/// `idempotent-append-batch`: a fresh producer appends every item, flushes
+/// and detaches. With `maxInFlight` > 1 every item is its own request (as
+/// the reference adapter does), so pipelining and gap resends get exercised.
+pub async fn idempotent_append_batch(state: &mut State, command: &Value) -> Reply {
+    let f: ProducerFields = fields(command)?;
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Batch {
+        items: Vec<Value>,
+        max_in_flight: Option<Value>,
+    }
+    let batch: Batch = fields(command)?;
+    let max_in_flight = match &batch.max_in_flight {
+        Some(v) => whole(v, "maxInFlight")?,
+        None => 1,
+    };
+    let items = batch
+        .items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(s.clone()),
+            Value::Object(o) => o
+                .get("data")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Failure::invalid_argument("a batch item needs string data")),
+            _ => Err(Failure::invalid_argument("batch items must be strings")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = state.producer_builder(&f).await?;
+    builder = if max_in_flight > 1 {
+        builder
+            .max_in_flight(max_in_flight as usize)
+            .linger(Duration::ZERO)
+            .max_batch_bytes(1)
+    } else {
+        builder
+            .max_in_flight(1)
+            .linger(Duration::from_secs(1))
+            .max_batch_bytes(1 << 20)
+    };
+    let producer = builder
+        .build()
+        .map_err(|e| Failure::from_client(&e, &f.path, false))?;
+    let failed = |e: durable_streams_client::Error| Failure::from_client(&e, &f.path, false);
+    for item in items {
+        drop(producer.send(item).await.map_err(failed)?);
+    }
+    producer.flush().await.map_err(failed)?;
+    let seq = producer.next_seq();
+    producer.close().await.map_err(failed)?;
+    Ok(json!({
+        "type": "idempotent-append-batch",
+        "success": true,
+        "status": 200,
+        "producerSeq": seq.saturating_sub(1),
+    }))
+}
+
+/// `idempotent-close`: close the stream through the (cached) producer, with
+/// the producer headers so that repeating it is deduplicated.
+pub async fn idempotent_close(state: &mut State, command: &Value) -> Reply {
+    let f: ProducerFields = fields(command)?;
+    let data = command
+        .get("data")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(|d| Bytes::from(d.to_owned()));
+    let path = f.path.clone();
+    let producer = state.cached_producer(&f).await?;
+    let result = producer
+        .close_stream(data)
+        .await
+        .map_err(|e| Failure::from_client(&e, &path, false))?;
+    let mut reply = json!({ "type": "idempotent-close", "success": true, "status": 200 });
+    if let Some(offset) = &result.final_offset {
+        reply["finalOffset"] = json!(offset.as_str());
+    }
+    Ok(reply)
+}
+
+/// `idempotent-detach`: stop the cached producer without closing the stream.
+pub async fn idempotent_detach(state: &mut State, command: &Value) -> Reply {
+    let f: ProducerFields = fields(command)?;
+    let key = (f.path.clone(), f.producer_id.clone(), f.epoch()?);
+    if let Some(producer) = state.producers.remove(&key) {
+        producer
+            .close()
+            .await
+            .map_err(|e| Failure::from_client(&e, &f.path, false))?;
+    }
+    Ok(json!({ "type": "idempotent-detach", "success": true, "status": 200 }))
 }
 
 /// `shutdown`.

@@ -50,6 +50,8 @@ struct Delivery {
     offset: Offset,
     up_to_date: bool,
     closed: bool,
+    /// HTTP status of the response it came from.
+    status: u16,
 }
 
 /// Stopping rules for one read.
@@ -102,6 +104,9 @@ pub struct ReadOutcome {
     pub up_to_date: bool,
     /// The server reported the stream closed.
     pub stream_closed: bool,
+    /// The status of the last response that delivered something (200 when
+    /// nothing was delivered before a timeout).
+    pub status: u16,
     /// Messages (JSON) or bytes delivered, for benchmarks.
     pub messages: u64,
     /// Bytes of delivered data (re-serialised JSON for JSON streams).
@@ -120,6 +125,7 @@ pub async fn run(builder: ReadBuilder, json: bool, plan: &ReadPlan) -> Result<Re
                     offset: b.offset,
                     up_to_date: b.up_to_date,
                     closed: b.closed,
+                    status: b.status,
                 })
             })
             .boxed()
@@ -132,6 +138,7 @@ pub async fn run(builder: ReadBuilder, json: bool, plan: &ReadPlan) -> Result<Re
                     offset: c.offset,
                     up_to_date: c.up_to_date,
                     closed: c.closed,
+                    status: c.status,
                 })
             })
             .boxed()
@@ -144,6 +151,7 @@ pub async fn run(builder: ReadBuilder, json: bool, plan: &ReadPlan) -> Result<Re
         offset: plan.start.clone(),
         up_to_date: false,
         stream_closed: false,
+        status: 200,
         messages: 0,
         bytes: 0,
     };
@@ -169,6 +177,7 @@ pub async fn run(builder: ReadBuilder, json: bool, plan: &ReadPlan) -> Result<Re
         out.offset = delivery.offset.as_str().to_owned();
         out.up_to_date = delivery.up_to_date;
         out.stream_closed |= delivery.closed;
+        out.status = delivery.status;
         if !delivery.payload.is_empty() {
             match delivery.payload {
                 Payload::Json(items) if catch_up => {

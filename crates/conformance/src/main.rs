@@ -54,6 +54,13 @@
 //!   the Node runner: dynamic headers set by `lifecycle/dynamic-headers.yaml`
 //!   stay for the rest of the run (CASE-FORMAT §4.1).
 //!
+//! # Spec corrections
+//!
+//! A few public cases expect what PROTOCOL.md forbids (see
+//! [`corrections`]). For those the runner checks the protocol's behaviour
+//! instead and prints `spec correction:` with the section it rests on. Only
+//! the named operation's expectation changes; nothing else is relaxed.
+//!
 //! # Adapter commands this runner sends
 //!
 //! One JSON object per line on stdin; exactly one reply line on stdout per
@@ -104,6 +111,7 @@
 
 mod adapter;
 mod cases;
+mod corrections;
 mod execute;
 mod expect;
 mod server_actions;
@@ -202,13 +210,27 @@ fn main() -> ExitCode {
             dir
         }
     };
-    let files = match cases::load_all(&cases_dir) {
+    let mut files = match cases::load_all(&cases_dir) {
         Ok(files) => files,
         Err(error) => {
             eprintln!("conformance: cannot read {}: {error}", cases_dir.display());
             return ExitCode::from(2);
         }
     };
+    // Cases whose YAML contradicts PROTOCOL.md are checked against the
+    // protocol instead; each correction is printed with its reason.
+    let mut corrected: std::collections::HashMap<String, Vec<&'static str>> =
+        std::collections::HashMap::new();
+    for file in &mut files {
+        if let Ok(suite) = &mut file.suite {
+            for test in &mut suite.tests {
+                let reasons = corrections::apply(test);
+                if !reasons.is_empty() {
+                    corrected.insert(test.id.clone(), reasons);
+                }
+            }
+        }
+    }
     let selected = select(&files, &cli);
     let load_failures: Vec<&LoadedFile> = files.iter().filter(|file| file.suite.is_err()).collect();
     let test_count: usize = selected.iter().map(|suite| suite.tests.len()).sum();
@@ -263,6 +285,7 @@ fn main() -> ExitCode {
         server.base_url(),
         &selected,
         &load_failures,
+        &corrected,
         settings,
     ));
     // The runtime goes first so that the adapter process is gone before the
@@ -337,6 +360,7 @@ async fn run(
     server_url: &str,
     selected: &[SelectedSuite<'_>],
     load_failures: &[&LoadedFile],
+    corrected: &std::collections::HashMap<String, Vec<&'static str>>,
     settings: RunSettings,
 ) -> Result<(Tally, Vec<(String, String)>), String> {
     let mut tally = Tally::default();
@@ -395,6 +419,9 @@ async fn run(
             }
             for note in &report.notes {
                 println!("        note: {}", truncate(note, 400));
+            }
+            for reason in corrected.get(&test.id).into_iter().flatten() {
+                println!("        spec correction: {reason}");
             }
         }
         println!(

@@ -62,6 +62,9 @@ pub struct Chunk {
     pub up_to_date: bool,
     /// The stream is closed and this is its end: nothing more will arrive.
     pub closed: bool,
+    /// The HTTP status of the response this came from: 200, or 204 for a
+    /// long-poll that ended without data (timeout or closed stream).
+    pub status: u16,
 }
 
 /// Text with its position. Multi-byte characters split across chunks are
@@ -80,6 +83,9 @@ pub struct TextChunk {
     pub up_to_date: bool,
     /// The stream is closed and this is its end.
     pub closed: bool,
+    /// The HTTP status of the response this came from: 200, or 204 for a
+    /// long-poll that ended without data (timeout or closed stream).
+    pub status: u16,
 }
 
 /// Typed JSON messages with their position (checkpoint with `offset`).
@@ -96,6 +102,9 @@ pub struct JsonBatch<T> {
     pub up_to_date: bool,
     /// The stream is closed and this is its end.
     pub closed: bool,
+    /// The HTTP status of the response this came from: 200, or 204 for a
+    /// long-poll that ended without data (timeout or closed stream).
+    pub status: u16,
 }
 
 /// Configures a read. Made by [`Stream::read`].
@@ -195,6 +204,7 @@ impl ReadBuilder {
                 cursor: chunk.cursor,
                 up_to_date: chunk.up_to_date,
                 closed: chunk.closed,
+                status: chunk.status,
             })
         });
         JsonStream {
@@ -264,6 +274,7 @@ impl Utf8Carry {
             cursor: chunk.cursor,
             up_to_date: chunk.up_to_date,
             closed: chunk.closed,
+            status: chunk.status,
         })
     }
 }
@@ -316,6 +327,7 @@ mod tests {
             cursor: None,
             up_to_date: false,
             closed,
+            status: 200,
         }
     }
 

@@ -74,6 +74,9 @@ impl Session {
     pub(crate) fn new(stream: Stream, offset: Offset, mode: LiveMode, json: bool) -> Session {
         let phase = match mode {
             LiveMode::Sse => Phase::Sse,
+            // `now` has nothing to catch up on: one long-poll request waits
+            // for future data at once (PROTOCOL.md 5.7, offset `now`).
+            LiveMode::LongPoll if offset == Offset::now() => Phase::LongPoll,
             _ => Phase::CatchUp,
         };
         let json = json || stream.is_json();
@@ -141,6 +144,7 @@ impl Session {
         cursor: Option<String>,
         up_to_date: bool,
         closed: bool,
+        status: StatusCode,
     ) -> Step {
         let has_data = !self.is_empty_payload(&data);
         let progressed = next != self.offset;
@@ -171,6 +175,7 @@ impl Session {
             cursor: self.cursor.clone(),
             up_to_date,
             closed,
+            status: status.as_u16(),
         })
     }
 
@@ -200,7 +205,7 @@ impl Session {
         if resp.status == StatusCode::NOT_MODIFIED {
             // Same empty tail as before: nothing new.
             let offset = self.offset.clone();
-            let step = self.advance(Bytes::new(), offset, None, true, false);
+            let step = self.advance(Bytes::new(), offset, None, true, false, StatusCode::OK);
             self.after_caught_up();
             return Ok(step);
         }
@@ -222,7 +227,14 @@ impl Session {
             || self.no_progress + 1 >= MAX_NO_PROGRESS
                 && self.is_empty_payload(&resp.body)
                 && next == self.offset;
-        let step = self.advance(resp.body, next, meta.cursor, caught_up, meta.closed);
+        let step = self.advance(
+            resp.body,
+            next,
+            meta.cursor,
+            caught_up,
+            meta.closed,
+            resp.status,
+        );
         if caught_up && !self.done {
             self.after_caught_up();
         }
@@ -239,7 +251,14 @@ impl Session {
             StatusCode::OK => {
                 let meta = self.stream.meta(&resp)?;
                 let next = meta.require_next_offset()?;
-                Ok(self.advance(resp.body, next, meta.cursor, meta.up_to_date, meta.closed))
+                Ok(self.advance(
+                    resp.body,
+                    next,
+                    meta.cursor,
+                    meta.up_to_date,
+                    meta.closed,
+                    resp.status,
+                ))
             }
             StatusCode::NO_CONTENT => {
                 let meta = self.stream.meta(&resp)?;
@@ -247,7 +266,14 @@ impl Session {
                     .next_offset
                     .clone()
                     .unwrap_or_else(|| self.offset.clone());
-                Ok(self.advance(Bytes::new(), next, meta.cursor, true, meta.closed))
+                Ok(self.advance(
+                    Bytes::new(),
+                    next,
+                    meta.cursor,
+                    true,
+                    meta.closed,
+                    resp.status,
+                ))
             }
             _ => Err(self.stream.error_for(&spec, &resp)),
         }
@@ -296,6 +322,7 @@ impl Session {
                             control.cursor,
                             control.up_to_date,
                             control.closed,
+                            StatusCode::OK,
                         );
                         if self.done {
                             self.sse = None;
