@@ -16,8 +16,8 @@
 //! lane waits on another's sequence). The baseline does no batching, no
 //! encoding and no bookkeeping, so it is the ceiling. Each scenario runs
 //! `ROUNDS` times, alternating; the table shows medians, min and max.
-//! CPU time is this process's user+system time (the server is another
-//! process), per message.
+//! CPU time is this process's on-CPU time (all threads, from schedstat; the
+//! server is another process), per message.
 
 use std::time::{Duration, Instant};
 
@@ -153,17 +153,19 @@ fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample]) {
     );
 }
 
-/// This process's user + system CPU time (Linux `/proc`, USER_HZ = 100).
+/// CPU time of this process's live threads, in nanoseconds from
+/// `/proc/self/task/*/schedstat` (Linux; the server is another process).
+/// The runtime's threads live for the whole run, so differences are exact.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 fn message(payload: Payload, size: usize, i: usize) -> Bytes {
