@@ -463,3 +463,48 @@ async fn closed_stream_ends_the_consumer() {
         assert_eq!(h.seen(), [0]);
     }
 }
+
+#[tokio::test]
+async fn server_errors_make_the_consumer_reconnect_with_backoff() {
+    let server = common::node();
+    // No request-level retries: every 503 reaches the consumer.
+    let client = durable_streams_client::Client::builder()
+        .retry_policy(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let s = common::stream(&server, &client, "reconnect");
+    s.create_with(CreateOptions::json()).await.unwrap();
+    s.append_json_batch((0..20).map(|n| Msg { n }))
+        .await
+        .unwrap();
+    server
+        .inject_error(&serde_json::json!({
+            "path": common::path_of(&s), "method": "GET", "status": 503, "count": 3
+        }))
+        .unwrap();
+    let h = Collect::default();
+    let started = Instant::now();
+    let handle = Consumer::builder(s.clone(), h.clone())
+        .live(LiveMode::Off)
+        .retry_policy(
+            RetryPolicy::default()
+                .with_initial_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_millis(200))
+                .with_jitter(0.0),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    assert_eq!(handle.join().await.unwrap(), StopReason::CaughtUp);
+    assert_eq!(
+        h.errors.lock().unwrap().as_slice(),
+        vec![ErrorKind::Server { status: 503 }; 3]
+    );
+    assert_eq!(h.seen(), (0..20).collect::<Vec<_>>());
+    // Backoff 50 + 100 + 200 ms (no jitter) before the successful attempt.
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
