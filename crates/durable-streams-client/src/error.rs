@@ -127,6 +127,14 @@ pub enum ErrorKind {
         /// The name of the offending option or argument.
         field: &'static str,
     },
+    /// A [consumer](crate::consumer) handler returned an error or panicked.
+    Handler {
+        /// The handler panicked (the panic was caught).
+        panicked: bool,
+    },
+    /// A [checkpoint store](crate::consumer::CheckpointStore) failed to load
+    /// or save an offset.
+    Checkpoint,
 }
 
 impl ErrorKind {
@@ -169,6 +177,9 @@ impl ErrorKind {
             ErrorKind::BufferFull => f.write_str("producer buffer is full"),
             ErrorKind::ProducerClosed => f.write_str("producer is closed"),
             ErrorKind::InvalidArgument { field } => write!(f, "invalid argument `{field}`"),
+            ErrorKind::Handler { panicked: false } => f.write_str("consumer handler failed"),
+            ErrorKind::Handler { panicked: true } => f.write_str("consumer handler panicked"),
+            ErrorKind::Checkpoint => f.write_str("checkpoint store failed"),
         }
     }
 }
@@ -214,6 +225,26 @@ impl Error {
 
     pub(crate) fn decode(what: DecodeKind, message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Decode(what)).with_message(message)
+    }
+
+    /// An error for a [consumer](crate::consumer) handler to return, wrapping
+    /// the application's own error (kind [`ErrorKind::Handler`]).
+    pub fn handler(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        let source = source.into();
+        Error::new(ErrorKind::Handler { panicked: false })
+            .with_message(source.to_string())
+            .with_source(source)
+    }
+
+    /// An error for a [checkpoint store](crate::consumer::CheckpointStore)
+    /// to return, wrapping the underlying failure (kind [`ErrorKind::Checkpoint`]).
+    pub fn checkpoint(
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        let source = source.into();
+        Error::new(ErrorKind::Checkpoint)
+            .with_message(source.to_string())
+            .with_source(source)
     }
 
     /// Attach the stream URL; only scheme, host, port and path are kept so that

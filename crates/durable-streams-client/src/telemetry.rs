@@ -21,11 +21,21 @@
 //! | `durable_streams_producer_batch_duration_seconds` | histogram | |
 //! | `durable_streams_producer_retries_total` | counter | `reason` |
 //! | `durable_streams_producer_epoch_claims_total` | counter | |
+//! | `durable_streams_consumer_batches_total` | counter | `consumer` |
+//! | `durable_streams_consumer_items_total` | counter | `consumer` |
+//! | `durable_streams_consumer_bytes_total` | counter | `consumer` |
+//! | `durable_streams_consumer_reconnects_total` | counter | `consumer`, `reason` |
+//! | `durable_streams_consumer_reconnect_delay_seconds` | histogram | `consumer` |
 //!
 //! Producer events (target `durable_streams_client::telemetry`):
 //! `producer.batch_sent` (DEBUG; `messages`, `bytes`, `duration_ms`, `epoch`,
 //! `seq`, `duplicate`), `producer.duplicate` (INFO), `producer.epoch_claimed`
 //! (INFO; `epoch`). The first failed batch of an epoch is a WARN event.
+//!
+//! [Consumers](crate::consumer) run inside a `durable_streams.consumer` span
+//! (fields `consumer`, `path`) and emit the events `durable_streams.consumer.batch`
+//! (`DEBUG`; `count`, `bytes`, `offset`) and `durable_streams.consumer.reconnect`
+//! (`WARN`; `attempt`, `delay_ms`, `reason`, `error`), named in the `event` field.
 
 use std::time::Duration;
 
@@ -55,6 +65,24 @@ pub mod metric_names {
     pub const PRODUCER_RETRIES: &str = "durable_streams_producer_retries_total";
     /// Counter of epochs claimed automatically after a stale-epoch answer.
     pub const PRODUCER_EPOCH_CLAIMS: &str = "durable_streams_producer_epoch_claims_total";
+    /// Counter of batches handed to consumer handlers.
+    pub const CONSUMER_BATCHES: &str = "durable_streams_consumer_batches_total";
+    /// Counter of items (JSON messages, or byte chunks) handed to consumer handlers.
+    pub const CONSUMER_ITEMS: &str = "durable_streams_consumer_items_total";
+    /// Counter of bytes handed to consumer handlers.
+    pub const CONSUMER_BYTES: &str = "durable_streams_consumer_bytes_total";
+    /// Counter of consumer reconnects after errors.
+    pub const CONSUMER_RECONNECTS: &str = "durable_streams_consumer_reconnects_total";
+    /// Histogram of consumer reconnect delays in seconds.
+    pub const CONSUMER_RECONNECT_DELAY: &str = "durable_streams_consumer_reconnect_delay_seconds";
+}
+
+/// Event names (the `event` field of consumer tracing events).
+pub mod event_names {
+    /// A batch was received and handed to a consumer handler.
+    pub const CONSUMER_BATCH: &str = "durable_streams.consumer.batch";
+    /// A consumer reconnects after an error.
+    pub const CONSUMER_RECONNECT: &str = "durable_streams.consumer.reconnect";
 }
 
 /// A producer batch was acknowledged (new data or a duplicate).
@@ -158,3 +186,27 @@ pub(crate) fn chunk_delivered(mode: &'static str, bytes: usize) {
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn chunk_delivered(_mode: &'static str, _bytes: usize) {}
+
+#[cfg(feature = "metrics")]
+pub(crate) fn consumer_batch(consumer: &str, items: usize, bytes: usize) {
+    let consumer = consumer.to_owned();
+    metrics::counter!(metric_names::CONSUMER_BATCHES, "consumer" => consumer.clone()).increment(1);
+    metrics::counter!(metric_names::CONSUMER_ITEMS, "consumer" => consumer.clone())
+        .increment(items as u64);
+    metrics::counter!(metric_names::CONSUMER_BYTES, "consumer" => consumer).increment(bytes as u64);
+}
+
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn consumer_batch(_consumer: &str, _items: usize, _bytes: usize) {}
+
+#[cfg(feature = "metrics")]
+pub(crate) fn consumer_reconnect(consumer: &str, reason: &'static str, delay: Duration) {
+    let consumer = consumer.to_owned();
+    metrics::counter!(metric_names::CONSUMER_RECONNECTS, "consumer" => consumer.clone(), "reason" => reason)
+        .increment(1);
+    metrics::histogram!(metric_names::CONSUMER_RECONNECT_DELAY, "consumer" => consumer)
+        .record(delay.as_secs_f64());
+}
+
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn consumer_reconnect(_consumer: &str, _reason: &'static str, _delay: Duration) {}

@@ -1,0 +1,790 @@
+//! Long-running consumers: read a stream batch by batch, hand each batch to a
+//! [`Handler`], commit the offset to a [`CheckpointStore`], reconnect with
+//! backoff after failures, and resume from the checkpoint after a restart.
+//!
+//! ```no_run
+//! use durable_streams_client::consumer::{
+//!     Batch, Consumer, FileCheckpointStore, Flow, Handler, Json, StartFrom,
+//! };
+//! use durable_streams_client::{Client, Result};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order { id: u64 }
+//!
+//! struct Orders;
+//! impl Handler for Orders {
+//!     type Format = Json<Order>;
+//!     async fn handle_batch(&mut self, batch: &Batch<Order>) -> Result<Flow> {
+//!         for order in &batch.items { println!("order {}", order.id); }
+//!         Ok(Flow::Continue)
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<()> {
+//! let stream = Client::new().stream("http://127.0.0.1:4437/v1/stream/orders")?;
+//! let handle = Consumer::builder(stream, Orders)
+//!     .name("billing")
+//!     .start_from(StartFrom::Checkpoint)
+//!     .checkpoint_store(FileCheckpointStore::new("/var/lib/billing/checkpoints"))
+//!     .build()?
+//!     .spawn();
+//! // ... later: finish the current batch, commit it, stop.
+//! let reason = handle.shutdown().await?;
+//! println!("stopped: {reason:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery guarantee: at least once
+//!
+//! A batch's offset is committed (saved to the checkpoint store, then shown by
+//! [`ConsumerHandle::offset`]) only **after** [`Handler::handle_batch`]
+//! returned `Ok`. A crash, an abort or a failing handler between receiving a
+//! batch and committing it means the batch is delivered again on the next
+//! start or reconnect. Handlers must therefore tolerate duplicates (be
+//! idempotent, or deduplicate by position). Within one run, batches arrive in
+//! stream order without gaps or repeats.
+//!
+//! # Bytes or JSON
+//!
+//! A handler picks how batches are decoded with its associated
+//! [`Handler::Format`]: [`Json<T>`] deserializes every JSON message of an
+//! `application/json` stream into `T` with serde (a batch holds the messages
+//! of one server response), [`Raw`] hands over the bytes as they arrive (a
+//! batch holds at most one [`Bytes`] item). One trait with a type-level format
+//! keeps a single consumer engine, one set of options and one handle type for
+//! both, and the handler's item type is checked at compile time.
+//!
+//! # Failures
+//!
+//! Read errors, handler errors (`Err` from [`Handler::handle_batch`]),
+//! handler panics (caught; [`ErrorKind::Handler`] with `panicked: true`),
+//! decode errors and checkpoint errors all go to [`Handler::handle_error`],
+//! which answers [`ErrorAction::Reconnect`] or [`ErrorAction::Stop`]. The
+//! default reconnects for retryable kinds ([`Error::is_retryable`]) and stops
+//! otherwise. A reconnect waits for the consumer's [`RetryPolicy`] delay (with
+//! jitter, growing with each consecutive failure, reset by any successful
+//! batch) and resumes from the last committed offset. After
+//! [`RetryPolicy::max_retries`] consecutive failed attempts the consumer stops
+//! with the error.
+//!
+//! # Telemetry
+//!
+//! Each consumer runs in a `durable_streams.consumer` tracing span. Every
+//! batch emits a `durable_streams.consumer.batch` event (`count`, `bytes`,
+//! `offset`) and every reconnect a `durable_streams.consumer.reconnect` event
+//! (`attempt`, `delay_ms`, `reason`); with the `metrics` feature the matching
+//! counters of [`telemetry`](crate::telemetry) are incremented.
+//!
+//! # Memory
+//!
+//! A consumer holds one batch at a time (bounded by the client's
+//! `max_response_bytes`) and uses no channels: reading pauses while the
+//! handler runs.
+
+mod checkpoint;
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use checkpoint::{CheckpointStore, FileCheckpointStore, MAX_NAME_LEN, MemoryCheckpointStore};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::offset::Offset;
+use crate::read::{Chunk, LiveMode, Session};
+use crate::retry::RetryPolicy;
+use crate::stream::Stream;
+use crate::telemetry::event_names;
+use checkpoint::DynCheckpointStore;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a consumer decodes what it reads: [`Json<T>`] or [`Raw`]. Sealed.
+pub trait Format: sealed::Sealed + Send + Sync + 'static {
+    /// The type of [`Batch::items`].
+    type Item: Send + Sync + 'static;
+
+    /// Whether the stream is read as JSON (message framing).
+    #[doc(hidden)]
+    const JSON: bool;
+
+    /// Decode the data of one read chunk.
+    #[doc(hidden)]
+    fn decode(data: Bytes) -> Result<Vec<Self::Item>>;
+}
+
+/// JSON messages deserialized into `T` (for `application/json` streams).
+pub struct Json<T>(PhantomData<fn() -> T>);
+
+impl<T> fmt::Debug for Json<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Json<{}>", std::any::type_name::<T>())
+    }
+}
+
+impl<T> sealed::Sealed for Json<T> {}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Format for Json<T> {
+    type Item = T;
+    const JSON: bool = true;
+
+    fn decode(data: Bytes) -> Result<Vec<T>> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw = crate::json::split_array(&data)?;
+        crate::json::decode_items(&raw)
+    }
+}
+
+/// Raw bytes as the server delivers them; each batch has at most one item.
+#[derive(Debug)]
+pub struct Raw;
+
+impl sealed::Sealed for Raw {}
+
+impl Format for Raw {
+    type Item = Bytes;
+    const JSON: bool = false;
+
+    fn decode(data: Bytes) -> Result<Vec<Bytes>> {
+        Ok(if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![data]
+        })
+    }
+}
+
+/// The item type of handler `H`'s batches.
+pub type Item<H> = <<H as Handler>::Format as Format>::Item;
+
+/// What a consumer hands to [`Handler::handle_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Batch<T> {
+    /// The decoded items in stream order (never empty when handed to a handler).
+    pub items: Vec<T>,
+    /// The offset right after these items; committed once the handler succeeds.
+    pub offset: Offset,
+    /// The server's cursor.
+    pub cursor: Option<String>,
+    /// The consumer has everything the stream held when this was served.
+    pub up_to_date: bool,
+    /// The stream is closed and this is its end.
+    pub closed: bool,
+    /// Size of the batch on the wire, in bytes.
+    pub bytes: usize,
+}
+
+impl<T> Batch<T> {
+    /// A batch of `items` ending at `offset` (for testing handlers).
+    pub fn new(items: Vec<T>, offset: Offset) -> Self {
+        Batch {
+            items,
+            offset,
+            cursor: None,
+            up_to_date: false,
+            closed: false,
+            bytes: 0,
+        }
+    }
+}
+
+/// What the consumer does after a batch was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Commit and read on.
+    Continue,
+    /// Commit and stop; the consumer ends with [`StopReason::Handler`].
+    Stop,
+}
+
+/// What the consumer does after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// Wait for the retry delay, then resume from the last committed offset.
+    Reconnect,
+    /// Stop; the consumer ends with this error.
+    Stop,
+}
+
+impl ErrorAction {
+    /// The default decision: reconnect for retryable errors (network, timeouts,
+    /// 5xx, 429), stop for everything else.
+    pub fn default_for(error: &Error) -> ErrorAction {
+        if error.is_retryable() {
+            ErrorAction::Reconnect
+        } else {
+            ErrorAction::Stop
+        }
+    }
+}
+
+/// Application logic of a consumer.
+///
+/// Implement the methods with `async fn`; the futures must be `Send`. The
+/// consumer calls one method at a time, never concurrently.
+pub trait Handler: Send + 'static {
+    /// How batches are decoded: [`Json<T>`] or [`Raw`].
+    type Format: Format;
+
+    /// Handle one batch. `Ok` commits `batch.offset`; `Err` goes to
+    /// [`handle_error`](Handler::handle_error) and the batch is delivered
+    /// again if the consumer reconnects. A panic is caught and treated like an
+    /// error of kind [`ErrorKind::Handler`] with `panicked: true`.
+    fn handle_batch(
+        &mut self,
+        batch: &Batch<Item<Self>>,
+    ) -> impl Future<Output = Result<Flow>> + Send;
+
+    /// Decide what to do after an error (default: [`ErrorAction::default_for`]).
+    fn handle_error(&mut self, error: &Error) -> impl Future<Output = ErrorAction> + Send {
+        let action = ErrorAction::default_for(error);
+        async move { action }
+    }
+
+    /// Called when the consumer has caught up with the stream's tail (after
+    /// committing the batch that got it there), and again each time it caught
+    /// up after falling behind or reconnecting. Does nothing by default.
+    fn on_up_to_date(&mut self, _offset: &Offset) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Called once the stream is closed and everything was handled, right
+    /// before the consumer ends with [`StopReason::Closed`]. Does nothing by default.
+    fn on_closed(&mut self, _offset: &Offset) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Where a consumer starts reading.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// The beginning of the stream.
+    Start,
+    /// The current tail: only data appended after the consumer started.
+    Now,
+    /// A known offset.
+    Offset(Offset),
+    /// The offset saved in the checkpoint store under the consumer's name;
+    /// the beginning if none was saved (or no store is configured).
+    #[default]
+    Checkpoint,
+}
+
+/// Why a consumer stopped without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The handler returned [`Flow::Stop`].
+    Handler,
+    /// The stream is closed and all its data was handled.
+    Closed,
+    /// [`ConsumerHandle::shutdown`] (or the shutdown token) asked it to stop.
+    Shutdown,
+    /// With [`LiveMode::Off`]: the consumer reached the tail.
+    CaughtUp,
+}
+
+/// The retry policy consumers use unless told otherwise: reconnect forever,
+/// starting at 250 ms and backing off up to 30 s, with 50 % jitter.
+pub fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_retries(u32::MAX)
+        .with_initial_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(30))
+        .with_multiplier(2.0)
+        .with_jitter(0.5)
+}
+
+/// Configures a [`Consumer`]. Made by [`Consumer::builder`].
+pub struct ConsumerBuilder<H> {
+    stream: Stream,
+    handler: H,
+    name: String,
+    start: StartFrom,
+    live: LiveMode,
+    retry: RetryPolicy,
+    store: Option<Arc<dyn DynCheckpointStore>>,
+}
+
+impl<H> fmt::Debug for ConsumerBuilder<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("stream", &self.stream)
+            .field("name", &self.name)
+            .field("start", &self.start)
+            .field("live", &self.live)
+            .field("retry", &self.retry)
+            .field("checkpoints", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> ConsumerBuilder<H> {
+    /// The consumer's name: its checkpoint key and telemetry label
+    /// (default `"consumer"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Where to start (default [`StartFrom::Checkpoint`]).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How to read once caught up (default [`LiveMode::Auto`]). With
+    /// [`LiveMode::Off`] the consumer stops at the tail with [`StopReason::CaughtUp`].
+    pub fn live(mut self, live: LiveMode) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// Reconnect backoff and give-up limit (default [`default_retry_policy`]).
+    /// Individual requests are still retried by the client's own policy first.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Persist committed offsets here (default: none, offsets live only in
+    /// memory and [`StartFrom::Checkpoint`] starts at the beginning).
+    pub fn checkpoint_store(mut self, store: impl CheckpointStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Check the configuration: the retry policy and the name (which the
+    /// checkpoint store may restrict). Errors are `InvalidArgument`.
+    pub fn build(self) -> Result<Consumer<H>> {
+        self.retry.validate()?;
+        if self.name.is_empty() {
+            return Err(Error::invalid_argument(
+                "name",
+                "consumer name must not be empty",
+            ));
+        }
+        if let Some(store) = &self.store {
+            store.validate_name_dyn(&self.name)?;
+        }
+        Ok(Consumer { config: self })
+    }
+}
+
+/// A configured consumer, ready to [`spawn`](Consumer::spawn) or
+/// [`run`](Consumer::run).
+pub struct Consumer<H> {
+    config: ConsumerBuilder<H>,
+}
+
+impl<H> fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<H: Handler> Consumer<H> {
+    /// Start configuring a consumer of `stream` that feeds `handler`.
+    pub fn builder(stream: Stream, handler: H) -> ConsumerBuilder<H> {
+        ConsumerBuilder {
+            stream,
+            handler,
+            name: "consumer".to_owned(),
+            start: StartFrom::Checkpoint,
+            live: LiveMode::Auto,
+            retry: default_retry_policy(),
+            store: None,
+        }
+    }
+
+    /// Run the consumer on a new tokio task. Must be called inside a tokio
+    /// runtime (panics otherwise, like `tokio::spawn`).
+    pub fn spawn(self) -> ConsumerHandle {
+        let token = CancellationToken::new();
+        let (tx, rx) = watch::channel(None);
+        let name: Arc<str> = Arc::from(self.config.name.as_str());
+        let task = tokio::spawn(self.run_with(token.clone(), tx));
+        ConsumerHandle {
+            task: Some(task),
+            token,
+            offset: rx,
+            name,
+        }
+    }
+
+    /// Run the consumer in the current task until it stops; cancelling
+    /// `shutdown` stops it like [`ConsumerHandle::shutdown`].
+    pub fn run(
+        self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<StopReason>> + Send {
+        let (tx, _rx) = watch::channel(None);
+        self.run_with(shutdown, tx)
+    }
+
+    fn run_with(
+        self,
+        token: CancellationToken,
+        committed: watch::Sender<Option<Offset>>,
+    ) -> impl Future<Output = Result<StopReason>> + Send + 'static {
+        let c = self.config;
+        let span = tracing::info_span!(
+            "durable_streams.consumer",
+            consumer = %c.name,
+            path = %c.stream.url().path(),
+        );
+        let runner = Runner {
+            stream: c.stream,
+            handler: c.handler,
+            name: c.name,
+            start: c.start,
+            live: c.live,
+            retry: c.retry,
+            store: c.store,
+            token,
+            committed,
+            position: None,
+            up_to_date: false,
+        };
+        runner.run().instrument(span)
+    }
+}
+
+/// Controls a spawned consumer. `Send + Sync`.
+///
+/// Dropping the handle **aborts** the consumer like [`abort`](ConsumerHandle::abort)
+/// (the current batch is not committed and will be delivered again); use
+/// [`shutdown`](ConsumerHandle::shutdown) to stop cleanly or
+/// [`detach`](ConsumerHandle::detach) to let it run on its own.
+pub struct ConsumerHandle {
+    task: Option<JoinHandle<Result<StopReason>>>,
+    token: CancellationToken,
+    offset: watch::Receiver<Option<Offset>>,
+    name: Arc<str>,
+}
+
+impl fmt::Debug for ConsumerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerHandle")
+            .field("name", &self.name)
+            .field("offset", &self.offset())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl ConsumerHandle {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last committed offset: the one loaded from the checkpoint store at
+    /// start, or the end of the last batch the handler finished. `None` before
+    /// either.
+    pub fn offset(&self) -> Option<Offset> {
+        self.offset.borrow().clone()
+    }
+
+    /// Whether the consumer has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Ask the consumer to stop without waiting: it finishes and commits the
+    /// batch in hand, then ends with [`StopReason::Shutdown`].
+    pub fn request_shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Stop cleanly and wait: finish the current batch, commit it, stop.
+    /// Returns why the consumer stopped (another reason if it had already
+    /// stopped on its own).
+    pub async fn shutdown(self) -> Result<StopReason> {
+        self.token.cancel();
+        self.join().await
+    }
+
+    /// Wait until the consumer stops on its own. `Err` when it stopped
+    /// because of an error (see [`Handler::handle_error`]).
+    pub async fn join(mut self) -> Result<StopReason> {
+        let Some(task) = self.task.take() else {
+            return Err(task_gone());
+        };
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::new(ErrorKind::Handler {
+                panicked: e.is_panic(),
+            })
+            .with_message(format!("the consumer task ended abnormally: {e}"))),
+        }
+    }
+
+    /// Kill the consumer immediately, like a crash: the batch in hand is not
+    /// committed and will be delivered again by the next consumer with the
+    /// same checkpoint.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Let the consumer run without a handle (it stops on its own only).
+    pub fn detach(mut self) {
+        self.task.take();
+    }
+}
+
+fn task_gone() -> Error {
+    Error::new(ErrorKind::Handler { panicked: false }).with_message("the consumer task is gone")
+}
+
+impl Drop for ConsumerHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The consumer's state while it runs.
+struct Runner<H> {
+    stream: Stream,
+    handler: H,
+    name: String,
+    start: StartFrom,
+    live: LiveMode,
+    retry: RetryPolicy,
+    store: Option<Arc<dyn DynCheckpointStore>>,
+    token: CancellationToken,
+    committed: watch::Sender<Option<Offset>>,
+    /// Where the next read starts: the last committed offset, else the
+    /// resolved start position; `None` until resolved.
+    position: Option<Offset>,
+    up_to_date: bool,
+}
+
+/// Run a handler future, turning a panic into an [`ErrorKind::Handler`] error.
+async fn guard<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
+    AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        Error::new(ErrorKind::Handler { panicked: true })
+            .with_message(format!("{what} panicked: {message}"))
+    })
+}
+
+fn reason_label(error: &Error) -> &'static str {
+    match error.kind() {
+        ErrorKind::Network => "network",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Server { .. } => "server",
+        ErrorKind::RateLimited { .. } => "rate_limited",
+        ErrorKind::Handler { panicked: true } => "handler_panic",
+        ErrorKind::Handler { panicked: false } => "handler",
+        ErrorKind::Checkpoint => "checkpoint",
+        ErrorKind::Decode(_) => "decode",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::Gone => "gone",
+        _ => "other",
+    }
+}
+
+impl<H: Handler> Runner<H> {
+    async fn run(mut self) -> Result<StopReason> {
+        let mut attempt: u32 = 0;
+        loop {
+            let error = match self.connect_and_consume(&mut attempt).await {
+                Ok(reason) => {
+                    tracing::debug!(?reason, offset = ?self.position, "consumer stopped");
+                    return Ok(reason);
+                }
+                Err(e) => e,
+            };
+            let action = match guard("handle_error", self.handler.handle_error(&error)).await {
+                Ok(action) => action,
+                Err(panic) => {
+                    tracing::error!(%error, %panic, "consumer handle_error panicked; stopping");
+                    return Err(error);
+                }
+            };
+            if action == ErrorAction::Stop {
+                tracing::warn!(%error, "consumer stopped by handle_error");
+                return Err(error);
+            }
+            if attempt >= self.retry.max_retries {
+                tracing::warn!(%error, attempts = attempt, "consumer gave up reconnecting");
+                return Err(error);
+            }
+            let delay = self
+                .retry
+                .delay(attempt)
+                .max(error.retry_after().unwrap_or_default());
+            attempt += 1;
+            let reason = reason_label(&error);
+            crate::telemetry::consumer_reconnect(&self.name, reason, delay);
+            tracing::warn!(
+                event = event_names::CONSUMER_RECONNECT,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                reason,
+                %error,
+                offset = ?self.position,
+                "consumer reconnecting"
+            );
+            tokio::select! {
+                biased;
+                _ = self.token.cancelled() => return Ok(StopReason::Shutdown),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Resolve the start position (once), then read and handle until the
+    /// consumer stops or an error occurs.
+    async fn connect_and_consume(&mut self, attempt: &mut u32) -> Result<StopReason> {
+        if self.token.is_cancelled() {
+            return Ok(StopReason::Shutdown);
+        }
+        let start = match &self.position {
+            Some(p) => p.clone(),
+            None => {
+                let token = self.token.clone();
+                let resolved = tokio::select! {
+                    biased;
+                    _ = token.cancelled() => return Ok(StopReason::Shutdown),
+                    r = self.resolve_start() => r?,
+                };
+                self.position = Some(resolved.clone());
+                resolved
+            }
+        };
+        let mut session = Session::new(
+            self.stream.clone(),
+            start,
+            self.live,
+            <H::Format as Format>::JSON,
+        );
+        self.up_to_date = false;
+        let token = self.token.clone();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = token.cancelled() => return Ok(StopReason::Shutdown),
+                next = session.next_chunk() => next,
+            };
+            let Some(chunk) = next else {
+                return Ok(StopReason::CaughtUp);
+            };
+            if let Some(reason) = self.process(chunk?).await? {
+                return Ok(reason);
+            }
+            *attempt = 0;
+            if self.token.is_cancelled() {
+                return Ok(StopReason::Shutdown);
+            }
+        }
+    }
+
+    async fn resolve_start(&mut self) -> Result<Offset> {
+        match &self.start {
+            StartFrom::Start => Ok(Offset::start()),
+            StartFrom::Offset(o) if !o.is_now() => Ok(o.clone()),
+            // Pin "now" to a concrete offset so a reconnect before the first
+            // commit does not skip data appended in between.
+            StartFrom::Now | StartFrom::Offset(_) => Ok(self.stream.head().await?.next_offset),
+            StartFrom::Checkpoint => {
+                let Some(store) = &self.store else {
+                    return Ok(Offset::start());
+                };
+                match store.load_boxed(&self.name).await? {
+                    Some(offset) => {
+                        tracing::debug!(%offset, "resuming from checkpoint");
+                        self.committed.send_replace(Some(offset.clone()));
+                        Ok(offset)
+                    }
+                    None => Ok(Offset::start()),
+                }
+            }
+        }
+    }
+
+    async fn process(&mut self, chunk: Chunk) -> Result<Option<StopReason>> {
+        let bytes = chunk.data.len();
+        let items =
+            <H::Format as Format>::decode(chunk.data).map_err(|e| e.with_url(self.stream.url()))?;
+        let batch = Batch {
+            items,
+            offset: chunk.offset,
+            cursor: chunk.cursor,
+            up_to_date: chunk.up_to_date,
+            closed: chunk.closed,
+            bytes,
+        };
+        let mut flow = Flow::Continue;
+        if !batch.items.is_empty() {
+            crate::telemetry::consumer_batch(&self.name, batch.items.len(), bytes);
+            tracing::debug!(
+                event = event_names::CONSUMER_BATCH,
+                count = batch.items.len(),
+                bytes,
+                offset = %batch.offset,
+                "consumer batch"
+            );
+            flow = guard("handle_batch", self.handler.handle_batch(&batch)).await??;
+        }
+        self.commit(&batch.offset).await?;
+        if flow == Flow::Stop {
+            return Ok(Some(StopReason::Handler));
+        }
+        if batch.closed {
+            guard("on_closed", self.handler.on_closed(&batch.offset)).await?;
+            return Ok(Some(StopReason::Closed));
+        }
+        if !batch.up_to_date {
+            self.up_to_date = false;
+        } else if !self.up_to_date {
+            self.up_to_date = true;
+            guard("on_up_to_date", self.handler.on_up_to_date(&batch.offset)).await?;
+        }
+        Ok(None)
+    }
+
+    /// Save `offset` (when it moved) and make it the resume position.
+    async fn commit(&mut self, offset: &Offset) -> Result<()> {
+        if self.committed.borrow().as_ref() == Some(offset) {
+            return Ok(());
+        }
+        if let Some(store) = &self.store {
+            store.save_boxed(&self.name, offset).await?;
+        }
+        self.position = Some(offset.clone());
+        self.committed.send_replace(Some(offset.clone()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
