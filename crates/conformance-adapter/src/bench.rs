@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use durable_streams_client::{AppendOptions, CreateOptions, LiveMode, Offset, Stream};
+use durable_streams_client::{AppendOptions, CreateOptions, LiveMode, Offset, Producer, Stream};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -15,7 +15,6 @@ use crate::read::{self, ReadPlan};
 
 /// Largest body one `throughput_append` request carries. The library has no
 /// batching producer yet, so the adapter concatenates messages itself.
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -207,6 +206,7 @@ async fn roundtrip(state: &mut State, op: &Operation) -> Result<Measured, Failur
 async fn throughput_append(state: &mut State, op: &Operation) -> Result<Measured, Failure> {
     let count = op.count.unwrap_or(1000);
     let size = op.size.unwrap_or(100).max(1);
+    // The runner does not create this path; later iterations reuse it.
     let stream = state.bench_stream(&op.path)?;
     stream
         .create_with(CreateOptions::new().content_type("application/octet-stream"))
@@ -214,24 +214,40 @@ async fn throughput_append(state: &mut State, op: &Operation) -> Result<Measured
         .map_err(fail(&op.path))?;
     state.remember_content_type(&op.path, "application/octet-stream");
     let stream = state.bench_stream(&op.path)?;
-    let message = vec![0x2Au8; size as usize];
-    let per_batch = (MAX_BATCH_BYTES / size as usize).max(1) as u64;
+    // A fresh producer id per iteration: with a fixed (id, epoch) every
+    // iteration after the first would be deduplicated by the server and
+    // measure nothing (ADAPTER.md section 9, pitfall 1).
+    let producer = Producer::builder(&stream, fresh_producer_id())
+        .build()
+        .map_err(fail(&op.path))?;
+    let message = Bytes::from(vec![0x2Au8; size as usize]);
     let started = Instant::now();
-    let mut remaining = count;
-    while remaining > 0 {
-        let n = remaining.min(per_batch);
-        let body: Vec<u8> = message.repeat(n as usize);
-        stream
-            .append_with(body, AppendOptions::default())
-            .await
-            .map_err(fail(&op.path))?;
-        remaining -= n;
+    for _ in 0..count {
+        // Backpressure only; close() below waits for every acknowledgement.
+        drop(
+            producer
+                .send(message.clone())
+                .await
+                .map_err(fail(&op.path))?,
+        );
     }
+    producer.close().await.map_err(fail(&op.path))?;
     Ok(Measured {
         nanos: started.elapsed().as_nanos(),
         messages: Some(count),
         bytes: Some(count * size),
     })
+}
+
+/// A producer id no earlier iteration (or earlier adapter run) used.
+fn fresh_producer_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("bench-{}-{nanos}-{n}", std::process::id())
 }
 
 async fn throughput_read(state: &mut State, op: &Operation) -> Result<Measured, Failure> {
