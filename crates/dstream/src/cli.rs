@@ -27,7 +27,8 @@ Exit codes:
     7    server error (5xx, or 429 after retries ran out)
     8    bad request or invalid argument (400, 413, invalid input data)
     9    unauthorized or forbidden (401, 403)
-    130  interrupted (ctrl-c during produce; what was sent is flushed)";
+    130  interrupted (ctrl-c during read or produce; produce flushes what
+         it sent)";
 
 /// Command line client for Durable Streams servers.
 #[derive(Debug, Parser)]

@@ -265,7 +265,7 @@ async fn close(ctx: &Ctx, args: CloseArgs) -> Result<(), CliError> {
             let info = stream.head().await.map_err(api("close", name))?;
             if util::is_json_content_type(info.content_type.as_deref()) {
                 let value = parse_json_value(&data).map_err(|e| {
-                    input_error(name, &format!("--data is not one JSON value: {e}"))
+                    input_error("close", name, &format!("--data is not one JSON value: {e}"))
                 })?;
                 stream.close_with_json(&value).await
             } else {
@@ -294,8 +294,8 @@ pub fn parse_json_value(text: &str) -> Result<Box<RawValue>, serde_json::Error> 
 }
 
 /// Invalid local input for a stream (exit code 8).
-pub fn input_error(name: &str, message: &str) -> CliError {
-    CliError::new(exit::BAD_REQUEST, format!("{name}: {message}"))
+pub fn input_error(op: &str, name: &str, message: &str) -> CliError {
+    CliError::new(exit::BAD_REQUEST, format!("{op} {name}: {message}"))
 }
 
 async fn read_input(path: Option<&Path>) -> Result<Vec<u8>, CliError> {
@@ -349,7 +349,11 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
         for (idx, (label, data)) in inputs.iter().enumerate() {
             if from_args && idx < args.data.len() {
                 let value = parse_json_value(&args.data[idx]).map_err(|e| {
-                    input_error(name, &format!("{label} is not one JSON value: {e}"))
+                    input_error(
+                        "append",
+                        name,
+                        &format!("{label} is not one JSON value: {e}"),
+                    )
                 })?;
                 values.push(value);
                 continue;
@@ -360,6 +364,7 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
                     .and_then(|s| parse_json_value(s).map_err(|e| e.to_string()))
                     .map_err(|e| {
                         input_error(
+                            "append",
                             name,
                             &format!("{label} line {n} is not one JSON value: {e}"),
                         )
@@ -369,6 +374,7 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
         }
         if values.is_empty() {
             return Err(input_error(
+                "append",
                 name,
                 "nothing to append (no JSON values in the input)",
             ));
@@ -382,6 +388,7 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
     } else {
         if let Some((label, _)) = inputs.iter().find(|(_, d)| d.is_empty()) {
             return Err(input_error(
+                "append",
                 name,
                 &format!("nothing to append ({label} is empty)"),
             ));

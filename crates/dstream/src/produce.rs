@@ -87,6 +87,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     let is_json = util::is_json_content_type(Some(&content_type));
     if args.json_lines && !is_json {
         return Err(input_error(
+            "produce",
             name,
             &format!(
                 "--json-lines needs a JSON stream (application/json), this one is {content_type}"
@@ -158,6 +159,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
                 Ok(raw) => raw,
                 Err(e) => {
                     failure = Some(input_error(
+                        "produce",
                         name,
                         &format!("{label} line {line_no} is not one JSON value: {e}"),
                     ));
