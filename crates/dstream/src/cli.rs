@@ -250,7 +250,8 @@ pub struct ForkArgs {
 Each non-empty input line is one message. Byte streams: the line including its
 newline (so reading the stream back gives the same lines). JSON streams: the
 line must be one JSON value (--json-lines is implied for JSON streams and fails
-for other streams).
+for other streams). A malformed line stops the load; the lines before it are
+flushed and stay written.
 
 Exactly once: the producer numbers its requests (Producer-Id, -Epoch, -Seq),
 so retries after network errors never duplicate data. Without --epoch the

@@ -305,6 +305,7 @@ async fn read_input(path: Option<&Path>) -> Result<Vec<u8>, CliError> {
             .map_err(|e| CliError::io(&format!("cannot read {}", p.display()), &e)),
         None => {
             use tokio::io::AsyncReadExt;
+            stdin_hint();
             let mut buf = Vec::new();
             tokio::io::stdin()
                 .read_to_end(&mut buf)
@@ -312,6 +313,13 @@ async fn read_input(path: Option<&Path>) -> Result<Vec<u8>, CliError> {
                 .map_err(|e| CliError::io("cannot read stdin", &e))?;
             Ok(buf)
         }
+    }
+}
+
+/// Tell a person at a terminal that input is expected on stdin.
+pub fn stdin_hint() {
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprintln!("dstream: reading from stdin (end with ctrl-d)");
     }
 }
 

@@ -62,11 +62,11 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     let (pb, template) = match total {
         Some(len) => (
             ProgressBar::new(len),
-            "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+            "{spinner} [{elapsed_precise}] [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {msg}",
         ),
         None => (
             ProgressBar::new_spinner(),
-            "{spinner} [{elapsed_precise}] {bytes} {bytes_per_sec} {msg}",
+            "{spinner} [{elapsed_precise}] {decimal_bytes} {decimal_bytes_per_sec} {msg}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -116,7 +116,10 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
                 .map(|m| m.len());
             (Box::new(file), len)
         }
-        None => (Box::new(tokio::io::stdin()), None),
+        None => {
+            crate::commands::stdin_hint();
+            (Box::new(tokio::io::stdin()), None)
+        }
     };
     let label = args
         .file
