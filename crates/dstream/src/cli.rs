@@ -68,6 +68,18 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
 
+    /// Largest response body the client accepts, in MiB (a catch-up read
+    /// may return a large stream in one response).
+    #[arg(
+        long,
+        global = true,
+        env = "DS_MAX_RESPONSE_MB",
+        default_value_t = 256,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..=1 << 20)
+    )]
+    pub max_response_mb: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }

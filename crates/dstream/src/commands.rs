@@ -31,6 +31,9 @@ impl Ctx {
     fn new(cli: &Cli) -> Result<Ctx, CliError> {
         let mut builder =
             Client::builder().user_agent(concat!("dstream/", env!("CARGO_PKG_VERSION")));
+        let max_response_bytes =
+            usize::try_from(cli.max_response_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        builder = builder.max_response_bytes(max_response_bytes);
         for (name, value) in &cli.headers {
             builder = builder.default_header(name, value);
         }
