@@ -1,0 +1,396 @@
+//! Command line definitions (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use durable_streams_client::{LiveMode, Offset};
+
+use crate::util;
+
+/// Default server base URL.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:4437";
+
+/// The exit code table, shown by `--help` and documented in the README.
+pub const EXIT_CODES_HELP: &str = "\
+Streams are addressed as <URL>/v1/stream/<NAME> for a bare NAME, or used as
+given when NAME starts with http:// or https://.
+
+Exit codes:
+    0    success (also: tail stopped with ctrl-c, output pipe closed)
+    1    other error (I/O, undecodable server response, ...)
+    2    usage error (bad arguments or options)
+    3    not found (stream or fork source missing; 410 gone)
+    4    conflict (exists with another configuration, content-type mismatch,
+         sequence or producer epoch conflict)
+    5    stream closed (append or close --data on a closed stream)
+    6    network error or timeout
+    7    server error (5xx, or 429 after retries ran out)
+    8    bad request or invalid argument (400, 413, invalid input data)
+    9    unauthorized or forbidden (401, 403)
+    130  interrupted (ctrl-c during read or produce; produce flushes what
+         it sent)";
+
+/// Command line client for Durable Streams servers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dstream",
+    version,
+    about = "Command line client for Durable Streams: create, append, read, tail and bulk-load streams",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// Server base URL; bare stream names resolve to <URL>/v1/stream/<NAME>.
+    #[arg(long, global = true, env = "DS_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    pub url: String,
+
+    /// Sent as the `authorization` header: `Bearer x`, any `Scheme value`,
+    /// or a bare token (sent as `Bearer <token>`).
+    #[arg(
+        long,
+        global = true,
+        env = "DS_AUTH",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub auth: Option<String>,
+
+    /// Extra request header `Name: value` (repeatable).
+    #[arg(
+        long = "header",
+        short = 'H',
+        global = true,
+        value_name = "K:V",
+        value_parser = util::parse_header
+    )]
+    pub headers: Vec<(String, String)>,
+
+    /// Output format: `human` text, or `json` (one JSON object per line).
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+
+    /// Largest response body the client accepts, in MiB (a catch-up read
+    /// may return a large stream in one response).
+    #[arg(
+        long,
+        global = true,
+        env = "DS_MAX_RESPONSE_MB",
+        default_value_t = 256,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..=1 << 20)
+    )]
+    pub max_response_mb: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Plain text for people (read/tail: the stream's bytes, JSON messages one per line).
+    Human,
+    /// One JSON object per result (read/tail: per chunk or message, with its offset).
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a stream (idempotent: an identical existing stream is success).
+    Create(CreateArgs),
+    /// Append data to a stream.
+    Append(AppendArgs),
+    /// Catch up: write the stream's content from an offset to stdout, then exit.
+    Read(ReadArgs),
+    /// Follow a stream live until it is closed (or ctrl-c).
+    Tail(TailArgs),
+    /// Show a stream's metadata (tail offset, content type, closed, expiry).
+    Head(NameArg),
+    /// Close a stream (EOF for readers), optionally with a final message.
+    Close(CloseArgs),
+    /// Delete a stream.
+    Delete(NameArg),
+    /// Create NAME as a fork of another stream on the same server.
+    Fork(ForkArgs),
+    /// Bulk-load newline-delimited records or JSON lines through the idempotent producer.
+    Produce(ProduceArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// Just a stream.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// The stream's content type (server default: application/octet-stream).
+    #[arg(long, value_name = "CT", conflicts_with = "json")]
+    pub content_type: Option<String>,
+    /// Create a JSON stream (application/json, message semantics).
+    #[arg(long)]
+    pub json: bool,
+    /// Sliding time-to-live in seconds, reset by reads and writes.
+    #[arg(long, value_name = "SECS", conflicts_with = "expires_at")]
+    pub ttl: Option<u64>,
+    /// Absolute expiry time (RFC 3339, e.g. 2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = util::parse_rfc3339)]
+    pub expires_at: Option<std::time::SystemTime>,
+    /// Create the stream already closed (empty).
+    #[arg(long)]
+    pub closed: bool,
+}
+
+/// `append`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Input: the DATA arguments first, then each --file in order; with neither,
+stdin is read.
+
+Byte streams: each DATA argument and each file is one append, stdin is one
+append.
+
+JSON streams (--json, or automatically when the stream's content type is
+application/json): each DATA argument is exactly one JSON value, and files
+and stdin hold one JSON value per non-empty line. Every value becomes ONE
+message: a JSON array argument such as '[1,2]' is stored as one message (an
+array), not flattened into two. All values go out in one request (atomic).
+For large loads use `dstream produce`.")]
+pub struct AppendArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// Data to append (see below); reads stdin when no DATA and no --file.
+    #[arg(value_name = "DATA")]
+    pub data: Vec<String>,
+    /// Append the content of this file (repeatable).
+    #[arg(long = "file", short = 'f', value_name = "F")]
+    pub files: Vec<PathBuf>,
+    /// Treat input as JSON values, one message each (implied for JSON streams).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `read`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Byte streams are written to stdout as they are; JSON streams one message per
+line (compact JSON). With --output json: one object per chunk
+{\"offset\",\"bytes\",\"data\"|\"data_base64\"} or per JSON message
+{\"offset\",\"value\"}; offset is where to resume after that chunk (for JSON
+messages: after the batch the message arrived in).")]
+pub struct ReadArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// Start offset: `start` (or -1), `now`, or an offset the server returned.
+    #[arg(long, value_name = "OFFSET", default_value = "start", value_parser = util::parse_offset)]
+    pub from: Offset,
+}
+
+/// `tail`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Output as for `read`. Ends with exit code 0 when the stream is closed or on
+ctrl-c.")]
+pub struct TailArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// How to follow the stream once caught up.
+    #[arg(long, value_enum, default_value_t = LiveArg::Auto)]
+    pub live: LiveArg,
+    /// Start offset: `start` (or -1), `now`, or an offset the server returned.
+    #[arg(long, value_name = "OFFSET", default_value = "start", value_parser = util::parse_offset)]
+    pub from: Offset,
+}
+
+/// Live read modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LiveArg {
+    /// Server-sent events.
+    Sse,
+    /// Long-polling.
+    LongPoll,
+    /// SSE, falling back to long-poll.
+    Auto,
+}
+
+impl From<LiveArg> for LiveMode {
+    fn from(live: LiveArg) -> LiveMode {
+        match live {
+            LiveArg::Sse => LiveMode::Sse,
+            LiveArg::LongPoll => LiveMode::LongPoll,
+            LiveArg::Auto => LiveMode::Auto,
+        }
+    }
+}
+
+/// `close`.
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// A final message appended atomically with the close (one JSON value for
+    /// JSON streams). Fails with exit code 5 if the stream is already closed.
+    #[arg(long, value_name = "D")]
+    pub data: Option<String>,
+}
+
+/// `fork`.
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    /// The new stream (name or full http(s):// URL).
+    pub name: String,
+    /// The source stream (name or URL on the same server).
+    #[arg(long = "from", value_name = "SOURCE")]
+    pub source: String,
+    /// Divergence point: an offset the server returned (default: the source's tail).
+    #[arg(long, value_name = "O", value_parser = util::parse_offset)]
+    pub offset: Option<Offset>,
+    /// Refine the divergence point past --offset: messages for JSON streams, bytes otherwise.
+    #[arg(long, value_name = "N")]
+    pub sub_offset: Option<u64>,
+}
+
+/// `produce`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each non-empty input line is one message. Byte streams: the line including its
+newline (so reading the stream back gives the same lines). JSON streams: the
+line must be one JSON value (--json-lines is implied for JSON streams and fails
+for other streams). A malformed line stops the load; the lines before it are
+flushed and stay written.
+
+Exactly once: the producer numbers its requests (Producer-Id, -Epoch, -Seq),
+so retries after network errors never duplicate data. Without --epoch the
+epoch is the current time in milliseconds (each run starts a newer epoch, and
+a stale clock is corrected with auto-claim); with --epoch a stale epoch is an
+error (exit code 4).
+
+On a terminal a progress bar shows messages/s and MB/s; a summary line
+follows. ctrl-c stops reading, flushes what was sent and exits with 130.")]
+pub struct ProduceArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// Read records from this file instead of stdin.
+    #[arg(long, short = 'f', value_name = "F")]
+    pub file: Option<PathBuf>,
+    /// Each line is one JSON value.
+    #[arg(long)]
+    pub json_lines: bool,
+    /// Producer id (default: dstream-<pid>-<random>).
+    #[arg(long, value_name = "ID")]
+    pub producer_id: Option<String>,
+    /// Producer epoch (default: the current time in milliseconds).
+    #[arg(long, value_name = "N")]
+    pub epoch: Option<u64>,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dstream").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn globals_work_after_the_subcommand() {
+        let cli = parse(&[
+            "read",
+            "x",
+            "--url",
+            "http://h:1",
+            "--output",
+            "json",
+            "-H",
+            "x-a: 1",
+            "--header",
+            "x-b:2",
+            "--from",
+            "now",
+        ])
+        .unwrap();
+        assert_eq!(cli.url, "http://h:1");
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(
+            cli.headers,
+            vec![("x-a".into(), "1".into()), ("x-b".into(), "2".into())]
+        );
+        match cli.command {
+            Command::Read(r) => assert!(r.from.is_now()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["create", "x", "--json", "--content-type", "text/plain"][..],
+            &[
+                "create",
+                "x",
+                "--ttl",
+                "5",
+                "--expires-at",
+                "2030-01-01T00:00:00Z",
+            ],
+            &["create", "x", "--expires-at", "tomorrow"],
+            &["read", "x", "--from", "a/b"],
+            &["tail", "x", "--live", "carrier-pigeon"],
+            &["fork", "x"],
+            &["read", "x", "-H", "no-colon"],
+            &["completions", "cmd.exe"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn append_collects_data_and_files() {
+        let cli = parse(&[
+            "append", "s", "a", "b", "--file", "f1", "-f", "f2", "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Append(a) => {
+                assert_eq!(a.data, vec!["a", "b"]);
+                assert_eq!(a.files.len(), 2);
+                assert!(a.json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tail_defaults() {
+        let cli = parse(&["tail", "s"]).unwrap();
+        match cli.command {
+            Command::Tail(t) => {
+                assert_eq!(t.live, LiveArg::Auto);
+                assert!(t.from.is_start());
+                assert_eq!(LiveMode::from(LiveArg::LongPoll), LiveMode::LongPoll);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
