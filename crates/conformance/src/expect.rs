@@ -279,13 +279,13 @@ pub fn check(expect: &Expect, result: &OpResult) -> Vec<String> {
             mismatches.push(needs(key, "a successful append", result));
         }
     }
-    if let Some(valid) = expect.valid {
-        if result.success() != valid {
-            mismatches.push(format!(
-                "valid: expected {valid}, got {}",
-                result.describe()
-            ));
-        }
+    if let Some(valid) = expect.valid
+        && result.success() != valid
+    {
+        mismatches.push(format!(
+            "valid: expected {valid}, got {}",
+            result.describe()
+        ));
     }
     if let Some(needle) = &expect.error_contains {
         match error_field(result, "message") {
@@ -296,22 +296,22 @@ pub fn check(expect: &Expect, result: &OpResult) -> Vec<String> {
             Ok(_) => {}
         }
     }
-    if let Some(error) = expect.error {
-        if result.success() == error {
-            mismatches.push(format!(
-                "error: expected {}, got {}",
-                if error { "a failure" } else { "a success" },
-                result.describe()
-            ));
-        }
+    if let Some(error) = expect.error
+        && result.success() == error
+    {
+        mismatches.push(format!(
+            "error: expected {}, got {}",
+            if error { "a failure" } else { "a success" },
+            result.describe()
+        ));
     }
-    if let Some(success) = expect.success {
-        if result.success() != success {
-            mismatches.push(format!(
-                "success: expected {success}, got {}",
-                result.describe()
-            ));
-        }
+    if let Some(success) = expect.success
+        && result.success() != success
+    {
+        mismatches.push(format!(
+            "success: expected {success}, got {}",
+            result.describe()
+        ));
     }
     check_batch(expect, result, &mut mismatches);
     mismatches
@@ -430,22 +430,22 @@ fn check_read_content(expect: &Expect, result: &OpResult, mismatches: &mut Vec<S
         }
     };
     let joined = chunks.concat();
-    if let Some(data) = &expect.data {
-        if joined != *data {
-            mismatches.push(format!(
-                "data: expected {:?}, got {:?}",
-                truncate(data, 300),
-                truncate(&joined, 300)
-            ));
-        }
+    if let Some(data) = &expect.data
+        && joined != *data
+    {
+        mismatches.push(format!(
+            "data: expected {:?}, got {:?}",
+            truncate(data, 300),
+            truncate(&joined, 300)
+        ));
     }
-    if let Some(needle) = &expect.data_contains {
-        if !joined.contains(needle.as_str()) {
-            mismatches.push(format!(
-                "dataContains: {needle:?} not in {:?}",
-                truncate(&joined, 300)
-            ));
-        }
+    if let Some(needle) = &expect.data_contains
+        && !joined.contains(needle.as_str())
+    {
+        mismatches.push(format!(
+            "dataContains: {needle:?} not in {:?}",
+            truncate(&joined, 300)
+        ));
     }
     for needle in expect.data_contains_all.iter().flatten() {
         if !joined.contains(needle.as_str()) {
@@ -455,36 +455,36 @@ fn check_read_content(expect: &Expect, result: &OpResult, mismatches: &mut Vec<S
             ));
         }
     }
-    if let Some(exact) = &expect.data_exact {
-        if chunks != *exact {
-            mismatches.push(format!(
-                "dataExact: expected chunks {exact:?}, got {chunks:?}"
-            ));
-        }
+    if let Some(exact) = &expect.data_exact
+        && chunks != *exact
+    {
+        mismatches.push(format!(
+            "dataExact: expected chunks {exact:?}, got {chunks:?}"
+        ));
     }
-    if let Some(count) = expect.chunk_count {
-        if chunks.len() != count {
-            mismatches.push(format!(
-                "chunkCount: expected {count}, got {}",
-                chunks.len()
-            ));
-        }
+    if let Some(count) = expect.chunk_count
+        && chunks.len() != count
+    {
+        mismatches.push(format!(
+            "chunkCount: expected {count}, got {}",
+            chunks.len()
+        ));
     }
-    if let Some(min) = expect.min_chunks {
-        if chunks.len() < min {
-            mismatches.push(format!(
-                "minChunks: expected at least {min}, got {}",
-                chunks.len()
-            ));
-        }
+    if let Some(min) = expect.min_chunks
+        && chunks.len() < min
+    {
+        mismatches.push(format!(
+            "minChunks: expected at least {min}, got {}",
+            chunks.len()
+        ));
     }
-    if let Some(max) = expect.max_chunks {
-        if chunks.len() > max {
-            mismatches.push(format!(
-                "maxChunks: expected at most {max}, got {}",
-                chunks.len()
-            ));
-        }
+    if let Some(max) = expect.max_chunks
+        && chunks.len() > max
+    {
+        mismatches.push(format!(
+            "maxChunks: expected at most {max}, got {}",
+            chunks.len()
+        ));
     }
 }
 

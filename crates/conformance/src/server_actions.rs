@@ -147,10 +147,10 @@ impl ServerActions {
         {
             insert_header(&mut request_headers, name, value)?;
         }
-        if let (Some(data), Some(content_type)) = (data, content_type) {
-            if !data.is_empty() {
-                insert_header(&mut request_headers, "content-type", content_type)?;
-            }
+        if let (Some(data), Some(content_type)) = (data, content_type)
+            && !data.is_empty()
+        {
+            insert_header(&mut request_headers, "content-type", content_type)?;
         }
         let mut request = self.http.post(&url);
         if let Some(data) = data {

@@ -566,10 +566,11 @@ async fn read(ctx: &Ctx, name: &str, from: Offset, live: LiveMode) -> Result<(),
             format!("{op} {name}: interrupted"),
         ));
     }
-    if let Some(offset) = closed_at {
-        if live.is_live() && std::io::stderr().is_terminal() {
-            eprintln!("dstream: {name} is closed (final offset {offset})");
-        }
+    if let Some(offset) = closed_at
+        && live.is_live()
+        && std::io::stderr().is_terminal()
+    {
+        eprintln!("dstream: {name} is closed (final offset {offset})");
     }
     Ok(())
 }
