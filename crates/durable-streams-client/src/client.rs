@@ -295,8 +295,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Limit for any response body the client buffers, and for one SSE event
-    /// (default 64 MiB). Larger responses fail with `ResponseTooLarge`.
+    /// Limit for what the client holds in memory from one response (default
+    /// 64 MiB): buffered operation responses, one SSE event, one JSON
+    /// message, and `collect_*` results. Catch-up and long-poll reads are
+    /// not limited in total: they are delivered in pieces of at most
+    /// `min(1 MiB, limit)`. Anything larger fails with `ResponseTooLarge`.
     pub fn max_response_bytes(mut self, n: usize) -> Self {
         self.max_response_bytes = n;
         self

@@ -120,6 +120,187 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
+/// Splits a JSON array response into its top-level elements while it
+/// arrives, so a large catch-up response is delivered in bounded pieces.
+/// Elements are not validated here (serde does that when they are decoded);
+/// only the array structure is tracked: nesting, strings and escapes.
+#[derive(Debug)]
+pub(crate) struct ArraySplitter {
+    state: SplitState,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// The element being read.
+    current: BytesMut,
+    /// Complete elements not yet taken.
+    ready: Vec<Bytes>,
+    /// Largest element accepted.
+    limit: usize,
+    /// Elements completed so far (taken or not).
+    elements: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SplitState {
+    /// Before the opening `[`.
+    Start,
+    /// Inside the array, before an element or `]`.
+    BeforeElement,
+    /// Inside an element.
+    InElement,
+    /// After an element, before `,` or `]`.
+    AfterElement,
+    /// After the closing `]`.
+    Done,
+}
+
+impl ArraySplitter {
+    pub(crate) fn new(limit: usize) -> Self {
+        ArraySplitter {
+            state: SplitState::Start,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            current: BytesMut::new(),
+            ready: Vec::new(),
+            limit,
+            elements: 0,
+        }
+    }
+
+    fn malformed(what: &str) -> Error {
+        Error::decode(
+            DecodeKind::Json,
+            format!("expected a JSON array of messages: {what}"),
+        )
+    }
+
+    /// Feed the next piece of the body.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<()> {
+        let mut element_start = None;
+        for (i, &b) in data.iter().enumerate() {
+            match self.state {
+                SplitState::Start => match b {
+                    b'[' => self.state = SplitState::BeforeElement,
+                    b if b.is_ascii_whitespace() => {}
+                    _ => return Err(Self::malformed("the body does not start with `[`")),
+                },
+                SplitState::BeforeElement => match b {
+                    b']' if self.elements == 0 => self.state = SplitState::Done,
+                    b if b.is_ascii_whitespace() => {}
+                    b',' | b']' => return Err(Self::malformed("missing element")),
+                    _ => {
+                        self.state = SplitState::InElement;
+                        element_start = Some(i);
+                        self.scan(b);
+                    }
+                },
+                SplitState::InElement => {
+                    if self.in_string
+                        || self.depth > 0
+                        || !matches!(b, b',' | b']') && !b.is_ascii_whitespace()
+                    {
+                        self.scan(b);
+                        continue;
+                    }
+                    // The element ends here.
+                    let start = element_start.take().unwrap_or(0);
+                    self.current.extend_from_slice(&data[start..i]);
+                    self.complete_element()?;
+                    self.state = SplitState::AfterElement;
+                    self.after_element(b)?;
+                }
+                SplitState::AfterElement => self.after_element(b)?,
+                SplitState::Done => {
+                    if !b.is_ascii_whitespace() {
+                        return Err(Self::malformed("data after the closing `]`"));
+                    }
+                }
+            }
+        }
+        if self.state == SplitState::InElement {
+            let start = element_start.unwrap_or(0);
+            self.current.extend_from_slice(&data[start..]);
+            if self.current.len() > self.limit {
+                return Err(
+                    Error::new(crate::ErrorKind::ResponseTooLarge { limit: self.limit })
+                        .with_message("a single JSON message exceeds the size limit"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Track nesting and strings for one byte of an element.
+    fn scan(&mut self, b: u8) {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return;
+        }
+        match b {
+            b'"' => self.in_string = true,
+            b'[' | b'{' => self.depth += 1,
+            b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    fn after_element(&mut self, b: u8) -> Result<()> {
+        match b {
+            b',' => self.state = SplitState::BeforeElement,
+            b']' => self.state = SplitState::Done,
+            b if b.is_ascii_whitespace() => {}
+            _ => return Err(Self::malformed("expected `,` or `]` between messages")),
+        }
+        Ok(())
+    }
+
+    fn complete_element(&mut self) -> Result<()> {
+        if self.current.len() > self.limit {
+            return Err(
+                Error::new(crate::ErrorKind::ResponseTooLarge { limit: self.limit })
+                    .with_message("a single JSON message exceeds the size limit"),
+            );
+        }
+        self.ready.push(self.current.split().freeze());
+        self.elements += 1;
+        Ok(())
+    }
+
+    /// Complete elements so far, in order.
+    pub(crate) fn take(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// The body ended: it must have been a whole array (or empty).
+    pub(crate) fn finish(&self) -> Result<()> {
+        match self.state {
+            SplitState::Done | SplitState::Start => Ok(()),
+            _ => Err(Self::malformed("the body ended inside the array")),
+        }
+    }
+}
+
+/// `[a,b,...]` from raw elements.
+pub(crate) fn frame_elements(items: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    out.put_u8(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(item);
+    }
+    out.put_u8(b']');
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +384,75 @@ mod tests {
         })
     }
 
+    fn split_all(body: &[u8], cut: usize) -> Result<Vec<Value>> {
+        let mut splitter = ArraySplitter::new(1 << 20);
+        let cut = cut.min(body.len());
+        splitter.feed(&body[..cut])?;
+        let mut items = splitter.take();
+        splitter.feed(&body[cut..])?;
+        items.extend(splitter.take());
+        splitter.finish()?;
+        Ok(items
+            .iter()
+            .map(|i| serde_json::from_slice(i).unwrap())
+            .collect())
+    }
+
+    #[test]
+    fn splitter_handles_strings_nesting_and_whitespace() {
+        let body = br#" [ 1 , "a,]\"b" , {"x":[1,{"y":"]"}]} , [ ] , null ]  "#;
+        for cut in 0..body.len() {
+            let items = split_all(body, cut).unwrap();
+            assert_eq!(
+                items,
+                vec![
+                    Value::from(1),
+                    Value::from("a,]\"b"),
+                    serde_json::json!({"x":[1,{"y":"]"}]}),
+                    serde_json::json!([]),
+                    Value::Null
+                ],
+                "cut {cut}"
+            );
+        }
+        assert!(split_all(b"[]", 1).unwrap().is_empty());
+        assert!(split_all(b"", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn splitter_rejects_malformed_bodies() {
+        for bad in [
+            &b"{}"[..],
+            b"[1,,2]",
+            b"[1 2]",
+            b"[1]x",
+            b"[1,",
+            b"[,1]",
+            b"[1,]",
+        ] {
+            assert!(
+                split_all(bad, bad.len() / 2).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut small = ArraySplitter::new(4);
+        let err = small.feed(br#"["0123456789"]"#).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            crate::ErrorKind::ResponseTooLarge { limit: 4 }
+        ));
+    }
+
     proptest! {
+        #[test]
+        fn splitter_matches_serde_at_any_cut(values in prop::collection::vec(arb_json(), 0..6), cut in 0usize..400) {
+            let body = serde_json::to_vec(&values).unwrap();
+            prop_assert_eq!(split_all(&body, cut).unwrap(), values.clone());
+            let pretty = serde_json::to_vec_pretty(&values).unwrap();
+            prop_assert_eq!(split_all(&pretty, cut).unwrap(), values);
+        }
+
         #[test]
         fn flattening_preserves_each_value(values in prop::collection::vec(arb_json(), 1..6)) {
             let body = batch_body(values.iter()).unwrap();

@@ -54,7 +54,12 @@ impl LiveMode {
 pub struct Chunk {
     /// The bytes (for JSON streams: a JSON array of messages).
     pub data: Bytes,
-    /// The offset right after this data: resume from here.
+    /// Where to resume to get what follows this data. A large response is
+    /// delivered in pieces, and the server gives no position inside a
+    /// response, so for a piece before the last one this is the offset the
+    /// response started at: resuming there delivers the earlier pieces again
+    /// (safe for at-least-once checkpointing). The last piece carries the
+    /// response's next offset.
     pub offset: Offset,
     /// The server's cursor, echoed on live requests.
     pub cursor: Option<String>,

@@ -2,7 +2,7 @@
 //! and always resumes from the last delivered offset.
 
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream as FuturesStream, StreamExt};
 use reqwest::{Method, StatusCode};
@@ -10,13 +10,20 @@ use reqwest::{Method, StatusCode};
 use super::sse::{SseError, SseParser};
 use super::{Chunk, LiveMode};
 use crate::error::{DecodeKind, Error, ErrorKind, Result};
+use crate::json::{ArraySplitter, frame_elements};
 use crate::offset::Offset;
-use crate::request::{RequestSpec, header_str, names};
+use crate::request::{
+    RequestSpec, ResponseMeta, error_from_response, header_str, names, read_body_limited,
+};
 use crate::stream::Stream;
 
 /// SSE connections in a row that may end without a single control event
 /// before auto mode gives up on SSE and long-polls instead.
 const AUTO_SSE_MAX_FAILURES: u32 = 3;
+
+/// Largest piece of a catch-up or long-poll response held and delivered at
+/// once (servers may answer with a whole stream in one response).
+const PIECE_BYTES: usize = 1 << 20;
 
 /// Empty, not-up-to-date responses in a row tolerated before treating the
 /// reader as caught up (guards against a hot loop on a misbehaving server).
@@ -49,6 +56,81 @@ struct SseConnection {
     saw_control: bool,
 }
 
+/// A catch-up or long-poll response being read in bounded pieces.
+struct ResponseBody {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    spec: RequestSpec,
+    long_poll: bool,
+    status: StatusCode,
+    meta: ResponseMeta,
+    /// JSON streams: the array is split into messages as it arrives.
+    splitter: Option<ArraySplitter>,
+    pending_bytes: BytesMut,
+    pending_items: Vec<Bytes>,
+    pending_len: usize,
+    /// Units (bytes, or messages for JSON) handed out from this response.
+    delivered: u64,
+    /// The body has been read to its end.
+    ended: bool,
+    /// Units received in the current attempt (a re-request after a broken
+    /// body starts over and skips what was already handed out).
+    received: u64,
+    retries: u32,
+}
+
+impl ResponseBody {
+    /// Take up to `limit` bytes of pending data (at least one message).
+    fn take_pending(&mut self, limit: usize) -> (Bytes, u64) {
+        if self.splitter.is_some() {
+            let mut size = 0;
+            let mut count = 0;
+            for item in &self.pending_items {
+                if count > 0 && size + item.len() + 1 > limit {
+                    break;
+                }
+                size += item.len() + 1;
+                count += 1;
+            }
+            let items: Vec<Bytes> = self.pending_items.drain(..count).collect();
+            self.pending_len -= size;
+            (frame_elements(&items), count as u64)
+        } else {
+            let n = limit.min(self.pending_bytes.len());
+            let data = self.pending_bytes.split_to(n).freeze();
+            self.pending_len -= n;
+            (data, n as u64)
+        }
+    }
+
+    /// Take a received piece, dropping units already handed out before a
+    /// re-request (data at an offset never changes, so the prefix is the same).
+    fn accept(&mut self, mut piece: Bytes) -> Result<()> {
+        match &mut self.splitter {
+            Some(splitter) => {
+                splitter.feed(&piece)?;
+                for item in splitter.take() {
+                    self.received += 1;
+                    if self.received > self.delivered + self.pending_items.len() as u64 {
+                        self.pending_len += item.len() + 1;
+                        self.pending_items.push(item);
+                    }
+                }
+            }
+            None => {
+                let already = self.delivered + self.pending_bytes.len() as u64;
+                let skip = already
+                    .saturating_sub(self.received)
+                    .min(piece.len() as u64) as usize;
+                self.received += piece.len() as u64;
+                piece.advance(skip);
+                self.pending_len += piece.len();
+                self.pending_bytes.extend_from_slice(&piece);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What one step of the machine produced.
 enum Step {
     Yield(Chunk),
@@ -66,6 +148,7 @@ pub(crate) struct Session {
     last_up_to_date: bool,
     no_progress: u32,
     sse: Option<SseConnection>,
+    body: Option<ResponseBody>,
     sse_failures: u32,
     reconnects: u32,
 }
@@ -91,6 +174,7 @@ impl Session {
             last_up_to_date: false,
             no_progress: 0,
             sse: None,
+            body: None,
             sse_failures: 0,
             reconnects: 0,
         }
@@ -197,25 +281,233 @@ impl Session {
     }
 
     async fn catch_up_step(&mut self) -> Result<Step> {
+        if self.body.is_some() {
+            return self.body_step().await;
+        }
         let mut spec = self.read_spec("read");
         if let Some(etag) = self.stream.tail_etag_for(&self.offset) {
             spec = spec.header("if-none-match", etag)?;
         }
-        let resp = self.stream.execute(&spec).await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
+        let resp = self.stream.inner.send(&spec).await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
             // Same empty tail as before: nothing new.
             let offset = self.offset.clone();
             let step = self.advance(Bytes::new(), offset, None, true, false, StatusCode::OK);
             self.after_caught_up();
             return Ok(step);
         }
-        if !matches!(resp.status, StatusCode::OK | StatusCode::NO_CONTENT) {
-            return Err(self.stream.error_for(&spec, &resp));
+        if !matches!(resp.status(), StatusCode::OK | StatusCode::NO_CONTENT) {
+            return Err(self.error_from(&spec, resp).await);
         }
-        let meta = self.stream.meta(&resp)?;
-        self.stream.learn_content_type(meta.content_type.as_deref());
-        let next = meta.require_next_offset()?;
-        if self.is_empty_payload(&resp.body) && !meta.closed {
+        self.open_body(spec, resp, false)?;
+        self.body_step().await
+    }
+
+    async fn long_poll_step(&mut self) -> Result<Step> {
+        if self.body.is_some() {
+            return self.body_step().await;
+        }
+        let spec = self
+            .read_spec("long-poll")
+            .query("live", "long-poll")
+            .live();
+        let resp = self.stream.inner.send(&spec).await?;
+        if !matches!(resp.status(), StatusCode::OK | StatusCode::NO_CONTENT) {
+            return Err(self.error_from(&spec, resp).await);
+        }
+        self.open_body(spec, resp, true)?;
+        self.body_step().await
+    }
+
+    fn error_from(
+        &self,
+        spec: &RequestSpec,
+        resp: reqwest::Response,
+    ) -> impl Future<Output = Error> + Send + 'static {
+        // Owned captures only: `&self` is not `Sync`, so it must not live
+        // across the await.
+        let url = self.stream.url().clone();
+        let spec = spec.clone();
+        async move {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = read_body_limited(resp, 4096).await.unwrap_or_default();
+            error_from_response(&spec, status, &headers, &body).with_url(&url)
+        }
+    }
+
+    fn response_meta(&self, resp: &reqwest::Response) -> Result<ResponseMeta> {
+        ResponseMeta::from_headers(resp.headers()).map_err(|e| {
+            e.with_url(self.stream.url())
+                .with_status(resp.status().as_u16())
+        })
+    }
+
+    fn open_body(
+        &mut self,
+        spec: RequestSpec,
+        resp: reqwest::Response,
+        long_poll: bool,
+    ) -> Result<()> {
+        let meta = self.response_meta(&resp)?;
+        if !long_poll {
+            self.stream.learn_content_type(meta.content_type.as_deref());
+        }
+        let limit = self.stream.client().max_response_bytes();
+        self.body = Some(ResponseBody {
+            status: resp.status(),
+            body: resp.bytes_stream().boxed(),
+            spec,
+            long_poll,
+            meta,
+            splitter: self.json.then(|| ArraySplitter::new(limit)),
+            pending_bytes: BytesMut::new(),
+            pending_items: Vec::new(),
+            pending_len: 0,
+            delivered: 0,
+            ended: false,
+            received: 0,
+            retries: 0,
+        });
+        Ok(())
+    }
+
+    /// Read the open response: a piece of at most [`PIECE_BYTES`] (its
+    /// offset is where the response started, since the server gives no
+    /// position inside a response), or at its end the final piece with the
+    /// response's offsets. A broken body is requested again and the part
+    /// already handed out is skipped.
+    async fn body_step(&mut self) -> Result<Step> {
+        let piece_limit = PIECE_BYTES.min(self.stream.client().max_response_bytes());
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                return Ok(Step::Continue);
+            };
+            // A full piece, or more than one piece left at the end: hand out
+            // a piece. Its offset is where the response started.
+            if body.pending_len >= piece_limit && !(body.ended && body.pending_len == piece_limit) {
+                let (data, units) = body.take_pending(piece_limit);
+                body.delivered += units;
+                // Progress: a later break gets a fresh retry budget.
+                body.retries = 0;
+                let cursor = body.meta.cursor.clone();
+                let status = body.status;
+                self.no_progress = 0;
+                self.last_up_to_date = false;
+                return Ok(Step::Yield(Chunk {
+                    data,
+                    offset: self.offset.clone(),
+                    cursor: cursor.or_else(|| self.cursor.clone()),
+                    up_to_date: false,
+                    closed: false,
+                    status: status.as_u16(),
+                }));
+            }
+            if body.ended {
+                let Some(mut body) = self.body.take() else {
+                    return Ok(Step::Continue);
+                };
+                if let Some(splitter) = &body.splitter {
+                    splitter
+                        .finish()
+                        .map_err(|e| e.with_url(self.stream.url()))?;
+                }
+                let handed_out = body.delivered;
+                let (data, units) = body.take_pending(usize::MAX);
+                let empty = handed_out + units == 0;
+                return self.finish_response(body, data, empty);
+            }
+            match body.body.next().await {
+                Some(Ok(piece)) => body.accept(piece)?,
+                Some(Err(err)) => self.retry_body(err).await?,
+                None => body.ended = true,
+            }
+        }
+    }
+
+    /// Re-request a response whose body broke, with backoff.
+    async fn retry_body(&mut self, err: reqwest::Error) -> Result<()> {
+        let policy = self.stream.client().retry_policy().clone();
+        let Some(body) = self.body.as_mut() else {
+            return Ok(());
+        };
+        if body.retries >= policy.max_retries {
+            self.body = None;
+            return Err(Error::new(if err.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Network
+            })
+            .with_source(err)
+            .with_url(self.stream.url()));
+        }
+        let wait = policy.delay(body.retries);
+        body.retries += 1;
+        tracing::debug!(path = %self.stream.url().path(), error = %err, wait_ms = wait.as_millis() as u64, "response body broke; requesting it again");
+        crate::telemetry::retry(body.spec.operation, "body");
+        tokio::time::sleep(wait).await;
+        let spec = body.spec.clone();
+        let resp = self.stream.inner.send(&spec).await?;
+        if !matches!(resp.status(), StatusCode::OK | StatusCode::NO_CONTENT) {
+            self.body = None;
+            return Err(self.error_from(&spec, resp).await);
+        }
+        let meta = self.response_meta(&resp)?;
+        let limit = self.stream.client().max_response_bytes();
+        if let Some(body) = self.body.as_mut() {
+            body.status = resp.status();
+            body.body = resp.bytes_stream().boxed();
+            body.meta = meta;
+            body.received = 0;
+            body.ended = false;
+            body.pending_bytes.clear();
+            body.pending_items.clear();
+            body.pending_len = 0;
+            if body.splitter.is_some() {
+                body.splitter = Some(ArraySplitter::new(limit));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_response(&mut self, body: ResponseBody, data: Bytes, empty: bool) -> Result<Step> {
+        let ResponseBody {
+            meta,
+            status,
+            long_poll,
+            ..
+        } = body;
+        if long_poll {
+            if status == StatusCode::NO_CONTENT {
+                let next = meta
+                    .next_offset
+                    .clone()
+                    .unwrap_or_else(|| self.offset.clone());
+                return Ok(self.advance(
+                    Bytes::new(),
+                    next,
+                    meta.cursor,
+                    true,
+                    meta.closed,
+                    status,
+                ));
+            }
+            let next = meta
+                .require_next_offset()
+                .map_err(|e| e.with_url(self.stream.url()))?;
+            return Ok(self.advance(
+                data,
+                next,
+                meta.cursor,
+                meta.up_to_date,
+                meta.closed,
+                status,
+            ));
+        }
+        let next = meta
+            .require_next_offset()
+            .map_err(|e| e.with_url(self.stream.url()))?;
+        if empty && !meta.closed {
             self.stream.remember_tail_etag(
                 meta.etag
                     .clone()
@@ -224,59 +516,12 @@ impl Session {
             );
         }
         let caught_up = meta.up_to_date
-            || self.no_progress + 1 >= MAX_NO_PROGRESS
-                && self.is_empty_payload(&resp.body)
-                && next == self.offset;
-        let step = self.advance(
-            resp.body,
-            next,
-            meta.cursor,
-            caught_up,
-            meta.closed,
-            resp.status,
-        );
+            || self.no_progress + 1 >= MAX_NO_PROGRESS && empty && next == self.offset;
+        let step = self.advance(data, next, meta.cursor, caught_up, meta.closed, status);
         if caught_up && !self.done {
             self.after_caught_up();
         }
         Ok(step)
-    }
-
-    async fn long_poll_step(&mut self) -> Result<Step> {
-        let spec = self
-            .read_spec("long-poll")
-            .query("live", "long-poll")
-            .live();
-        let resp = self.stream.execute(&spec).await?;
-        match resp.status {
-            StatusCode::OK => {
-                let meta = self.stream.meta(&resp)?;
-                let next = meta.require_next_offset()?;
-                Ok(self.advance(
-                    resp.body,
-                    next,
-                    meta.cursor,
-                    meta.up_to_date,
-                    meta.closed,
-                    resp.status,
-                ))
-            }
-            StatusCode::NO_CONTENT => {
-                let meta = self.stream.meta(&resp)?;
-                let next = meta
-                    .next_offset
-                    .clone()
-                    .unwrap_or_else(|| self.offset.clone());
-                Ok(self.advance(
-                    Bytes::new(),
-                    next,
-                    meta.cursor,
-                    true,
-                    meta.closed,
-                    resp.status,
-                ))
-            }
-            _ => Err(self.stream.error_for(&spec, &resp)),
-        }
     }
 
     async fn sse_step(&mut self) -> Result<Step> {
