@@ -135,6 +135,9 @@ pub enum ErrorKind {
     /// A [checkpoint store](crate::consumer::CheckpointStore) failed to load
     /// or save an offset.
     Checkpoint,
+    /// A [supervisor](crate::supervisor) restarted its children more often
+    /// than its restart intensity allows and stopped.
+    RestartIntensity,
 }
 
 impl ErrorKind {
@@ -180,6 +183,7 @@ impl ErrorKind {
             ErrorKind::Handler { panicked: false } => f.write_str("consumer handler failed"),
             ErrorKind::Handler { panicked: true } => f.write_str("consumer handler panicked"),
             ErrorKind::Checkpoint => f.write_str("checkpoint store failed"),
+            ErrorKind::RestartIntensity => f.write_str("supervisor restart intensity exceeded"),
         }
     }
 }
