@@ -47,19 +47,22 @@ async fn tail(stream: &Stream) -> Offset {
     stream.head().await.unwrap().next_offset
 }
 
-/// `total` events over `keys` keys, each key's `seq` counting up.
-async fn fill(stream: &Stream, total: u32, keys: u32) {
-    let mut seqs = vec![0u32; keys as usize];
-    let events: Vec<Event> = (0..total)
-        .map(|n| {
-            let key = (n * 7 + n / 3) % keys;
-            let seq = seqs[key as usize];
-            seqs[key as usize] += 1;
-            Event { key, seq, n }
+/// Events `range` over `keys` keys (key `n % keys`, each key's `seq`
+/// counting up), `per_append` per request.
+async fn fill(stream: &Stream, range: std::ops::Range<u32>, keys: u32, per_append: usize) {
+    let events: Vec<Event> = range
+        .map(|n| Event {
+            key: n % keys,
+            seq: n / keys,
+            n,
         })
         .collect();
-    for part in events.chunks(1000) {
+    for part in events.chunks(per_append) {
         stream.append_json_batch(part.iter()).await.unwrap();
+        if per_append < 1000 {
+            // Live appends: give the reader a chance to see them separately.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
     }
 }
 
@@ -71,8 +74,10 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
     for server in common::servers() {
         let started = Instant::now();
         let stream = json_stream(&server, "pipeline-order").await;
-        fill(&stream, TOTAL, KEYS).await;
-        let end = tail(&stream).await;
+        // Half the history is there before the pipeline starts (one big
+        // catch-up read), the other half arrives live in 100 appends (many
+        // read chunks acknowledged in order).
+        fill(&stream, 0..TOTAL / 2, KEYS, 1000).await;
 
         let processed: Arc<Mutex<HashMap<u32, Vec<u32>>>> = Arc::default();
         let batched: Arc<Mutex<HashMap<u32, Vec<u32>>>> = Arc::default();
@@ -80,23 +85,31 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
         let overlaps = Arc::new(AtomicUsize::new(0));
         let batches = Arc::new(AtomicUsize::new(0));
         let store = MemoryCheckpointStore::new();
+        let chunks: Arc<Mutex<HashSet<Offset>>> = Arc::default();
         let (p, a, o) = (
             Arc::clone(&processed),
             Arc::clone(&active_per_key),
             Arc::clone(&overlaps),
         );
+        let c = Arc::clone(&chunks);
         let (b, nb) = (Arc::clone(&batched), Arc::clone(&batches));
         let handle = Pipeline::json::<Event>(stream.clone())
             .name("order")
-            .live(LiveMode::Off)
+            .live(LiveMode::LongPoll)
             .checkpoint_store(store.clone())
             .processors(8)
             .partition_by(|m: &Message<Event>| m.data.key)
             .max_in_flight_messages(2_000)
             .process(move |m: Message<Event>| {
-                let (p, a, o) = (Arc::clone(&p), Arc::clone(&a), Arc::clone(&o));
+                let (p, a, o, c) = (
+                    Arc::clone(&p),
+                    Arc::clone(&a),
+                    Arc::clone(&o),
+                    Arc::clone(&c),
+                );
                 async move {
                     let key = m.data.key;
+                    c.lock().unwrap().insert(m.position.next_offset.clone());
                     if !a.lock().unwrap().insert(key) {
                         o.fetch_add(1, Ordering::SeqCst);
                     }
@@ -130,9 +143,19 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
             .build()
             .unwrap()
             .spawn();
-        let reason = handle.join().await.unwrap();
+        fill(&stream, TOTAL / 2..TOTAL, KEYS, 100).await;
+        let end = tail(&stream).await;
+        let mut committed = handle.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            committed.wait_for(|o| o.as_ref() == Some(&end)),
+        )
+        .await
+        .expect("checkpoint reaches the tail")
+        .unwrap();
+        let reason = handle.shutdown().await.unwrap();
         let elapsed = started.elapsed();
-        assert_eq!(reason, StopReason::CaughtUp, "{:?}", server.kind());
+        assert_eq!(reason, StopReason::Shutdown, "{:?}", server.kind());
 
         let processed = processed.lock().unwrap();
         let batched = batched.lock().unwrap();
@@ -157,8 +180,10 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
             Some(end.clone()),
             "checkpoint at the tail"
         );
+        let chunks = chunks.lock().unwrap().len();
+        assert!(chunks > 10, "only {chunks} read chunks");
         println!(
-            "{:?}: {TOTAL} messages, {KEYS} keys, 8 processors, {} batches in {elapsed:?}",
+            "{:?}: {TOTAL} messages, {KEYS} keys, 8 processors, {chunks} read chunks, {} batches in {elapsed:?}",
             server.kind(),
             batches.load(Ordering::SeqCst)
         );
@@ -611,7 +636,7 @@ async fn supervisor_restarts_panicking_tasks_and_drains_pipelines_on_shutdown() 
     let _serial = SERIAL.lock().await;
     let server = TestServer::start(ServerKind::Rust);
     let stream = json_stream(&server, "supervised-pipeline").await;
-    fill(&stream, 500, 5).await;
+    fill(&stream, 0..500, 5, 100).await;
     let end = tail(&stream).await;
     let store = MemoryCheckpointStore::new();
     let handled = Arc::new(AtomicUsize::new(0));
