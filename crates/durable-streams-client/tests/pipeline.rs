@@ -157,12 +157,12 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
         let elapsed = started.elapsed();
         assert_eq!(reason, StopReason::Shutdown, "{:?}", server.kind());
 
-        let processed = processed.lock().unwrap();
-        let batched = batched.lock().unwrap();
+        let processed = processed.lock().unwrap().clone();
+        let batched = batched.lock().unwrap().clone();
         assert_eq!(processed.len(), KEYS as usize);
         let mut count = 0;
         for key in 0..KEYS {
-            for (what, map) in [("processed", &*processed), ("batched", &*batched)] {
+            for (what, map) in [("processed", &processed), ("batched", &batched)] {
                 let seqs = &map[&key];
                 let expected: Vec<u32> = (0..seqs.len() as u32).collect();
                 assert_eq!(seqs, &expected, "{what}: key {key} out of order");
