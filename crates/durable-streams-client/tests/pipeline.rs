@@ -684,3 +684,41 @@ async fn supervisor_restarts_panicking_tasks_and_drains_pipelines_on_shutdown() 
     assert_eq!(handled.load(Ordering::SeqCst), 500);
     assert_eq!(panics.load(Ordering::SeqCst), 3, "two panics, two restarts");
 }
+
+/// A dead letter that cannot be written stops the pipeline with that error,
+/// and the checkpoint stays before the failed message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(ServerKind::Rust);
+    let stream = json_stream(&server, "dlq-missing-src").await;
+    fill(&stream, 0..10, 1, 1000).await;
+    let after_first = tail(&stream).await;
+    fill(&stream, 10..20, 1, 1000).await;
+    let missing = common::stream(&server, &common::client(), "dlq-missing");
+    let store = MemoryCheckpointStore::new();
+    // Read the two appends as separate chunks: start after the first one
+    // was committed by an earlier run.
+    let err = Pipeline::json::<Event>(stream.clone())
+        .name("dlq-missing")
+        .live(LiveMode::Off)
+        .start_from(StartFrom::Offset(after_first.clone()))
+        .checkpoint_store(store.clone())
+        .process(|m: Message<Event>| async move {
+            if m.data.n == 15 {
+                Err(Error::handler("fails"))
+            } else {
+                Ok(Processed::done())
+            }
+        })
+        .dead_letter_stream(missing)
+        .build()
+        .unwrap()
+        .spawn()
+        .join()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("dead letter"), "{err}");
+    assert_eq!(store.get("dlq-missing"), None, "nothing committed past it");
+}
