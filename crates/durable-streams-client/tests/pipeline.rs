@@ -722,3 +722,93 @@ async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
     assert!(err.to_string().contains("dead letter"), "{err}");
     assert_eq!(store.get("dlq-missing"), None, "nothing committed past it");
 }
+
+/// Abort a busy pipeline (8 unpartitioned processors with random delays, so
+/// completions are out of order) mid-stream: the checkpoint never covers a
+/// message that was not finished, and a restart from it finishes the rest
+/// (at least once, nothing lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_never_commits_unfinished_messages_and_restart_completes() {
+    let _serial = SERIAL.lock().await;
+    const TOTAL: u32 = 5_000;
+    for server in common::servers() {
+        let stream = json_stream(&server, "pipeline-abort").await;
+        let store = MemoryCheckpointStore::new();
+        let done: Arc<Mutex<HashSet<u32>>> = Arc::default();
+        let chunk_of: Arc<Mutex<HashMap<u32, Offset>>> = Arc::default();
+        let make = |done: Arc<Mutex<HashSet<u32>>>, chunk_of: Arc<Mutex<HashMap<u32, Offset>>>| {
+            Pipeline::json::<Event>(stream.clone())
+                .name("abort")
+                .live(LiveMode::LongPoll)
+                .checkpoint_store(store.clone())
+                .processors(8)
+                .max_in_flight_messages(500)
+                .process(move |m: Message<Event>| {
+                    chunk_of
+                        .lock()
+                        .unwrap()
+                        .insert(m.data.n, m.position.next_offset.clone());
+                    async move {
+                        tokio::time::sleep(Duration::from_micros(fastrand::u64(0..2000))).await;
+                        Ok(Processed::batch("done", m))
+                    }
+                })
+                .batcher(
+                    "done",
+                    32,
+                    Duration::from_millis(5),
+                    move |_info, msgs: Vec<Message<Event>>| {
+                        let done = Arc::clone(&done);
+                        async move {
+                            tokio::time::sleep(Duration::from_micros(fastrand::u64(0..3000))).await;
+                            done.lock().unwrap().extend(msgs.iter().map(|m| m.data.n));
+                            Ok(())
+                        }
+                    },
+                )
+                .build()
+                .unwrap()
+                .spawn()
+        };
+        let handle = make(Arc::clone(&done), Arc::clone(&chunk_of));
+        let writer = {
+            let stream = stream.clone();
+            tokio::spawn(async move { fill(&stream, 0..TOTAL, 10, 50).await })
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        handle.abort();
+        let committed = store.get("abort");
+        {
+            let done = done.lock().unwrap();
+            let chunk_of = chunk_of.lock().unwrap();
+            let mut covered = 0;
+            if let Some(c) = &committed {
+                for (n, end) in chunk_of.iter() {
+                    if end <= c {
+                        covered += 1;
+                        assert!(done.contains(n), "message {n} committed but not finished");
+                    }
+                }
+            }
+            println!(
+                "{:?}: aborted with {} messages seen, {} finished, {covered} under the checkpoint",
+                server.kind(),
+                chunk_of.len(),
+                done.len()
+            );
+        }
+        writer.await.unwrap();
+        let end = tail(&stream).await;
+        let handle = make(Arc::clone(&done), Arc::clone(&chunk_of));
+        let mut offset = handle.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            offset.wait_for(|o| o.as_ref() == Some(&end)),
+        )
+        .await
+        .expect("restart reaches the tail")
+        .unwrap();
+        handle.shutdown().await.unwrap();
+        assert_eq!(done.lock().unwrap().len(), TOTAL as usize, "nothing lost");
+    }
+}
