@@ -14,9 +14,11 @@
 //!   [`StartFrom`] position (by default the checkpoint saved under the
 //!   pipeline's name in a [`CheckpointStore`], exactly like a
 //!   [consumer](crate::consumer)), reconnecting with a [`RetryPolicy`] after
-//!   retryable errors. JSON streams yield one [`Message`] per JSON message
-//!   ([`Pipeline::json`]); byte streams one message per read chunk
-//!   ([`Pipeline::bytes`]).
+//!   retryable errors (resuming after the last chunk it read, which is
+//!   tracked). Other read errors, and a JSON response that is not an array,
+//!   stop the pipeline with that error after a drain. JSON streams yield one
+//!   [`Message`] per JSON message ([`Pipeline::json`]); byte streams one
+//!   message per read chunk ([`Pipeline::bytes`]).
 //! * **Processors.** [`processors`](PipelineBuilder::processors) workers call
 //!   the async [`process`](PipelineBuilder::process) function concurrently.
 //!   With [`partition_by`](PipelineBuilder::partition_by), messages with the
@@ -929,36 +931,59 @@ impl Shared {
 
     /// Report a failed message; it counts as done once dead-lettered.
     async fn fail(&self, seq: u64, failure: Failure) {
-        crate::telemetry::pipeline_failure(&self.name, &failure);
-        if let Some(callback) = &self.on_failure {
-            let call = std::panic::AssertUnwindSafe(|| callback(&failure));
-            if std::panic::catch_unwind(call).is_err() {
-                tracing::error!("pipeline on_failure callback panicked");
-            }
-        }
-        if let Some(producer) = &self.dead_letters {
-            let record = DeadLetter::from_failure(&self.name, self.json, &failure);
-            let written = async { producer.send_json(&record).await?.await }.await;
-            match written {
-                Ok(receipt) => crate::telemetry::pipeline_dead_letter(
-                    &self.name,
-                    &failure.position.offset,
-                    receipt.offset.as_ref(),
-                ),
-                Err(e) => {
-                    self.set_fatal(
-                        Error::new(e.kind().clone())
-                            .with_message(format!(
-                                "could not write a dead letter for the message at {} #{}: {e}",
-                                failure.position.offset, failure.position.index
-                            ))
-                            .with_source(e),
-                    );
-                    return;
+        self.fail_all(vec![(seq, failure)]).await;
+    }
+
+    /// Report failed messages; each counts as done once dead-lettered. All
+    /// dead letters are queued before any receipt is awaited, so a failed
+    /// batch costs about one round trip, not one per message.
+    async fn fail_all(&self, failures: Vec<(u64, Failure)>) {
+        for (_, failure) in &failures {
+            crate::telemetry::pipeline_failure(&self.name, failure);
+            if let Some(callback) = &self.on_failure {
+                let call = std::panic::AssertUnwindSafe(|| callback(failure));
+                if std::panic::catch_unwind(call).is_err() {
+                    tracing::error!("pipeline on_failure callback panicked");
                 }
             }
         }
-        self.complete(seq, 1);
+        let Some(producer) = &self.dead_letters else {
+            let seqs: Vec<u64> = failures.iter().map(|(seq, _)| *seq).collect();
+            self.complete_all(&seqs);
+            return;
+        };
+        let mut pending = Vec::with_capacity(failures.len());
+        for (seq, failure) in failures {
+            let record = DeadLetter::from_failure(&self.name, self.json, &failure);
+            let ack = producer.send_json(&record).await;
+            pending.push((seq, failure, ack));
+        }
+        let mut written = Vec::with_capacity(pending.len());
+        for (seq, failure, ack) in pending {
+            let receipt = match ack {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match receipt {
+                Ok(receipt) => {
+                    crate::telemetry::pipeline_dead_letter(
+                        &self.name,
+                        &failure.position.offset,
+                        receipt.offset.as_ref(),
+                    );
+                    written.push(seq);
+                }
+                Err(e) => self.set_fatal(
+                    Error::new(e.kind().clone())
+                        .with_message(format!(
+                            "could not write a dead letter for the message at {} #{}: {e}",
+                            failure.position.offset, failure.position.index
+                        ))
+                        .with_source(e),
+                ),
+            }
+        }
+        self.complete_all(&written);
     }
 }
 
@@ -1321,19 +1346,21 @@ async fn flush<T: Send + 'static>(
     match result {
         Ok(()) => shared.complete_all(&seqs),
         Err(error) => {
-            for (seq, (position, payload)) in seqs.into_iter().zip(keep) {
-                shared
-                    .fail(
-                        seq,
-                        Failure {
-                            position,
-                            payload,
-                            error: error.clone(),
-                            stage: Stage::Batcher(Arc::clone(&spec.name)),
-                        },
-                    )
-                    .await;
-            }
+            let stage = Stage::Batcher(Arc::clone(&spec.name));
+            let failures = seqs
+                .into_iter()
+                .zip(keep)
+                .map(|(seq, (position, payload))| {
+                    let failure = Failure {
+                        position,
+                        payload,
+                        error: error.clone(),
+                        stage: stage.clone(),
+                    };
+                    (seq, failure)
+                })
+                .collect();
+            shared.fail_all(failures).await;
         }
     }
 }
