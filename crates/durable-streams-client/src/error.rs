@@ -127,7 +127,9 @@ pub enum ErrorKind {
         /// The name of the offending option or argument.
         field: &'static str,
     },
-    /// A [consumer](crate::consumer) handler returned an error or panicked.
+    /// Application code returned an error or panicked: a
+    /// [consumer](crate::consumer) handler, a [pipeline](crate::pipeline)
+    /// processor or batch function, or a [supervised](crate::supervisor) child.
     Handler {
         /// The handler panicked (the panic was caught).
         panicked: bool,
@@ -135,6 +137,9 @@ pub enum ErrorKind {
     /// A [checkpoint store](crate::consumer::CheckpointStore) failed to load
     /// or save an offset.
     Checkpoint,
+    /// A [supervisor](crate::supervisor) restarted its children more often
+    /// than its restart intensity allows and stopped.
+    RestartIntensity,
 }
 
 impl ErrorKind {
@@ -177,9 +182,10 @@ impl ErrorKind {
             ErrorKind::BufferFull => f.write_str("producer buffer is full"),
             ErrorKind::ProducerClosed => f.write_str("producer is closed"),
             ErrorKind::InvalidArgument { field } => write!(f, "invalid argument `{field}`"),
-            ErrorKind::Handler { panicked: false } => f.write_str("consumer handler failed"),
-            ErrorKind::Handler { panicked: true } => f.write_str("consumer handler panicked"),
+            ErrorKind::Handler { panicked: false } => f.write_str("handler failed"),
+            ErrorKind::Handler { panicked: true } => f.write_str("handler panicked"),
             ErrorKind::Checkpoint => f.write_str("checkpoint store failed"),
+            ErrorKind::RestartIntensity => f.write_str("supervisor restart intensity exceeded"),
         }
     }
 }
@@ -227,7 +233,8 @@ impl Error {
         Error::new(ErrorKind::Decode(what)).with_message(message)
     }
 
-    /// An error for a [consumer](crate::consumer) handler to return, wrapping
+    /// An error for a [consumer](crate::consumer) handler (or a
+    /// [pipeline](crate::pipeline) function) to return, wrapping
     /// the application's own error (kind [`ErrorKind::Handler`]).
     pub fn handler(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         let source = source.into();

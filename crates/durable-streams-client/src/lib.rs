@@ -10,6 +10,9 @@
 //!   ([`TextStream`]) or typed JSON ([`JsonStream`]) in every [`LiveMode`],
 //!   resuming from the last delivered [`Offset`] after reconnects.
 //! - One [`Error`] type with a matchable [`ErrorKind`].
+//! - Long-running processing: [`consumer`] (one handler, batch by batch),
+//!   [`pipeline`] (concurrent processors, batchers, dead letters, in-order
+//!   checkpoints, bounded memory) and a [`supervisor`] that restarts them.
 //!
 //! ```no_run
 //! use durable_streams_client::{Client, CreateOptions, LiveMode, Offset};
@@ -51,11 +54,13 @@ pub mod consumer;
 mod error;
 mod json;
 mod offset;
+pub mod pipeline;
 mod producer;
 mod read;
 mod request;
 mod retry;
 mod stream;
+pub mod supervisor;
 pub mod telemetry;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};

@@ -26,6 +26,15 @@
 //! | `durable_streams_consumer_bytes_total` | counter | `consumer` |
 //! | `durable_streams_consumer_reconnects_total` | counter | `consumer`, `reason` |
 //! | `durable_streams_consumer_reconnect_delay_seconds` | histogram | `consumer` |
+//! | `durable_streams_pipeline_acked_messages_total` | counter | `pipeline` |
+//! | `durable_streams_pipeline_acked_chunks_total` | counter | `pipeline` |
+//! | `durable_streams_pipeline_checkpoints_total` | counter | `pipeline` |
+//! | `durable_streams_pipeline_failures_total` | counter | `pipeline`, `stage` (`decode`, `processor`, `batcher`) |
+//! | `durable_streams_pipeline_dead_letters_total` | counter | `pipeline` |
+//! | `durable_streams_pipeline_batches_total` | counter | `pipeline`, `batcher` |
+//! | `durable_streams_pipeline_batch_duration_seconds` | histogram | `pipeline`, `batcher` |
+//! | `durable_streams_pipeline_reconnects_total` | counter | `pipeline`, `reason` |
+//! | `durable_streams_supervisor_restarts_total` | counter | `child`, `reason` (`error`, `panic`, `exit`) |
 //!
 //! Producer events (target `durable_streams_client::telemetry`):
 //! `producer.batch_sent` (DEBUG; `messages`, `bytes`, `duration_ms`, `epoch`,
@@ -36,6 +45,21 @@
 //! (fields `consumer`, `path`) and emit the events `durable_streams.consumer.batch`
 //! (`DEBUG`; `count`, `bytes`, `offset`) and `durable_streams.consumer.reconnect`
 //! (`WARN`; `attempt`, `delay_ms`, `reason`, `error`), named in the `event` field.
+//!
+//! [Pipelines](crate::pipeline) run inside a `durable_streams.pipeline` span
+//! (fields `pipeline`, `path`) and emit, in the `event` field:
+//!
+//! | event | level | fields |
+//! |---|---|---|
+//! | `durable_streams.pipeline.ack` | `TRACE` | `chunks`, `messages` (the acknowledged front moved) |
+//! | `durable_streams.pipeline.checkpoint` | `DEBUG` | `offset` (saved to the store / published) |
+//! | `durable_streams.pipeline.failure` | `WARN` | `stage`, `offset`, `index`, `error` |
+//! | `durable_streams.pipeline.dead_letter` | `INFO` | `offset`, `dead_letter_offset` |
+//! | `durable_streams.pipeline.reconnect` | `WARN` | `attempt`, `delay_ms`, `reason`, `error` |
+//!
+//! The [supervisor](crate::supervisor) emits `durable_streams.supervisor.restart`
+//! (`WARN`; `child`, `reason`, `delay_ms`, `error`) and
+//! `durable_streams.supervisor.gave_up` (`ERROR`; `child`, `restarts`, `period_ms`).
 
 use std::time::Duration;
 
@@ -75,6 +99,24 @@ pub mod metric_names {
     pub const CONSUMER_RECONNECTS: &str = "durable_streams_consumer_reconnects_total";
     /// Histogram of consumer reconnect delays in seconds.
     pub const CONSUMER_RECONNECT_DELAY: &str = "durable_streams_consumer_reconnect_delay_seconds";
+    /// Counter of pipeline messages acknowledged (done or dead-lettered, in offset order).
+    pub const PIPELINE_ACKED_MESSAGES: &str = "durable_streams_pipeline_acked_messages_total";
+    /// Counter of pipeline read chunks acknowledged.
+    pub const PIPELINE_ACKED_CHUNKS: &str = "durable_streams_pipeline_acked_chunks_total";
+    /// Counter of pipeline checkpoints committed.
+    pub const PIPELINE_CHECKPOINTS: &str = "durable_streams_pipeline_checkpoints_total";
+    /// Counter of failed pipeline messages by stage.
+    pub const PIPELINE_FAILURES: &str = "durable_streams_pipeline_failures_total";
+    /// Counter of dead letters written.
+    pub const PIPELINE_DEAD_LETTERS: &str = "durable_streams_pipeline_dead_letters_total";
+    /// Counter of batches handed to batch functions.
+    pub const PIPELINE_BATCHES: &str = "durable_streams_pipeline_batches_total";
+    /// Histogram of batch function durations in seconds.
+    pub const PIPELINE_BATCH_DURATION: &str = "durable_streams_pipeline_batch_duration_seconds";
+    /// Counter of pipeline reader reconnects after errors.
+    pub const PIPELINE_RECONNECTS: &str = "durable_streams_pipeline_reconnects_total";
+    /// Counter of supervised child restarts.
+    pub const SUPERVISOR_RESTARTS: &str = "durable_streams_supervisor_restarts_total";
 }
 
 /// Event names (the `event` field of consumer tracing events).
@@ -83,6 +125,20 @@ pub mod event_names {
     pub const CONSUMER_BATCH: &str = "durable_streams.consumer.batch";
     /// A consumer reconnects after an error.
     pub const CONSUMER_RECONNECT: &str = "durable_streams.consumer.reconnect";
+    /// The acknowledged front of a pipeline moved.
+    pub const PIPELINE_ACK: &str = "durable_streams.pipeline.ack";
+    /// A pipeline committed its checkpoint.
+    pub const PIPELINE_CHECKPOINT: &str = "durable_streams.pipeline.checkpoint";
+    /// A pipeline message failed.
+    pub const PIPELINE_FAILURE: &str = "durable_streams.pipeline.failure";
+    /// A failed pipeline message was written to the dead-letter stream.
+    pub const PIPELINE_DEAD_LETTER: &str = "durable_streams.pipeline.dead_letter";
+    /// A pipeline reader reconnects after an error.
+    pub const PIPELINE_RECONNECT: &str = "durable_streams.pipeline.reconnect";
+    /// A supervisor restarts a child.
+    pub const SUPERVISOR_RESTART: &str = "durable_streams.supervisor.restart";
+    /// A supervisor exceeded its restart intensity and stops.
+    pub const SUPERVISOR_GAVE_UP: &str = "durable_streams.supervisor.gave_up";
 }
 
 /// A producer batch was acknowledged (new data or a duplicate).
@@ -210,3 +266,123 @@ pub(crate) fn consumer_reconnect(consumer: &str, reason: &'static str, delay: Du
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn consumer_reconnect(_consumer: &str, _reason: &'static str, _delay: Duration) {}
+
+/// The acknowledged front of a pipeline moved past `chunks` chunks.
+pub(crate) fn pipeline_acked(pipeline: &str, chunks: usize, messages: usize) {
+    tracing::trace!(
+        event = event_names::PIPELINE_ACK,
+        chunks,
+        messages,
+        "pipeline ack"
+    );
+    #[cfg(feature = "metrics")]
+    {
+        let pipeline = pipeline.to_owned();
+        metrics::counter!(metric_names::PIPELINE_ACKED_CHUNKS, "pipeline" => pipeline.clone())
+            .increment(chunks as u64);
+        metrics::counter!(metric_names::PIPELINE_ACKED_MESSAGES, "pipeline" => pipeline)
+            .increment(messages as u64);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = pipeline;
+}
+
+/// A pipeline committed `offset`.
+pub(crate) fn pipeline_checkpoint(pipeline: &str, offset: &crate::Offset) {
+    tracing::debug!(event = event_names::PIPELINE_CHECKPOINT, %offset, "pipeline checkpoint");
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::PIPELINE_CHECKPOINTS, "pipeline" => pipeline.to_owned())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = pipeline;
+}
+
+/// A pipeline message failed.
+pub(crate) fn pipeline_failure(pipeline: &str, failure: &crate::pipeline::Failure) {
+    tracing::warn!(
+        event = event_names::PIPELINE_FAILURE,
+        stage = failure.stage.as_str(),
+        offset = %failure.position.offset,
+        index = failure.position.index,
+        error = %failure.error,
+        "pipeline message failed"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::PIPELINE_FAILURES, "pipeline" => pipeline.to_owned(), "stage" => failure.stage.as_str())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = pipeline;
+}
+
+/// A dead letter was written.
+pub(crate) fn pipeline_dead_letter(
+    pipeline: &str,
+    offset: &crate::Offset,
+    dead_letter_offset: Option<&crate::Offset>,
+) {
+    tracing::info!(
+        event = event_names::PIPELINE_DEAD_LETTER,
+        %offset,
+        dead_letter_offset = ?dead_letter_offset.map(|o| o.as_str()),
+        "pipeline dead letter written"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::PIPELINE_DEAD_LETTERS, "pipeline" => pipeline.to_owned())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = pipeline;
+}
+
+/// A batch function returned.
+pub(crate) fn pipeline_batch(_pipeline: &str, _batcher: &str, _size: usize, _elapsed: Duration) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(metric_names::PIPELINE_BATCHES, "pipeline" => _pipeline.to_owned(), "batcher" => _batcher.to_owned())
+            .increment(1);
+        metrics::histogram!(metric_names::PIPELINE_BATCH_DURATION, "pipeline" => _pipeline.to_owned(), "batcher" => _batcher.to_owned())
+            .record(_elapsed.as_secs_f64());
+    }
+}
+
+/// A pipeline reader reconnects after `error`.
+pub(crate) fn pipeline_reconnect(
+    pipeline: &str,
+    error: &crate::Error,
+    attempt: u32,
+    delay: Duration,
+) {
+    let reason = crate::consumer::reason_label(error);
+    tracing::warn!(
+        event = event_names::PIPELINE_RECONNECT,
+        attempt,
+        delay_ms = delay.as_millis() as u64,
+        reason,
+        %error,
+        "pipeline reader reconnecting"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::PIPELINE_RECONNECTS, "pipeline" => pipeline.to_owned(), "reason" => reason)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = pipeline;
+}
+
+/// A supervisor restarts `child` after `delay`.
+pub(crate) fn supervisor_restart(
+    child: &str,
+    reason: &'static str,
+    delay: Duration,
+    error: Option<&crate::Error>,
+) {
+    tracing::warn!(
+        event = event_names::SUPERVISOR_RESTART,
+        child,
+        reason,
+        delay_ms = delay.as_millis() as u64,
+        error = error.map(tracing::field::display),
+        "supervisor restarting child"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::SUPERVISOR_RESTARTS, "child" => child.to_owned(), "reason" => reason)
+        .increment(1);
+}

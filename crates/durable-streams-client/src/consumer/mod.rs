@@ -106,7 +106,7 @@ use crate::read::{Chunk, LiveMode, Session};
 use crate::retry::RetryPolicy;
 use crate::stream::Stream;
 use crate::telemetry::event_names;
-use checkpoint::DynCheckpointStore;
+pub(crate) use checkpoint::DynCheckpointStore;
 
 mod sealed {
     pub trait Sealed {}
@@ -584,7 +584,7 @@ struct Runner<H> {
 }
 
 /// Run a handler future, turning a panic into an [`ErrorKind::Handler`] error.
-async fn guard<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
+pub(crate) async fn guard<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
     AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
         let message = panic
             .downcast_ref::<&str>()
@@ -596,7 +596,7 @@ async fn guard<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
     })
 }
 
-fn reason_label(error: &Error) -> &'static str {
+pub(crate) fn reason_label(error: &Error) -> &'static str {
     match error.kind() {
         ErrorKind::Network => "network",
         ErrorKind::Timeout => "timeout",
@@ -709,26 +709,12 @@ impl<H: Handler> Runner<H> {
     }
 
     async fn resolve_start(&mut self) -> Result<Offset> {
-        match &self.start {
-            StartFrom::Start => Ok(Offset::start()),
-            StartFrom::Offset(o) if !o.is_now() => Ok(o.clone()),
-            // Pin "now" to a concrete offset so a reconnect before the first
-            // commit does not skip data appended in between.
-            StartFrom::Now | StartFrom::Offset(_) => Ok(self.stream.head().await?.next_offset),
-            StartFrom::Checkpoint => {
-                let Some(store) = &self.store else {
-                    return Ok(Offset::start());
-                };
-                match store.load_boxed(&self.name).await? {
-                    Some(offset) => {
-                        tracing::debug!(%offset, "resuming from checkpoint");
-                        self.committed.send_replace(Some(offset.clone()));
-                        Ok(offset)
-                    }
-                    None => Ok(Offset::start()),
-                }
-            }
+        let (offset, loaded) =
+            resolve_start(&self.stream, &self.start, self.store.as_deref(), &self.name).await?;
+        if loaded {
+            self.committed.send_replace(Some(offset.clone()));
         }
+        Ok(offset)
     }
 
     async fn process(&mut self, chunk: Chunk) -> Result<Option<StopReason>> {
@@ -783,6 +769,35 @@ impl<H: Handler> Runner<H> {
         self.position = Some(offset.clone());
         self.committed.send_replace(Some(offset.clone()));
         Ok(())
+    }
+}
+
+/// Resolve where a reader starts: a concrete offset, and whether it came
+/// from the checkpoint store (shared by consumers and pipelines).
+pub(crate) async fn resolve_start(
+    stream: &Stream,
+    start: &StartFrom,
+    store: Option<&dyn DynCheckpointStore>,
+    name: &str,
+) -> Result<(Offset, bool)> {
+    match start {
+        StartFrom::Start => Ok((Offset::start(), false)),
+        StartFrom::Offset(o) if !o.is_now() => Ok((o.clone(), false)),
+        // Pin "now" to a concrete offset so a reconnect before the first
+        // commit does not skip data appended in between.
+        StartFrom::Now | StartFrom::Offset(_) => Ok((stream.head().await?.next_offset, false)),
+        StartFrom::Checkpoint => {
+            let Some(store) = store else {
+                return Ok((Offset::start(), false));
+            };
+            match store.load_boxed(name).await? {
+                Some(offset) => {
+                    tracing::debug!(%offset, "resuming from checkpoint");
+                    Ok((offset, true))
+                }
+                None => Ok((Offset::start(), false)),
+            }
+        }
     }
 }
 

@@ -1,0 +1,525 @@
+//! Supervision: run many long-lived children (consumers, pipelines,
+//! producers, any async task), restart the ones that fail, and shut them all
+//! down gracefully.
+//!
+//! A [`Supervisor`] follows the Erlang/OTP `one_for_one` strategy: each
+//! child is started from its [`ChildSpec`] factory with its own
+//! [`CancellationToken`]; when a child ends, its [`Restart`] policy decides
+//! whether it is started again (after a backoff delay from a
+//! [`RetryPolicy`]). Panics are caught through the child task's
+//! `JoinError::is_panic` and count as failures.
+//!
+//! **Restart intensity.** If more than `max_restarts` restarts happen within
+//! `period`, the supervisor gives up: it shuts every child down and returns
+//! an error of kind [`ErrorKind::RestartIntensity`] (so an outer supervisor
+//! or the process can react), instead of restarting a crashing child forever.
+//!
+//! **Shutdown.** Cancelling the supervisor's token (or ctrl-c, with
+//! [`SupervisorBuilder::stop_on_ctrl_c`]) cancels every child's token and
+//! waits up to [`shutdown_timeout`](SupervisorBuilder::shutdown_timeout) for
+//! them to finish; children still running after that are aborted.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use durable_streams_client::supervisor::{ChildSpec, Restart, Supervisor};
+//! use durable_streams_client::Result;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> Result<()> {
+//! let supervisor = Supervisor::builder()
+//!     .child(ChildSpec::new("heartbeat", |token: CancellationToken| async move {
+//!         while !token.is_cancelled() {
+//!             println!("alive");
+//!             tokio::time::sleep(Duration::from_secs(1)).await;
+//!         }
+//!         Ok(())
+//!     }))
+//!     .child(ChildSpec::new("import", |_token| async { Ok(()) }).restart(Restart::Transient))
+//!     .intensity(3, Duration::from_secs(5))
+//!     .shutdown_timeout(Duration::from_secs(10))
+//!     .stop_on_ctrl_c(true)
+//!     .build()?;
+//! supervisor.run(CancellationToken::new()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{Consumer, Handler};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::Pipeline;
+use crate::retry::RetryPolicy;
+use crate::telemetry::event_names;
+
+/// When a child that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Always (also after it returned `Ok`), until the supervisor shuts down.
+    #[default]
+    Permanent,
+    /// Only after it failed (returned `Err` or panicked).
+    Transient,
+    /// Never; the child runs once.
+    Temporary,
+}
+
+type Factory = Arc<dyn Fn(CancellationToken) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// How to start (and restart) one child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    name: Arc<str>,
+    restart: Restart,
+    factory: Factory,
+}
+
+impl fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("restart", &self.restart)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChildSpec {
+    /// A child made by `factory`, called for every (re)start with a token
+    /// that is cancelled when the supervisor shuts down. The child should
+    /// stop soon after its token is cancelled. Policy: [`Restart::Permanent`].
+    pub fn new<F, Fut>(name: impl Into<String>, factory: F) -> Self
+    where
+        F: Fn(CancellationToken) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        ChildSpec {
+            name: Arc::from(name.into()),
+            restart: Restart::Permanent,
+            factory: Arc::new(move |token| Box::pin(factory(token))),
+        }
+    }
+
+    /// A [`Consumer`] built by `make` for every (re)start. A consumer that
+    /// stops on its own with a [`StopReason`](crate::consumer::StopReason)
+    /// counts as a normal exit, an `Err` as a failure.
+    pub fn consumer<H, F>(name: impl Into<String>, make: F) -> Self
+    where
+        H: Handler,
+        F: Fn() -> Result<Consumer<H>> + Send + Sync + 'static,
+    {
+        Self::new(name, move |token| {
+            let consumer = make();
+            async move {
+                consumer?.run(token).await?;
+                Ok(())
+            }
+        })
+    }
+
+    /// A [`Pipeline`] built by `make` for every (re)start; on shutdown it
+    /// drains and commits. Exits like [`ChildSpec::consumer`].
+    pub fn pipeline<T, F>(name: impl Into<String>, make: F) -> Self
+    where
+        T: Send + 'static,
+        F: Fn() -> Result<Pipeline<T>> + Send + Sync + 'static,
+    {
+        Self::new(name, move |token| {
+            let pipeline = make();
+            async move {
+                pipeline?.run(token).await?;
+                Ok(())
+            }
+        })
+    }
+
+    /// The restart policy (default [`Restart::Permanent`]).
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Configures a [`Supervisor`]. Made by [`Supervisor::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct SupervisorBuilder {
+    children: Vec<ChildSpec>,
+    max_restarts: u32,
+    period: Duration,
+    backoff: RetryPolicy,
+    shutdown_timeout: Duration,
+    ctrl_c: bool,
+}
+
+/// The backoff supervisors use unless told otherwise: 100 ms doubling up
+/// to 10 s, 20 % jitter. Its `max_retries` is not used (see
+/// [`SupervisorBuilder::intensity`]).
+pub fn default_backoff() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_retries(u32::MAX)
+        .with_initial_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_multiplier(2.0)
+        .with_jitter(0.2)
+}
+
+impl SupervisorBuilder {
+    /// Add a child. Children start in the order they were added.
+    pub fn child(mut self, child: ChildSpec) -> Self {
+        self.children.push(child);
+        self
+    }
+
+    /// Add several children.
+    pub fn children(mut self, children: impl IntoIterator<Item = ChildSpec>) -> Self {
+        self.children.extend(children);
+        self
+    }
+
+    /// Restart intensity: at most `max_restarts` restarts (of all children
+    /// together) within any `period`; one more and the supervisor stops with
+    /// [`ErrorKind::RestartIntensity`]. Default: 3 within 5 s. `0` restarts
+    /// means the first failure stops the supervisor.
+    pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.max_restarts = max_restarts;
+        self.period = period;
+        self
+    }
+
+    /// Delay before restarting a child: `backoff.delay(n)` for its `n`-th
+    /// consecutive restart (reset once a child has run for longer than the
+    /// intensity period). Default [`default_backoff`].
+    pub fn backoff(mut self, backoff: RetryPolicy) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long shutdown waits for children before aborting them (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Also shut down gracefully on ctrl-c / SIGINT (default false).
+    pub fn stop_on_ctrl_c(mut self, enabled: bool) -> Self {
+        self.ctrl_c = enabled;
+        self
+    }
+
+    /// Check the configuration. Errors are `InvalidArgument`: `children`
+    /// (none, or two with the same name), `name` (empty child name),
+    /// `period` (zero), or the backoff policy's fields.
+    pub fn build(self) -> Result<Supervisor> {
+        self.backoff.validate()?;
+        if self.children.is_empty() {
+            return Err(Error::invalid_argument(
+                "children",
+                "a supervisor needs at least one child",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for child in &self.children {
+            if child.name.is_empty() {
+                return Err(Error::invalid_argument(
+                    "name",
+                    "child names must not be empty",
+                ));
+            }
+            if !names.insert(Arc::clone(&child.name)) {
+                return Err(Error::invalid_argument(
+                    "children",
+                    format!("two children are named `{}`", child.name),
+                ));
+            }
+        }
+        if self.period.is_zero() {
+            return Err(Error::invalid_argument(
+                "period",
+                "the restart intensity period must be greater than 0",
+            ));
+        }
+        Ok(Supervisor { config: self })
+    }
+}
+
+/// Runs and restarts children. See the [module docs](self).
+#[derive(Debug)]
+pub struct Supervisor {
+    config: SupervisorBuilder,
+}
+
+/// Controls a spawned supervisor.
+///
+/// Dropping the handle does **not** stop the supervisor; call
+/// [`shutdown`](SupervisorHandle::shutdown).
+#[derive(Debug)]
+pub struct SupervisorHandle {
+    task: JoinHandle<Result<()>>,
+    token: CancellationToken,
+}
+
+impl SupervisorHandle {
+    /// Ask for a graceful shutdown without waiting.
+    pub fn request_shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Shut every child down gracefully (within the shutdown timeout) and wait.
+    pub async fn shutdown(self) -> Result<()> {
+        self.token.cancel();
+        self.join().await
+    }
+
+    /// Wait until the supervisor stops: `Ok` after a shutdown or once no
+    /// child is left to run, `Err` when the restart intensity was exceeded.
+    pub async fn join(self) -> Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::new(ErrorKind::Handler {
+                panicked: e.is_panic(),
+            })
+            .with_message(format!("the supervisor task ended abnormally: {e}"))),
+        }
+    }
+
+    /// Whether the supervisor has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Per-child bookkeeping while the supervisor runs.
+struct Slot {
+    spec: ChildSpec,
+    /// Consecutive restarts (reset after a long enough run).
+    consecutive: u32,
+    started: Instant,
+}
+
+impl Supervisor {
+    /// Configure a supervisor.
+    pub fn builder() -> SupervisorBuilder {
+        SupervisorBuilder {
+            children: Vec::new(),
+            max_restarts: 3,
+            period: Duration::from_secs(5),
+            backoff: default_backoff(),
+            shutdown_timeout: Duration::from_secs(30),
+            ctrl_c: false,
+        }
+    }
+
+    /// Run on a new tokio task.
+    pub fn spawn(self) -> SupervisorHandle {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(self.run(token.clone()));
+        SupervisorHandle { task, token }
+    }
+
+    /// Run in the current task until `shutdown` is cancelled (or ctrl-c),
+    /// every child ended for good, or the restart intensity was exceeded.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let c = self.config;
+        let children_token = CancellationToken::new();
+        let mut set: JoinSet<Result<()>> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let mut slots: Vec<Slot> = c
+            .children
+            .into_iter()
+            .map(|spec| Slot {
+                spec,
+                consecutive: 0,
+                started: Instant::now(),
+            })
+            .collect();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            slot.started = Instant::now();
+            let id = start(&mut set, &slot.spec, children_token.child_token(), None);
+            running.insert(id, i);
+        }
+        let mut restarts: VecDeque<Instant> = VecDeque::new();
+        let ctrl_c = async {
+            if c.ctrl_c {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                tracing::info!("supervisor received ctrl-c; shutting down");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(ctrl_c);
+
+        let outcome: Result<()> = loop {
+            let joined = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Ok(()),
+                _ = &mut ctrl_c => break Ok(()),
+                joined = set.join_next_with_id() => joined,
+            };
+            let Some(joined) = joined else {
+                tracing::debug!("supervisor: no children left");
+                break Ok(());
+            };
+            let (id, result) = match joined {
+                Ok((id, result)) => (id, result),
+                Err(e) => {
+                    let id = e.id();
+                    let panicked = e.is_panic();
+                    let message = if panicked {
+                        panic_message(e.into_panic())
+                    } else {
+                        "cancelled".to_owned()
+                    };
+                    (
+                        id,
+                        Err(Error::new(ErrorKind::Handler { panicked })
+                            .with_message(format!("child panicked: {message}"))),
+                    )
+                }
+            };
+            let Some(index) = running.remove(&id) else {
+                continue;
+            };
+            let slot = &mut slots[index];
+            let name = Arc::clone(&slot.spec.name);
+            let (restart, reason) = match (&result, slot.spec.restart) {
+                (_, Restart::Temporary) => (false, "exit"),
+                (Ok(()), Restart::Transient) => (false, "exit"),
+                (Ok(()), Restart::Permanent) => (true, "exit"),
+                (Err(e), _) if matches!(e.kind(), ErrorKind::Handler { panicked: true }) => {
+                    (true, "panic")
+                }
+                (Err(_), _) => (true, "error"),
+            };
+            if !restart {
+                match &result {
+                    Ok(()) => tracing::debug!(child = %name, "child finished"),
+                    Err(e) => tracing::warn!(child = %name, error = %e, "temporary child failed"),
+                }
+                continue;
+            }
+            let now = Instant::now();
+            while restarts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > c.period)
+            {
+                restarts.pop_front();
+            }
+            if restarts.len() >= c.max_restarts as usize {
+                tracing::error!(
+                    event = event_names::SUPERVISOR_GAVE_UP,
+                    child = %name,
+                    restarts = restarts.len(),
+                    period_ms = c.period.as_millis() as u64,
+                    "supervisor restart intensity exceeded; stopping"
+                );
+                let mut error = Error::new(ErrorKind::RestartIntensity).with_message(format!(
+                    "child `{name}` ended ({reason}) after {} restarts within {:?}",
+                    restarts.len(),
+                    c.period
+                ));
+                if let Err(e) = result {
+                    error = error.with_source(e);
+                }
+                break Err(error);
+            }
+            restarts.push_back(now);
+            if now.duration_since(slot.started) > c.period {
+                slot.consecutive = 0;
+            }
+            let delay = c.backoff.delay(slot.consecutive);
+            slot.consecutive = slot.consecutive.saturating_add(1);
+            crate::telemetry::supervisor_restart(&name, reason, delay, result.as_ref().err());
+            slot.started = now + delay;
+            let id = start(
+                &mut set,
+                &slot.spec,
+                children_token.child_token(),
+                Some(delay),
+            );
+            running.insert(id, index);
+        };
+
+        // Graceful shutdown of whatever still runs.
+        children_token.cancel();
+        let drained = tokio::time::timeout(c.shutdown_timeout, async {
+            while let Some(joined) = set.join_next_with_id().await {
+                let id = match &joined {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                let name = running
+                    .get(&id)
+                    .map(|&i| slots[i].spec.name.to_string())
+                    .unwrap_or_default();
+                match joined {
+                    Ok((_, Ok(()))) => tracing::debug!(child = %name, "child stopped"),
+                    Ok((_, Err(e))) => {
+                        tracing::warn!(child = %name, error = %e, "child stopped with an error")
+                    }
+                    Err(e) => tracing::warn!(child = %name, error = %e, "child stopped abnormally"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = set.len(),
+                timeout_ms = c.shutdown_timeout.as_millis() as u64,
+                "children did not stop within the shutdown timeout; aborting them"
+            );
+            set.shutdown().await;
+        }
+        outcome
+    }
+}
+
+/// Start one child (after `delay`, waiting on its token).
+fn start(
+    set: &mut JoinSet<Result<()>>,
+    spec: &ChildSpec,
+    token: CancellationToken,
+    delay: Option<Duration>,
+) -> tokio::task::Id {
+    let factory = Arc::clone(&spec.factory);
+    let span = tracing::info_span!("durable_streams.supervisor.child", child = %spec.name);
+    let handle = set.spawn(tracing::Instrument::instrument(
+        async move {
+            if let Some(delay) = delay {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            factory(token).await
+        },
+        span,
+    ));
+    handle.id()
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;
