@@ -113,7 +113,7 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
                     if !a.lock().unwrap().insert(key) {
                         o.fetch_add(1, Ordering::SeqCst);
                     }
-                    if m.data.n % 97 == 0 {
+                    if m.data.n.is_multiple_of(97) {
                         tokio::time::sleep(Duration::from_micros(200)).await;
                     } else {
                         tokio::task::yield_now().await;
