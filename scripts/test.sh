@@ -23,6 +23,9 @@ cargo fmt --all --check
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+section "cargo doc (library, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client
+
 section "cargo test --workspace"
 # The runner's own tests drive the real adapter binary in its broken mode.
 cargo build -q -p conformance-adapter

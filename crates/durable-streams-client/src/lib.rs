@@ -10,6 +10,8 @@
 //!   ([`TextStream`]) or typed JSON ([`JsonStream`]) in every [`LiveMode`],
 //!   resuming from the last delivered [`Offset`] after reconnects.
 //! - One [`Error`] type with a matchable [`ErrorKind`].
+//! - Writing at volume: the idempotent [`Producer`] ([`producer`]):
+//!   batched, pipelined, exactly-once under retries, bounded buffer.
 //! - Long-running processing: [`consumer`] (one handler, batch by batch),
 //!   [`pipeline`] (concurrent processors, batchers, dead letters, in-order
 //!   checkpoints, bounded memory) and a [`supervisor`] that restarts them.
@@ -41,7 +43,8 @@
 //! retried when a connection drops or a body is truncated. A plain append whose
 //! connection drops after the body was sent has an unknown outcome: it is not
 //! retried (unless [`AppendOptions::retry_unknown_outcome`]) and the error
-//! says so ([`Error::is_outcome_unknown`]).
+//! says so ([`Error::is_outcome_unknown`]). The [`Producer`] retries every
+//! failure safely, because the server deduplicates its numbered requests.
 //!
 //! [Durable Streams]: https://github.com/durable-streams/durable-streams
 
@@ -55,7 +58,7 @@ mod error;
 mod json;
 mod offset;
 pub mod pipeline;
-mod producer;
+pub mod producer;
 mod read;
 mod request;
 mod retry;
