@@ -73,10 +73,26 @@ impl RecordingProxy {
         Self::start_with_faults(upstream, None, drop_answer).await
     }
 
+    /// Like `start`, but the answer on the `i`-th accepted connection is cut
+    /// (connection killed) after `cuts[i]` bytes; later connections are
+    /// left alone. Deterministic mid-body breaks.
+    pub async fn start_cutting_answers(upstream: &str, cuts: Vec<usize>) -> RecordingProxy {
+        Self::start_with(upstream, None, 0.0, cuts).await
+    }
+
     async fn start_with_faults(
         upstream: &str,
         cut_after: Option<std::time::Duration>,
         drop_answer: f64,
+    ) -> RecordingProxy {
+        Self::start_with(upstream, cut_after, drop_answer, Vec::new()).await
+    }
+
+    async fn start_with(
+        upstream: &str,
+        cut_after: Option<std::time::Duration>,
+        drop_answer: f64,
+        cuts: Vec<usize>,
     ) -> RecordingProxy {
         let upstream_addr = upstream.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
@@ -84,10 +100,13 @@ impl RecordingProxy {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen_in_task = Arc::clone(&seen);
         let task = tokio::spawn(async move {
+            let mut accepted = 0usize;
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
+                let cut_answer_at = cuts.get(accepted).copied();
+                accepted += 1;
                 let upstream_addr = upstream_addr.clone();
                 let seen = Arc::clone(&seen_in_task);
                 tokio::spawn(async move {
@@ -111,6 +130,27 @@ impl RecordingProxy {
                         let _ = wo.shutdown().await;
                     };
                     let server_to_client = async {
+                        if let Some(limit) = cut_answer_at {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            let mut forwarded = 0usize;
+                            loop {
+                                let n = match ro.read(&mut buf).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => n,
+                                };
+                                let n = n.min(limit - forwarded);
+                                if wi.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                                forwarded += n;
+                                if forwarded >= limit {
+                                    // Returning ends the connection task: both sockets close.
+                                    return;
+                                }
+                            }
+                            let _ = wi.shutdown().await;
+                            return;
+                        }
                         if drop_answer <= 0.0 {
                             let _ = tokio::io::copy(&mut ro, &mut wi).await;
                             let _ = wi.shutdown().await;
@@ -132,7 +172,7 @@ impl RecordingProxy {
                         }
                         let _ = wi.shutdown().await;
                     };
-                    if drop_answer > 0.0 {
+                    if drop_answer > 0.0 || cut_answer_at.is_some() {
                         tokio::select! {
                             _ = client_to_server => {}
                             _ = server_to_client => {}
