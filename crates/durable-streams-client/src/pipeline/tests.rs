@@ -102,7 +102,8 @@ fn dead_letter_records() {
 
 /// Processing fails and panics go to the failure callback; every message
 /// is acknowledged; per-key order holds with partitioning.
-#[tokio::test]
+// Paused time: the timeout fires by the clock, not by how busy the machine is.
+#[tokio::test(start_paused = true)]
 async fn batch_loop_flushes_on_size_timeout_and_drain() {
     let (ackable, _rx) = watch::channel(None);
     let shared = Arc::new(Shared {
