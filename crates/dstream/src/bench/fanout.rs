@@ -82,7 +82,9 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
     });
     let client = client()?;
     let url = t.unique_url();
-    let s = client.stream(&url).map_err(|e| format!("stream url: {e}"))?;
+    let s = client
+        .stream(&url)
+        .map_err(|e| format!("stream url: {e}"))?;
     s.create_with(durable_streams_client::CreateOptions::new().content_type("text/plain"))
         .await
         .map_err(|e| format!("create: {e}"))?;
@@ -184,7 +186,13 @@ pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<()
     let stream = client.stream(url).map_err(|e| format!("stream url: {e}"))?;
     let raw = raw::client();
     let tail = if ours {
-        stream.head().await.map_err(|e| format!("head: {e}"))?.next_offset.as_str().to_owned()
+        stream
+            .head()
+            .await
+            .map_err(|e| format!("head: {e}"))?
+            .next_offset
+            .as_str()
+            .to_owned()
     } else {
         raw::tail(&raw, url).await?
     };
@@ -193,8 +201,8 @@ pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<()
     for id in 0..n {
         let tx = tx.clone();
         if ours {
-            let offset = durable_streams_client::Offset::parse(&tail)
-                .map_err(|e| format!("offset: {e}"))?;
+            let offset =
+                durable_streams_client::Offset::parse(&tail).map_err(|e| format!("offset: {e}"))?;
             let mut reader = stream.read().offset(offset).live(LiveMode::Sse).bytes();
             tasks.push(tokio::spawn(async move {
                 while let Some(Ok(chunk)) = reader.next().await {
@@ -226,9 +234,15 @@ pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<()
                     .map(drop)
                     .map_err(|e| format!("append: {e}"))
             } else {
-                raw::send_ok(&raw, Method::POST, url, &[("content-type", "text/plain")], body)
-                    .await
-                    .map(drop)
+                raw::send_ok(
+                    &raw,
+                    Method::POST,
+                    url,
+                    &[("content-type", "text/plain")],
+                    body,
+                )
+                .await
+                .map(drop)
             }
         }
     };

@@ -238,7 +238,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     if selected.is_empty() {
         return Err(CliError::new(
             exit::USAGE,
-            format!("--only matches no scenario (scenarios: {})", SCENARIOS.join(", ")),
+            format!(
+                "--only matches no scenario (scenarios: {})",
+                SCENARIOS.join(", ")
+            ),
         ));
     }
 
@@ -354,6 +357,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(failed(format!("{} scenario(s) failed: {}", errors.len(), errors.join("; "))))
+        Err(failed(format!(
+            "{} scenario(s) failed: {}",
+            errors.len(),
+            errors.join("; ")
+        )))
     }
 }

@@ -46,7 +46,14 @@ async fn fresh(t: &Target, client: &Client, ct: &str) -> Result<Stream, String> 
 
 async fn fresh_raw(t: &Target, raw: &Raw, ct: &str) -> Result<String, String> {
     let url = t.unique_url();
-    raw::send_ok(raw, Method::PUT, &url, &[("content-type", ct)], Bytes::new()).await?;
+    raw::send_ok(
+        raw,
+        Method::PUT,
+        &url,
+        &[("content-type", ct)],
+        Bytes::new(),
+    )
+    .await?;
     Ok(url)
 }
 
@@ -88,7 +95,11 @@ pub async fn append_latency(t: &Target) -> Result<Vec<Row>, String> {
 pub async fn read_latency(t: &Target) -> Result<Vec<Row>, String> {
     let client = client()?;
     let raw = raw::client();
-    let data = Bytes::from((0..10 * 1024).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>());
+    let data = Bytes::from(
+        (0..10 * 1024)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for _ in 0..t.rounds {
         let s = fresh(t, &client, OCTET).await?;
@@ -121,7 +132,13 @@ pub async fn read_latency(t: &Target) -> Result<Vec<Row>, String> {
         }
     }
     let params = format!("{} x {} reads of a 10 KiB stream", t.rounds, t.samples);
-    Ok(vec![latency_row(t, "catchup-read-10KiB", params, ours, base)])
+    Ok(vec![latency_row(
+        t,
+        "catchup-read-10KiB",
+        params,
+        ours,
+        base,
+    )])
 }
 
 /// Stream creation (PUT of a new stream).
@@ -143,8 +160,14 @@ pub async fn create_latency(t: &Target) -> Result<Vec<Row>, String> {
         for i in 0..=t.samples {
             let url = t.unique_url();
             let start = Instant::now();
-            raw::send_ok(&raw, Method::PUT, &url, &[("content-type", OCTET)], Bytes::new())
-                .await?;
+            raw::send_ok(
+                &raw,
+                Method::PUT,
+                &url,
+                &[("content-type", OCTET)],
+                Bytes::new(),
+            )
+            .await?;
             if i > 0 {
                 base.push(micros(start));
             }
@@ -276,7 +299,12 @@ fn producer_bodies(count: usize, size: usize) -> Vec<Bytes> {
 /// Producer throughput: `count` messages of `size` bytes through
 /// `Producer::send` (backpressure), vs pre-built batch bodies posted by
 /// `LANES` concurrent raw producers.
-pub async fn producer(t: &Target, name: &str, count: usize, size: usize) -> Result<Vec<Row>, String> {
+pub async fn producer(
+    t: &Target,
+    name: &str,
+    count: usize,
+    size: usize,
+) -> Result<Vec<Row>, String> {
     let client = client()?;
     let raw = raw::client();
     let (mut ours, mut base) = (Vec::new(), Vec::new());
@@ -299,7 +327,10 @@ pub async fn producer(t: &Target, name: &str, count: usize, size: usize) -> Resu
         ours.push(count as f64 / secs);
         let n = s.read_bytes().await.map_err(api("read back"))?.len();
         if n != count * size {
-            return Err(format!("{name}: producer wrote {n} bytes, expected {}", count * size));
+            return Err(format!(
+                "{name}: producer wrote {n} bytes, expected {}",
+                count * size
+            ));
         }
 
         // Baseline.
@@ -345,11 +376,14 @@ pub async fn producer(t: &Target, name: &str, count: usize, size: usize) -> Resu
         })
         .await?;
         if n != count * size {
-            return Err(format!("{name}: baseline wrote {n} bytes, expected {}", count * size));
+            return Err(format!(
+                "{name}: baseline wrote {n} bytes, expected {}",
+                count * size
+            ));
         }
     }
-    let mut row = Row::new(&t.label, name, Metric::Throughput, "msg/s", ours, base)
-        .ok_or("no rounds")?;
+    let mut row =
+        Row::new(&t.label, name, Metric::Throughput, "msg/s", ours, base).ok_or("no rounds")?;
     let mb = |rate: f64| rate * size as f64 / 1e6;
     row.ours_mb_per_s = Some(mb(row.ours.p50));
     row.baseline_mb_per_s = Some(mb(row.baseline.p50));
@@ -402,8 +436,14 @@ pub async fn json_read(t: &Target, count: usize) -> Result<Vec<Row>, String> {
     let raw = raw::client();
     let s = fresh(t, &client, JSON).await?;
     for body in json_bodies(count) {
-        raw::send_ok(&raw, Method::POST, s.url().as_str(), &[("content-type", JSON)], body)
-            .await?;
+        raw::send_ok(
+            &raw,
+            Method::POST,
+            s.url().as_str(),
+            &[("content-type", JSON)],
+            body,
+        )
+        .await?;
     }
     let mut bytes = 0usize;
     let (mut ours, mut base) = (Vec::new(), Vec::new());
@@ -435,8 +475,15 @@ pub async fn json_read(t: &Target, count: usize) -> Result<Vec<Row>, String> {
             return Err(format!("baseline json read {n} messages, expected {count}"));
         }
     }
-    let mut row = Row::new(&t.label, "json-read", Metric::Throughput, "msg/s", ours, base)
-        .ok_or("no rounds")?;
+    let mut row = Row::new(
+        &t.label,
+        "json-read",
+        Metric::Throughput,
+        "msg/s",
+        ours,
+        base,
+    )
+    .ok_or("no rounds")?;
     let per_msg = bytes as f64 / count as f64;
     row.ours_mb_per_s = Some(row.ours.p50 * per_msg / 1e6);
     row.baseline_mb_per_s = Some(row.baseline.p50 * per_msg / 1e6);

@@ -51,8 +51,14 @@ fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
 
 /// Render the plot. Always a complete document, also for no rows.
 pub fn render(title: &str, rows: &[Row]) -> String {
-    let latency: Vec<&Row> = rows.iter().filter(|r| r.metric == Metric::Latency).collect();
-    let bars: Vec<&Row> = rows.iter().filter(|r| r.metric != Metric::Latency).collect();
+    let latency: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.metric == Metric::Latency)
+        .collect();
+    let bars: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.metric != Metric::Latency)
+        .collect();
     let group_h = 2.0 * LANE + GROUP_GAP;
     let lat_top = 80.0;
     let lat_h = latency.len() as f64 * group_h;
@@ -81,9 +87,11 @@ pub fn render(title: &str, rows: &[Row]) -> String {
         r#"<text x="10" y="{}" font-weight="bold">Latency (log scale): whiskers min..max, box p25..p75, bar p50, diamond p99</text>"#,
         lat_top - 12.0
     );
-    let (lo, hi) = decades(latency.iter().flat_map(|r| {
-        [r.ours.min, r.ours.max, r.baseline.min, r.baseline.max]
-    }));
+    let (lo, hi) = decades(
+        latency
+            .iter()
+            .flat_map(|r| [r.ours.min, r.ours.max, r.baseline.min, r.baseline.max]),
+    );
     let x = |v: f64| {
         let v = v.max(lo);
         PLOT_X0 + (v.log10() - lo.log10()) / (hi.log10() - lo.log10()) * (PLOT_X1 - PLOT_X0)
@@ -101,7 +109,7 @@ pub fn render(title: &str, rows: &[Row]) -> String {
                 s,
                 r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
                 lat_top + lat_h + 14.0,
-                escape(&fmt_value(Metric::Latency, d))
+                escape(&tick(d))
             );
             d *= 10.0;
         }
@@ -194,6 +202,18 @@ pub fn render(title: &str, rows: &[Row]) -> String {
     s
 }
 
+/// A decade tick label: 1us, 10us, ..., 1ms, ..., 1s.
+fn tick(us: f64) -> String {
+    let (v, unit) = if us < 1e3 {
+        (us, "us")
+    } else if us < 1e6 {
+        (us / 1e3, "ms")
+    } else {
+        (us / 1e6, "s")
+    };
+    format!("{}{unit}", (v * 1e6).round() / 1e6)
+}
+
 fn label(s: &mut String, y: f64, text: &str) {
     let _ = writeln!(
         s,
@@ -204,9 +224,12 @@ fn label(s: &mut String, y: f64, text: &str) {
 }
 
 fn legend(s: &mut String, x: f64, y: f64) {
-    for (i, (name, color)) in [("ours (durable-streams-client)", OURS), ("raw hyper baseline", BASE)]
-        .iter()
-        .enumerate()
+    for (i, (name, color)) in [
+        ("ours (durable-streams-client)", OURS),
+        ("raw hyper baseline", BASE),
+    ]
+    .iter()
+    .enumerate()
     {
         let lx = x + i as f64 * 230.0;
         let _ = writeln!(
@@ -285,6 +308,15 @@ mod tests {
         let svg = render("empty", &[]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(tick(1.0), "1us");
+        assert_eq!(tick(100.0), "100us");
+        assert_eq!(tick(1_000.0), "1ms");
+        assert_eq!(tick(10_000_000.0), "10s");
+        assert_eq!(tick(0.1), "0.1us");
     }
 
     #[test]
