@@ -337,7 +337,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         "rounds": rounds,
         "samples_per_round": samples,
         "servers": targets.iter().map(|t| t.label.as_str()).collect::<Vec<_>>(),
-        "started_unix_s": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "finished_unix_s": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         "elapsed_s": started.elapsed().as_secs_f64(),
         "scenarios": selected,
         "notes": notes,

@@ -219,20 +219,31 @@ pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
         let url = fresh_raw(t, &raw, TEXT).await?;
         let tail = raw::tail(&raw, &url).await?;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let task = if live == LiveMode::Sse {
+        let mut tasks = Vec::new();
+        if live == LiveMode::Sse {
             let (tx2, mut rx2) = mpsc::unbounded_channel();
-            let reader = tokio::spawn(raw::sse_reader(raw.clone(), url.clone(), tail, 0, tx2));
-            tokio::spawn(async move {
+            tasks.push(tokio::spawn(raw::sse_reader(
+                raw.clone(),
+                url.clone(),
+                tail,
+                0,
+                tx2,
+            )));
+            tasks.push(tokio::spawn(async move {
                 while let Some((_, at)) = rx2.recv().await {
                     if tx.send(at).is_err() {
                         break;
                     }
                 }
-                reader.abort();
-            })
+            }));
         } else {
-            tokio::spawn(raw::long_poll_reader(raw.clone(), url.clone(), tail, tx))
-        };
+            tasks.push(tokio::spawn(raw::long_poll_reader(
+                raw.clone(),
+                url.clone(),
+                tail,
+                tx,
+            )));
+        }
         let h = [("content-type", TEXT)];
         for i in 0..=t.samples {
             tokio::time::sleep(SETTLE).await;
@@ -243,7 +254,9 @@ pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
                 base.push(at.duration_since(start).as_secs_f64() * 1e6);
             }
         }
-        task.abort();
+        for task in tasks {
+            task.abort();
+        }
     }
     let (name, how) = if live == LiveMode::Sse {
         ("roundtrip-sse", "SSE")
