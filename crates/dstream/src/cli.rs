@@ -116,6 +116,8 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Benchmark the client against real servers, next to a raw HTTP baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Just a stream.

@@ -88,6 +88,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         clap_complete::generate(args.shell, &mut cmd, "dstream", &mut out);
         return out.flush().map_err(|e| CliError::io("stdout", &e));
     }
+    if let Command::Bench(args) = cli.command {
+        return crate::bench::run(args).await;
+    }
     let ctx = Ctx::new(&cli)?;
     match cli.command {
         Command::Create(args) => create(&ctx, args).await,
@@ -99,7 +102,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Delete(NameArg { name }) => delete(&ctx, &name).await,
         Command::Fork(args) => fork(&ctx, args).await,
         Command::Produce(args) => crate::produce::produce(&ctx, args).await,
-        Command::Completions(_) => Ok(()),
+        Command::Completions(_) | Command::Bench(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,304 @@
+//! Fan-out: N concurrent SSE subscribers of one stream on one client.
+//!
+//! Each side (ours, baseline) runs in a fresh child process (`dstream bench
+//! --fanout-child ...`) so that its resident memory is measured from a clean
+//! heap: RSS after all N subscribers received a warm-up append, minus RSS
+//! before the first subscriber was opened, divided by N. Then `appends`
+//! appends are timed to every subscriber (one latency sample per
+//! subscriber and append).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use durable_streams_client::LiveMode;
+use futures::StreamExt;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::Target;
+use super::raw;
+use super::report::{Metric, Row};
+use super::scenarios::client;
+
+/// File descriptors kept free for everything but the subscribers.
+const FD_RESERVE: usize = 256;
+
+/// What a child prints (one JSON line on stdout).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChildReport {
+    /// Subscribers.
+    pub n: usize,
+    /// RSS growth per subscriber, bytes.
+    pub rss_per_subscriber: f64,
+    /// One delivery latency per subscriber and timed append, microseconds.
+    pub latencies_us: Vec<f64>,
+}
+
+/// The soft `RLIMIT_NOFILE` from `/proc/self/limits`, if readable.
+pub fn fd_soft_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_fd_limit(&limits)
+}
+
+fn parse_fd_limit(limits: &str) -> Option<usize> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    if soft == "unlimited" {
+        return Some(usize::MAX);
+    }
+    soft.parse().ok()
+}
+
+/// Subscribers allowed by the descriptor limit (one connection each).
+pub fn cap_subscribers(wanted: usize, soft_limit: Option<usize>) -> usize {
+    match soft_limit {
+        Some(limit) => wanted.min(limit.saturating_sub(FD_RESERVE).max(1)),
+        None => wanted,
+    }
+}
+
+/// This process's resident set size in bytes (`VmRSS`).
+pub fn rss_bytes() -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("/proc/self/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no VmRSS in /proc/self/status".to_owned())
+}
+
+/// Parent side: one fan-out size, ours then baseline, each in a child.
+pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row>, String> {
+    let n = cap_subscribers(wanted, fd_soft_limit());
+    let note = (n < wanted).then(|| {
+        let msg = format!(
+            "{wanted} subscribers capped to {n} by the open file limit (ulimit -n); raise it to measure {wanted}"
+        );
+        eprintln!("  note: {msg}");
+        msg
+    });
+    let client = client()?;
+    let url = t.unique_url();
+    let s = client
+        .stream(&url)
+        .map_err(|e| format!("stream url: {e}"))?;
+    s.create_with(durable_streams_client::CreateOptions::new().content_type("text/plain"))
+        .await
+        .map_err(|e| format!("create: {e}"))?;
+    let ours = run_child("ours", &url, n, appends).await?;
+    let base = run_child("base", &url, n, appends).await?;
+    let name = format!("fanout-{wanted}");
+    let params = format!(
+        "{n} SSE subscribers on one client; {appends} timed appends, latency to each subscriber"
+    );
+    let mut lat = Row::new(
+        &t.label,
+        name.clone(),
+        Metric::Latency,
+        "us",
+        ours.latencies_us,
+        base.latencies_us,
+    )
+    .ok_or("fan-out: no latency samples")?;
+    lat.params = params.clone();
+    lat.note.clone_from(&note);
+    let mut mem = Row::new(
+        &t.label,
+        name,
+        Metric::Memory,
+        "B/subscriber",
+        vec![ours.rss_per_subscriber],
+        vec![base.rss_per_subscriber],
+    )
+    .ok_or("fan-out: no memory sample")?;
+    mem.params = format!("{n} SSE subscribers: RSS growth / N, each side in a fresh process");
+    mem.note = note;
+    Ok(vec![lat, mem])
+}
+
+async fn run_child(kind: &str, url: &str, n: usize, appends: usize) -> Result<ChildReport, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let args: Vec<String> = [
+        "bench",
+        "--fanout-child",
+        kind,
+        "--fanout-url",
+        url,
+        "--fanout-n",
+        &n.to_string(),
+        "--fanout-appends",
+        &appends.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await
+    .map_err(|e| format!("fan-out child: {e}"))?
+    .map_err(|e| format!("fan-out child: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "fan-out child ({kind}, {n}) failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| format!("fan-out child ({kind}) output: {e}"))
+}
+
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+    n: usize,
+    timeout: Duration,
+    mut each: impl FnMut(Instant),
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for got in 0..n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((_, at))) => each(at),
+            Ok(None) => return Err(format!("subscribers ended after {got} of {n} deliveries")),
+            Err(_) => return Err(format!("only {got} of {n} deliveries within {timeout:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// Child side: open `n` subscribers, warm up, measure, print one JSON line.
+pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
+    let ours = match kind {
+        "ours" => true,
+        "base" => false,
+        other => return Err(format!("unknown fan-out child kind {other:?}")),
+    };
+    // Fixed costs (client, pool, first connection) before the first sample.
+    let client = client()?;
+    let stream = client.stream(url).map_err(|e| format!("stream url: {e}"))?;
+    let raw = raw::client();
+    let tail = if ours {
+        stream
+            .head()
+            .await
+            .map_err(|e| format!("head: {e}"))?
+            .next_offset
+            .as_str()
+            .to_owned()
+    } else {
+        raw::tail(&raw, url).await?
+    };
+    let rss0 = rss_bytes()?;
+    let mut tasks = Vec::with_capacity(n);
+    for id in 0..n {
+        let tx = tx.clone();
+        if ours {
+            let offset =
+                durable_streams_client::Offset::parse(&tail).map_err(|e| format!("offset: {e}"))?;
+            let mut reader = stream.read().offset(offset).live(LiveMode::Sse).bytes();
+            tasks.push(tokio::spawn(async move {
+                while let Some(Ok(chunk)) = reader.next().await {
+                    if !chunk.data.is_empty() && tx.send((id, Instant::now())).is_err() {
+                        break;
+                    }
+                }
+            }));
+        } else {
+            tasks.push(tokio::spawn(raw::sse_reader(
+                raw.clone(),
+                url.to_owned(),
+                tail.clone(),
+                id,
+                tx,
+            )));
+        }
+    }
+    drop(tx);
+    let write = |k: usize| {
+        let stream = stream.clone();
+        let raw = raw.clone();
+        async move {
+            let body = Bytes::from(format!("fanout-{k}\n"));
+            if ours {
+                stream
+                    .append(body)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("append: {e}"))
+            } else {
+                raw::send_ok(
+                    &raw,
+                    Method::POST,
+                    url,
+                    &[("content-type", "text/plain")],
+                    body,
+                )
+                .await
+                .map(drop)
+            }
+        }
+    };
+    let warmup_timeout = Duration::from_secs(60) + Duration::from_millis(5) * n as u32;
+    write(0).await?;
+    collect(&mut rx, n, warmup_timeout, |_| {}).await?;
+    let rss1 = rss_bytes()?;
+    let mut latencies = Vec::with_capacity(n * appends);
+    for k in 1..=appends {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let start = Instant::now();
+        write(k).await?;
+        collect(&mut rx, n, Duration::from_secs(60), |at| {
+            latencies.push(at.duration_since(start).as_secs_f64() * 1e6);
+        })
+        .await?;
+    }
+    for task in &tasks {
+        task.abort();
+    }
+    let report = ChildReport {
+        n,
+        rss_per_subscriber: rss1.saturating_sub(rss0) as f64 / n as f64,
+        latencies_us: latencies,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(|e| format!("report: {e}"))?
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_limit_parsing_and_cap() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(parse_fd_limit(limits), Some(1024));
+        assert_eq!(
+            parse_fd_limit("Max open files  unlimited unlimited files\n"),
+            Some(usize::MAX)
+        );
+        assert_eq!(parse_fd_limit("nothing"), None);
+        assert_eq!(cap_subscribers(10_000, Some(1024)), 1024 - FD_RESERVE);
+        assert_eq!(cap_subscribers(100, Some(1024)), 100);
+        assert_eq!(cap_subscribers(100, None), 100);
+        assert_eq!(cap_subscribers(100, Some(10)), 1);
+    }
+
+    #[test]
+    fn rss_is_readable_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(rss_bytes().unwrap() > 0);
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The scenarios: each runs the library ("ours") and the raw hyper baseline
+//! alternately, `rounds` times, against the same server.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use durable_streams_client::{Client, CreateOptions, LiveMode, Offset, Producer, Stream};
+use futures::StreamExt;
+use hyper::Method;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::raw::{self, Raw};
+use super::report::{Metric, Row};
+use super::{Target, micros};
+
+const OCTET: &str = "application/octet-stream";
+const TEXT: &str = "text/plain";
+const JSON: &str = "application/json";
+/// Producer lanes of the baseline = the producer's default `max_in_flight`.
+const LANES: usize = durable_streams_client::DEFAULT_MAX_IN_FLIGHT;
+/// How long a live reader gets to re-arm (issue its next request) before
+/// the next append of a roundtrip sample.
+const SETTLE: Duration = Duration::from_millis(5);
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn api(what: &str) -> impl Fn(durable_streams_client::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// The library's client as an application would build it.
+pub fn client() -> Result<Client, String> {
+    Client::builder()
+        .user_agent(concat!("dstream-bench/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("client: {e}"))
+}
+
+async fn fresh(t: &Target, client: &Client, ct: &str) -> Result<Stream, String> {
+    let s = client.stream(t.unique_url()).map_err(api("stream url"))?;
+    s.create_with(CreateOptions::new().content_type(ct))
+        .await
+        .map_err(api("create"))?;
+    Ok(s)
+}
+
+async fn fresh_raw(t: &Target, raw: &Raw, ct: &str) -> Result<String, String> {
+    let url = t.unique_url();
+    raw::send_ok(
+        raw,
+        Method::PUT,
+        &url,
+        &[("content-type", ct)],
+        Bytes::new(),
+    )
+    .await?;
+    Ok(url)
+}
+
+fn latency_row(t: &Target, name: &str, params: String, ours: Vec<f64>, base: Vec<f64>) -> Row {
+    let mut row = Row::new(&t.label, name, Metric::Latency, "us", ours, base)
+        .expect("latency scenarios take at least one sample");
+    row.params = params;
+    row
+}
+
+/// Sequential 100 B appends.
+pub async fn append_latency(t: &Target) -> Result<Vec<Row>, String> {
+    let client = client()?;
+    let raw = raw::client();
+    let payload = Bytes::from(vec![b'x'; 100]);
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..t.rounds {
+        let s = fresh(t, &client, OCTET).await?;
+        s.append(payload.clone()).await.map_err(api("append"))?; // warm connection
+        for _ in 0..t.samples {
+            let start = Instant::now();
+            s.append(payload.clone()).await.map_err(api("append"))?;
+            ours.push(micros(start));
+        }
+        let url = fresh_raw(t, &raw, OCTET).await?;
+        let h = [("content-type", OCTET)];
+        raw::send_ok(&raw, Method::POST, &url, &h, payload.clone()).await?;
+        for _ in 0..t.samples {
+            let start = Instant::now();
+            raw::send_ok(&raw, Method::POST, &url, &h, payload.clone()).await?;
+            base.push(micros(start));
+        }
+    }
+    let params = format!("{} x {} sequential appends of 100 B", t.rounds, t.samples);
+    Ok(vec![latency_row(t, "append-100B", params, ours, base)])
+}
+
+/// Catch-up read of a whole 10 KiB stream.
+pub async fn read_latency(t: &Target) -> Result<Vec<Row>, String> {
+    let client = client()?;
+    let raw = raw::client();
+    let data = Bytes::from(
+        (0..10 * 1024)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..t.rounds {
+        let s = fresh(t, &client, OCTET).await?;
+        s.append(data.clone()).await.map_err(api("append"))?;
+        for i in 0..=t.samples {
+            let start = Instant::now();
+            let got = s.read_bytes().await.map_err(api("read"))?;
+            if i > 0 {
+                ours.push(micros(start));
+            }
+            if got.len() != data.len() {
+                return Err(format!("read {} bytes, expected {}", got.len(), data.len()));
+            }
+        }
+        let url = s.url().as_str();
+        for i in 0..=t.samples {
+            let start = Instant::now();
+            let mut n = 0;
+            raw::read_all(&raw, url, |b| {
+                n += b.len();
+                Ok(())
+            })
+            .await?;
+            if i > 0 {
+                base.push(micros(start));
+            }
+            if n != data.len() {
+                return Err(format!("baseline read {n} bytes, expected {}", data.len()));
+            }
+        }
+    }
+    let params = format!("{} x {} reads of a 10 KiB stream", t.rounds, t.samples);
+    Ok(vec![latency_row(
+        t,
+        "catchup-read-10KiB",
+        params,
+        ours,
+        base,
+    )])
+}
+
+/// Stream creation (PUT of a new stream).
+pub async fn create_latency(t: &Target) -> Result<Vec<Row>, String> {
+    let client = client()?;
+    let raw = raw::client();
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..t.rounds {
+        for i in 0..=t.samples {
+            let s = client.stream(t.unique_url()).map_err(api("stream url"))?;
+            let start = Instant::now();
+            s.create_with(CreateOptions::new().content_type(OCTET))
+                .await
+                .map_err(api("create"))?;
+            if i > 0 {
+                ours.push(micros(start));
+            }
+        }
+        for i in 0..=t.samples {
+            let url = t.unique_url();
+            let start = Instant::now();
+            raw::send_ok(
+                &raw,
+                Method::PUT,
+                &url,
+                &[("content-type", OCTET)],
+                Bytes::new(),
+            )
+            .await?;
+            if i > 0 {
+                base.push(micros(start));
+            }
+        }
+    }
+    let params = format!("{} x {} creates", t.rounds, t.samples);
+    Ok(vec![latency_row(t, "create", params, ours, base)])
+}
+
+async fn next_delivery(rx: &mut mpsc::UnboundedReceiver<Instant>) -> Result<Instant, String> {
+    match tokio::time::timeout(DELIVERY_TIMEOUT, rx.recv()).await {
+        Ok(Some(at)) => Ok(at),
+        Ok(None) => Err("the live reader ended".to_owned()),
+        Err(_) => Err(format!("no delivery within {DELIVERY_TIMEOUT:?}")),
+    }
+}
+
+/// Append-to-delivery roundtrip: a live reader waits at the tail, one
+/// append, time until the reader has the data.
+pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
+    let client = client()?;
+    let raw = raw::client();
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..t.rounds {
+        // Ours: the library's append and live read.
+        let s = fresh(t, &client, TEXT).await?;
+        let tail = s.head().await.map_err(api("head"))?.next_offset;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut reader = s.read().offset(tail).live(live).bytes();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(chunk)) = reader.next().await {
+                if !chunk.data.is_empty() && tx.send(Instant::now()).is_err() {
+                    break;
+                }
+            }
+        });
+        for i in 0..=t.samples {
+            tokio::time::sleep(SETTLE).await;
+            let start = Instant::now();
+            s.append(format!("m{i}\n")).await.map_err(api("append"))?;
+            let at = next_delivery(&mut rx).await?;
+            if i > 0 {
+                ours.push(at.duration_since(start).as_secs_f64() * 1e6);
+            }
+        }
+        task.abort();
+
+        // Baseline: raw POST and a raw long-poll loop or SSE connection.
+        let url = fresh_raw(t, &raw, TEXT).await?;
+        let tail = raw::tail(&raw, &url).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        if live == LiveMode::Sse {
+            let (tx2, mut rx2) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(raw::sse_reader(
+                raw.clone(),
+                url.clone(),
+                tail,
+                0,
+                tx2,
+            )));
+            tasks.push(tokio::spawn(async move {
+                while let Some((_, at)) = rx2.recv().await {
+                    if tx.send(at).is_err() {
+                        break;
+                    }
+                }
+            }));
+        } else {
+            tasks.push(tokio::spawn(raw::long_poll_reader(
+                raw.clone(),
+                url.clone(),
+                tail,
+                tx,
+            )));
+        }
+        let h = [("content-type", TEXT)];
+        for i in 0..=t.samples {
+            tokio::time::sleep(SETTLE).await;
+            let start = Instant::now();
+            raw::send_ok(&raw, Method::POST, &url, &h, Bytes::from(format!("m{i}\n"))).await?;
+            let at = next_delivery(&mut rx).await?;
+            if i > 0 {
+                base.push(at.duration_since(start).as_secs_f64() * 1e6);
+            }
+        }
+        for task in tasks {
+            task.abort();
+        }
+    }
+    let (name, how) = if live == LiveMode::Sse {
+        ("roundtrip-sse", "SSE")
+    } else {
+        ("roundtrip-long-poll", "long-poll")
+    };
+    let params = format!(
+        "{} x {} appends to a {how} reader waiting at the tail",
+        t.rounds, t.samples
+    );
+    Ok(vec![latency_row(t, name, params, ours, base)])
+}
+
+/// CPU time of this process's threads (Linux schedstat; zero elsewhere).
+fn cpu_time() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+fn message(size: usize, i: usize) -> Bytes {
+    let mut v = vec![b'x'; size];
+    let tag = i.to_le_bytes();
+    let n = tag.len().min(size);
+    v[..n].copy_from_slice(&tag[..n]);
+    Bytes::from(v)
+}
+
+/// Producer bodies as the producer batches them: up to 1 MiB each.
+fn producer_bodies(count: usize, size: usize) -> Vec<Bytes> {
+    let max = durable_streams_client::DEFAULT_MAX_BATCH_BYTES;
+    let mut bodies = Vec::new();
+    let mut body = Vec::new();
+    for i in 0..count {
+        let m = message(size, i);
+        if !body.is_empty() && body.len() + m.len() > max {
+            bodies.push(Bytes::from(std::mem::take(&mut body)));
+        }
+        body.extend_from_slice(&m);
+    }
+    if !body.is_empty() {
+        bodies.push(Bytes::from(body));
+    }
+    bodies
+}
+
+/// Producer throughput: `count` messages of `size` bytes through
+/// `Producer::send` (backpressure), vs pre-built batch bodies posted by
+/// `LANES` concurrent raw producers.
+pub async fn producer(
+    t: &Target,
+    name: &str,
+    count: usize,
+    size: usize,
+) -> Result<Vec<Row>, String> {
+    let client = client()?;
+    let raw = raw::client();
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    let (mut ours_cpu, mut base_cpu) = (Vec::new(), Vec::new());
+    for round in 0..t.rounds {
+        // Ours.
+        let s = fresh(t, &client, OCTET).await?;
+        let messages: Vec<Bytes> = (0..count).map(|i| message(size, i)).collect();
+        let producer = Producer::builder(&s, format!("bench-{}-{round}", std::process::id()))
+            .build()
+            .map_err(api("producer"))?;
+        let cpu0 = cpu_time();
+        let start = Instant::now();
+        for m in messages {
+            drop(producer.send(m).await.map_err(api("producer send"))?);
+        }
+        producer.close().await.map_err(api("producer close"))?;
+        let secs = start.elapsed().as_secs_f64();
+        ours_cpu.push((cpu_time() - cpu0).as_secs_f64());
+        ours.push(count as f64 / secs);
+        let n = s.read_bytes().await.map_err(api("read back"))?.len();
+        if n != count * size {
+            return Err(format!(
+                "{name}: producer wrote {n} bytes, expected {}",
+                count * size
+            ));
+        }
+
+        // Baseline.
+        let url = fresh_raw(t, &raw, OCTET).await?;
+        let mut lanes: Vec<Vec<Bytes>> = vec![Vec::new(); LANES];
+        for (i, body) in producer_bodies(count, size).into_iter().enumerate() {
+            lanes[i % LANES].push(body);
+        }
+        let cpu0 = cpu_time();
+        let start = Instant::now();
+        let tasks: Vec<_> = lanes
+            .into_iter()
+            .enumerate()
+            .map(|(lane, bodies)| {
+                let raw = raw.clone();
+                let url = url.clone();
+                let id = format!("base-{}-{round}-{lane}", std::process::id());
+                tokio::spawn(async move {
+                    for (seq, body) in bodies.into_iter().enumerate() {
+                        let seq = seq.to_string();
+                        let h = [
+                            ("content-type", OCTET),
+                            ("producer-id", id.as_str()),
+                            ("producer-epoch", "0"),
+                            ("producer-seq", seq.as_str()),
+                        ];
+                        raw::send_ok(&raw, Method::POST, &url, &h, body).await?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.map_err(|e| format!("baseline lane: {e}"))??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        base_cpu.push((cpu_time() - cpu0).as_secs_f64());
+        base.push(count as f64 / secs);
+        let mut n = 0;
+        raw::read_all(&raw, &url, |b| {
+            n += b.len();
+            Ok(())
+        })
+        .await?;
+        if n != count * size {
+            return Err(format!(
+                "{name}: baseline wrote {n} bytes, expected {}",
+                count * size
+            ));
+        }
+    }
+    let mut row =
+        Row::new(&t.label, name, Metric::Throughput, "msg/s", ours, base).ok_or("no rounds")?;
+    let mb = |rate: f64| rate * size as f64 / 1e6;
+    row.ours_mb_per_s = Some(mb(row.ours.p50));
+    row.baseline_mb_per_s = Some(mb(row.baseline.p50));
+    let cpu = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        super::stats::median(&v) * 1e6 / count as f64
+    };
+    row.params = format!(
+        "{} rounds of {count} x {size} B via Producer::send; baseline: {LANES} raw producer lanes posting 1 MiB batches; client CPU per message: ours {:.2} us, baseline {:.2} us",
+        t.rounds,
+        cpu(&ours_cpu),
+        cpu(&base_cpu)
+    );
+    Ok(vec![row])
+}
+
+/// A small JSON message, decoded with serde.
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // the fields are decoded, not read
+struct Msg {
+    id: u64,
+    user: String,
+    ok: bool,
+}
+
+fn json_bodies(count: usize) -> Vec<Bytes> {
+    let per_body = 10_000;
+    (0..count)
+        .step_by(per_body)
+        .map(|first| {
+            let mut body = String::from("[");
+            for id in first..(first + per_body).min(count) {
+                if id > first {
+                    body.push(',');
+                }
+                body.push_str(&format!(r#"{{"id":{id},"user":"u{id}","ok":true}}"#));
+            }
+            body.push(']');
+            Bytes::from(body)
+        })
+        .collect()
+}
+
+/// JSON read throughput: a catch-up read of `count` small messages decoded
+/// into a struct, through `read().json::<T>()`, vs raw GETs decoded with
+/// `serde_json::from_slice::<Vec<T>>`.
+pub async fn json_read(t: &Target, count: usize) -> Result<Vec<Row>, String> {
+    let client = client()?;
+    let raw = raw::client();
+    let s = fresh(t, &client, JSON).await?;
+    for body in json_bodies(count) {
+        raw::send_ok(
+            &raw,
+            Method::POST,
+            s.url().as_str(),
+            &[("content-type", JSON)],
+            body,
+        )
+        .await?;
+    }
+    let mut bytes = 0usize;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..t.rounds {
+        let start = Instant::now();
+        let mut n = 0;
+        let mut batches = s.read().offset(Offset::start()).json::<Msg>();
+        while let Some(batch) = batches.next().await {
+            n += batch.map_err(api("json read"))?.items.len();
+        }
+        ours.push(count as f64 / start.elapsed().as_secs_f64());
+        if n != count {
+            return Err(format!("json read {n} messages, expected {count}"));
+        }
+
+        let start = Instant::now();
+        let mut n = 0;
+        bytes = 0;
+        raw::read_all(&raw, s.url().as_str(), |b| {
+            bytes += b.len();
+            let items: Vec<Msg> =
+                serde_json::from_slice(b).map_err(|e| format!("baseline decode: {e}"))?;
+            n += items.len();
+            Ok(())
+        })
+        .await?;
+        base.push(count as f64 / start.elapsed().as_secs_f64());
+        if n != count {
+            return Err(format!("baseline json read {n} messages, expected {count}"));
+        }
+    }
+    let mut row = Row::new(
+        &t.label,
+        "json-read",
+        Metric::Throughput,
+        "msg/s",
+        ours,
+        base,
+    )
+    .ok_or("no rounds")?;
+    let per_msg = bytes as f64 / count as f64;
+    row.ours_mb_per_s = Some(row.ours.p50 * per_msg / 1e6);
+    row.baseline_mb_per_s = Some(row.baseline.p50 * per_msg / 1e6);
+    row.params = format!(
+        "{} rounds of a catch-up read of {count} JSON messages (~{per_msg:.0} B) decoded into a struct",
+        t.rounds
+    );
+    Ok(vec![row])
+}
