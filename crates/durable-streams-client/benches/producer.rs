@@ -14,7 +14,11 @@
 //! posting the same pre-built batch bodies with the same producer headers
 //! and the same concurrency (5 lanes, each its own producer id so that no
 //! lane waits on another's sequence). The baseline does no batching, no
-//! encoding and no bookkeeping, so it is the ceiling. Each scenario runs
+//! encoding and no bookkeeping, so it is the ceiling. A second baseline,
+//! "1-lane", posts the same bodies as ONE producer id, one request at a
+//! time: what a single producer gets when the server applies its requests
+//! strictly in order (PROTOCOL.md 5.2.1 serializes per producer), without
+//! any client cost. `ratio1` compares against it. Each scenario runs
 //! `ROUNDS` times, alternating; the table shows medians, min and max.
 //! CPU time is this process's on-CPU time (all threads, from schedstat; the
 //! server is another process), per message.
@@ -94,7 +98,7 @@ fn main() {
         "producer throughput vs raw hyper baseline (Rust server, memory durability, {ROUNDS} rounds, medians)"
     );
     println!(
-        "{:<24} {:>12} {:>9} {:>12} {:>9} {:>7} {:>14} {:>14}  spread (ours / baseline, min-max s)",
+        "{:<24} {:>12} {:>9} {:>12} {:>9} {:>7} {:>14} {:>14} {:>10} {:>8}  spread (ours / baseline, min-max s)",
         "scenario",
         "ours msg/s",
         "MB/s",
@@ -102,22 +106,26 @@ fn main() {
         "MB/s",
         "ratio",
         "ours CPU/msg",
-        "base CPU/msg"
+        "base CPU/msg",
+        "1-lane MB/s",
+        "ratio1"
     );
     // DS_BENCH_FILTER=JSON runs only the scenarios whose name contains it.
     let filter = std::env::var("DS_BENCH_FILTER").unwrap_or_default();
     for scenario in scenarios.iter().filter(|s| s.name.contains(&filter)) {
         let mut ours = Vec::new();
         let mut base = Vec::new();
+        let mut single = Vec::new();
         for round in 0..ROUNDS {
             ours.push(runtime.block_on(run_ours(&server, scenario, round)));
-            base.push(runtime.block_on(run_baseline(&server, scenario, round)));
+            base.push(runtime.block_on(run_baseline(&server, scenario, round, LANES)));
+            single.push(runtime.block_on(run_baseline(&server, scenario, round, 1)));
         }
-        report(scenario, &mut ours, &mut base);
+        report(scenario, &mut ours, &mut base, &mut single);
     }
 }
 
-fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample]) {
+fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample], single: &mut [Sample]) {
     let median = |v: &mut [Sample]| {
         v.sort_by_key(|x| x.elapsed);
         (v[v.len() / 2].elapsed, v[v.len() / 2].cpu)
@@ -131,6 +139,7 @@ fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample]) {
     };
     let (oe, oc) = median(ours);
     let (be, bc) = median(base);
+    let (se, _) = median(single);
     let bytes = (s.count * s.size) as f64;
     let rate = |d: Duration| s.count as f64 / d.as_secs_f64();
     let mbps = |d: Duration| bytes / d.as_secs_f64() / 1e6;
@@ -139,7 +148,7 @@ fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample]) {
         format!("{us:.2} us")
     };
     println!(
-        "{:<24} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>6.2}x {:>14} {:>14}  {} / {}",
+        "{:<24} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>6.2}x {:>14} {:>14} {:>10.1} {:>7.2}x  {} / {}",
         s.name,
         rate(oe),
         mbps(oe),
@@ -148,6 +157,8 @@ fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample]) {
         be.as_secs_f64() / oe.as_secs_f64(),
         per_msg(oc),
         per_msg(bc),
+        mbps(se),
+        se.as_secs_f64() / oe.as_secs_f64(),
         spread(ours),
         spread(base),
     );
@@ -275,7 +286,12 @@ fn baseline_bodies(s: &Scenario) -> Vec<Bytes> {
     bodies
 }
 
-async fn run_baseline(server: &TestServer, s: &Scenario, round: usize) -> Sample {
+async fn run_baseline(
+    server: &TestServer,
+    s: &Scenario,
+    round: usize,
+    lane_count: usize,
+) -> Sample {
     let client = Client::new();
     let stream = fresh_stream(server, &client, s.payload).await;
     let bodies = baseline_bodies(s);
@@ -284,9 +300,9 @@ async fn run_baseline(server: &TestServer, s: &Scenario, round: usize) -> Sample
     let hyper: HyperClient<HttpConnector, Full<Bytes>> =
         HyperClient::builder(TokioExecutor::new()).build(connector);
     let url = stream.url().to_string();
-    let mut lanes: Vec<Vec<Bytes>> = vec![Vec::new(); LANES];
+    let mut lanes: Vec<Vec<Bytes>> = vec![Vec::new(); lane_count];
     for (i, body) in bodies.into_iter().enumerate() {
-        lanes[i % LANES].push(body);
+        lanes[i % lane_count].push(body);
     }
     let cpu0 = cpu_time();
     let started = Instant::now();
@@ -301,7 +317,7 @@ async fn run_baseline(server: &TestServer, s: &Scenario, round: usize) -> Sample
                 for (seq, body) in bodies.into_iter().enumerate() {
                     let request = hyper::Request::post(url.as_str())
                         .header("content-type", ct)
-                        .header("producer-id", format!("base-{round}-{lane}"))
+                        .header("producer-id", format!("base-{round}-{lane_count}-{lane}"))
                         .header("producer-epoch", "0")
                         .header("producer-seq", seq.to_string())
                         .body(Full::new(body))

@@ -71,6 +71,12 @@ pub(crate) struct Driver {
     established: bool,
     /// Sealed batches not yet sent in this epoch, in ordinal order.
     queue: VecDeque<Batch>,
+    /// Requests allowed in flight now, up to `max_in_flight`. Back to 1
+    /// on a sequence gap (requests overtaking each other on different
+    /// connections: each gap costs a whole re-upload), grown by one after as
+    /// many clean acknowledgements as the window holds.
+    window: usize,
+    clean_acks: usize,
     /// Batches of this epoch to send again (their earlier seqs are now done).
     resend: VecDeque<Batch>,
     /// Batches answered with a sequence gap, waiting for lower seqs, by seq.
@@ -106,12 +112,15 @@ impl Driver {
         cancel: CancellationToken,
         epoch: u64,
     ) -> Self {
+        let max_in_flight = shared.max_in_flight;
         Driver {
             shared,
             control,
             cancel,
             epoch,
             next_seq: 0,
+            window: max_in_flight,
+            clean_acks: 0,
             established: false,
             queue: VecDeque::new(),
             resend: VecDeque::new(),
@@ -152,11 +161,7 @@ impl Driver {
     }
 
     fn limit(&self) -> usize {
-        if self.established {
-            self.shared.max_in_flight
-        } else {
-            1
-        }
+        if self.established { self.window } else { 1 }
     }
 
     fn can_send(&self) -> bool {
@@ -206,7 +211,16 @@ impl Driver {
 
     fn pump(&mut self) {
         while self.can_send() {
-            let Some(mut batch) = self.resend.pop_front().or_else(|| self.queue.pop_front()) else {
+            // While requests are being reordered on the way (a sequence gap
+            // is parked or waiting to be resent), new sequences would only
+            // gap too, each a wasted upload: resend in order first.
+            let reordering = !self.parked.is_empty() || !self.resend.is_empty();
+            let next = match self.resend.pop_front() {
+                Some(batch) => Some(batch),
+                None if reordering => None,
+                None => self.queue.pop_front(),
+            };
+            let Some(mut batch) = next else {
                 break;
             };
             let repeat_close = match self.closed_at {
@@ -314,6 +328,11 @@ impl Driver {
                 if epoch == self.epoch {
                     self.mark_acked(seq);
                 }
+                self.clean_acks += 1;
+                if self.clean_acks >= self.window && self.window < self.shared.max_in_flight {
+                    self.window += 1;
+                    self.clean_acks = 0;
+                }
                 if batch.close {
                     self.closed_at = Some((epoch, seq));
                 }
@@ -340,6 +359,8 @@ impl Driver {
             }
             Outcome::Gap(_) if old_epoch => self.reclaim.push(batch),
             Outcome::Gap(error) => {
+                self.window = 1;
+                self.clean_acks = 0;
                 if batch.sent_after_all_lower_acked {
                     // Nothing lower was outstanding: the server's state differs
                     // from ours (expired or reset), and resending cannot help.
