@@ -71,12 +71,7 @@ pub(crate) struct Driver {
     established: bool,
     /// Sealed batches not yet sent in this epoch, in ordinal order.
     queue: VecDeque<Batch>,
-    /// Requests allowed in flight now, up to `max_in_flight`. Back to 1
-    /// on a sequence gap (requests overtaking each other on different
-    /// connections: each gap costs a whole re-upload), grown by one after as
-    /// many clean acknowledgements as the window holds.
-    window: usize,
-    clean_acks: usize,
+    window: Window,
     /// Batches of this epoch to send again (their earlier seqs are now done).
     resend: VecDeque<Batch>,
     /// Batches answered with a sequence gap, waiting for lower seqs, by seq.
@@ -119,8 +114,7 @@ impl Driver {
             cancel,
             epoch,
             next_seq: 0,
-            window: max_in_flight,
-            clean_acks: 0,
+            window: Window::new(max_in_flight),
             established: false,
             queue: VecDeque::new(),
             resend: VecDeque::new(),
@@ -161,7 +155,11 @@ impl Driver {
     }
 
     fn limit(&self) -> usize {
-        if self.established { self.window } else { 1 }
+        if self.established {
+            self.window.current
+        } else {
+            1
+        }
     }
 
     fn can_send(&self) -> bool {
@@ -328,11 +326,7 @@ impl Driver {
                 if epoch == self.epoch {
                     self.mark_acked(seq);
                 }
-                self.clean_acks += 1;
-                if self.clean_acks >= self.window && self.window < self.shared.max_in_flight {
-                    self.window += 1;
-                    self.clean_acks = 0;
-                }
+                self.window.on_ack();
                 if batch.close {
                     self.closed_at = Some((epoch, seq));
                 }
@@ -359,8 +353,7 @@ impl Driver {
             }
             Outcome::Gap(_) if old_epoch => self.reclaim.push(batch),
             Outcome::Gap(error) => {
-                self.window = 1;
-                self.clean_acks = 0;
+                self.window.on_gap();
                 if batch.sent_after_all_lower_acked {
                     // Nothing lower was outstanding: the server's state differs
                     // from ours (expired or reset), and resending cannot help.
@@ -540,6 +533,40 @@ impl Driver {
     }
 }
 
+/// Requests allowed in flight, up to `max_in_flight`. Back to 1 on a
+/// sequence gap (requests overtaking each other on different connections;
+/// each gap costs a whole re-upload), grown by one after as many clean
+/// acknowledgements as the window holds, like TCP's congestion avoidance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    current: usize,
+    max: usize,
+    clean_acks: usize,
+}
+
+impl Window {
+    fn new(max: usize) -> Self {
+        Window {
+            current: max,
+            max,
+            clean_acks: 0,
+        }
+    }
+
+    fn on_gap(&mut self) {
+        self.current = 1;
+        self.clean_acks = 0;
+    }
+
+    fn on_ack(&mut self) {
+        self.clean_acks += 1;
+        if self.clean_acks >= self.current && self.current < self.max {
+            self.current += 1;
+            self.clean_acks = 0;
+        }
+    }
+}
+
 struct ExitGuard(Arc<Shared>);
 
 impl Drop for ExitGuard {
@@ -557,5 +584,29 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn window_drops_on_a_gap_and_grows_back() {
+        let mut w = Window::new(5);
+        assert_eq!(w.current, 5);
+        w.on_ack();
+        assert_eq!(w.current, 5, "never above max");
+        w.on_gap();
+        assert_eq!(w.current, 1);
+        // 1 clean ack -> 2, 2 more -> 3, 3 more -> 4, 4 more -> 5.
+        let mut acks = 0;
+        while w.current < 5 {
+            w.on_ack();
+            acks += 1;
+        }
+        assert_eq!(acks, 1 + 2 + 3 + 4);
+        w.on_ack();
+        assert_eq!(w.current, 5);
     }
 }
