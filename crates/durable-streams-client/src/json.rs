@@ -74,6 +74,21 @@ pub(crate) fn decode_items<T: DeserializeOwned>(items: &[Box<RawValue>]) -> Resu
         .collect()
 }
 
+/// Deserialize already split messages into the caller's type.
+pub(crate) fn decode_slices<T: DeserializeOwned>(items: &[Bytes]) -> Result<Vec<T>> {
+    items
+        .iter()
+        .map(|raw| {
+            serde_json::from_slice(raw).map_err(|e| {
+                Error::decode(
+                    DecodeKind::Json,
+                    format!("message does not match the requested type: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Merge several JSON array payloads (e.g. consecutive SSE data events) into
 /// one array body. Each payload must be an array.
 pub(crate) fn merge_arrays(parts: &[Bytes]) -> Result<Bytes> {
@@ -175,10 +190,16 @@ impl ArraySplitter {
         )
     }
 
-    /// Feed the next piece of the body.
-    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<()> {
+    /// Feed the next piece of the body. Elements that lie within one piece
+    /// are zero-copy slices of it.
+    pub(crate) fn feed(&mut self, piece: &Bytes) -> Result<()> {
+        let data: &[u8] = piece;
+        // Where the current element starts in this piece (None: it started
+        // in an earlier piece and its head is in `current`).
         let mut element_start = None;
-        for (i, &b) in data.iter().enumerate() {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
             match self.state {
                 SplitState::Start => match b {
                     b'[' => self.state = SplitState::BeforeElement,
@@ -196,19 +217,35 @@ impl ArraySplitter {
                     }
                 },
                 SplitState::InElement => {
-                    if self.in_string
-                        || self.depth > 0
+                    if self.escaped {
+                        self.escaped = false;
+                    } else if self.in_string {
+                        // Jump to the next quote or backslash: strings are
+                        // most of a JSON body.
+                        match memchr::memchr2(b'"', b'\\', &data[i..]) {
+                            Some(offset) => {
+                                i += offset;
+                                self.scan(data[i]);
+                            }
+                            None => i = data.len() - 1,
+                        }
+                    } else if self.depth > 0
                         || !matches!(b, b',' | b']') && !b.is_ascii_whitespace()
                     {
                         self.scan(b);
-                        continue;
+                    } else {
+                        // The element ends here.
+                        let element = match element_start.take() {
+                            Some(start) if self.current.is_empty() => piece.slice(start..i),
+                            start => {
+                                self.current.extend_from_slice(&data[start.unwrap_or(0)..i]);
+                                self.current.split().freeze()
+                            }
+                        };
+                        self.complete_element(element)?;
+                        self.state = SplitState::AfterElement;
+                        self.after_element(b)?;
                     }
-                    // The element ends here.
-                    let start = element_start.take().unwrap_or(0);
-                    self.current.extend_from_slice(&data[start..i]);
-                    self.complete_element()?;
-                    self.state = SplitState::AfterElement;
-                    self.after_element(b)?;
                 }
                 SplitState::AfterElement => self.after_element(b)?,
                 SplitState::Done => {
@@ -217,6 +254,7 @@ impl ArraySplitter {
                     }
                 }
             }
+            i += 1;
         }
         if self.state == SplitState::InElement {
             let start = element_start.unwrap_or(0);
@@ -261,14 +299,14 @@ impl ArraySplitter {
         Ok(())
     }
 
-    fn complete_element(&mut self) -> Result<()> {
-        if self.current.len() > self.limit {
+    fn complete_element(&mut self, element: Bytes) -> Result<()> {
+        if element.len() > self.limit {
             return Err(
                 Error::new(crate::ErrorKind::ResponseTooLarge { limit: self.limit })
                     .with_message("a single JSON message exceeds the size limit"),
             );
         }
-        self.ready.push(self.current.split().freeze());
+        self.ready.push(element);
         self.elements += 1;
         Ok(())
     }
@@ -387,9 +425,10 @@ mod tests {
     fn split_all(body: &[u8], cut: usize) -> Result<Vec<Value>> {
         let mut splitter = ArraySplitter::new(1 << 20);
         let cut = cut.min(body.len());
-        splitter.feed(&body[..cut])?;
+        let body = Bytes::copy_from_slice(body);
+        splitter.feed(&body.slice(..cut))?;
         let mut items = splitter.take();
-        splitter.feed(&body[cut..])?;
+        splitter.feed(&body.slice(cut..))?;
         items.extend(splitter.take());
         splitter.finish()?;
         Ok(items
@@ -437,7 +476,9 @@ mod tests {
             );
         }
         let mut small = ArraySplitter::new(4);
-        let err = small.feed(br#"["0123456789"]"#).unwrap_err();
+        let err = small
+            .feed(&Bytes::from_static(br#"["0123456789"]"#))
+            .unwrap_err();
         assert!(matches!(
             err.kind(),
             crate::ErrorKind::ResponseTooLarge { limit: 4 }

@@ -17,6 +17,7 @@ fn chunk(data: &'static str, at: &str, up_to_date: bool, closed: bool) -> Chunk 
         up_to_date,
         closed,
         status: 200,
+        messages: None,
     }
 }
 

@@ -70,6 +70,9 @@ pub struct Chunk {
     /// The HTTP status of the response this came from: 200, or 204 for a
     /// long-poll that ended without data (timeout or closed stream).
     pub status: u16,
+    /// JSON streams: the messages of `data`, already split while the body
+    /// arrived (saves splitting `data` again for typed reads).
+    pub(crate) messages: Option<Vec<Bytes>>,
 }
 
 /// Text with its position. Multi-byte characters split across chunks are
@@ -201,8 +204,12 @@ impl ReadBuilder {
         let session = self.session(true);
         let stream = session.into_stream().map(move |chunk| {
             let chunk = chunk?;
-            let raw = crate::json::split_array(&chunk.data).map_err(|e| e.with_url(&url))?;
-            let items = crate::json::decode_items(&raw).map_err(|e| e.with_url(&url))?;
+            let items = match &chunk.messages {
+                Some(messages) => crate::json::decode_slices(messages),
+                None => crate::json::split_array(&chunk.data)
+                    .and_then(|raw| crate::json::decode_items(&raw)),
+            }
+            .map_err(|e| e.with_url(&url))?;
             Ok(JsonBatch {
                 items,
                 offset: chunk.offset,
@@ -333,6 +340,7 @@ mod tests {
             up_to_date: false,
             closed,
             status: 200,
+            messages: None,
         }
     }
 

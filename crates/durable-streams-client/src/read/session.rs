@@ -79,8 +79,9 @@ struct ResponseBody {
 }
 
 impl ResponseBody {
-    /// Take up to `limit` bytes of pending data (at least one message).
-    fn take_pending(&mut self, limit: usize) -> (Bytes, u64) {
+    /// Take up to `limit` bytes of pending data (at least one message), and
+    /// for JSON the messages themselves.
+    fn take_pending(&mut self, limit: usize) -> (Bytes, u64, Option<Vec<Bytes>>) {
         if self.splitter.is_some() {
             let mut size = 0;
             let mut count = 0;
@@ -93,12 +94,12 @@ impl ResponseBody {
             }
             let items: Vec<Bytes> = self.pending_items.drain(..count).collect();
             self.pending_len -= size;
-            (frame_elements(&items), count as u64)
+            (frame_elements(&items), count as u64, Some(items))
         } else {
             let n = limit.min(self.pending_bytes.len());
             let data = self.pending_bytes.split_to(n).freeze();
             self.pending_len -= n;
-            (data, n as u64)
+            (data, n as u64, None)
         }
     }
 
@@ -260,6 +261,7 @@ impl Session {
             up_to_date,
             closed,
             status: status.as_u16(),
+            messages: None,
         })
     }
 
@@ -386,7 +388,7 @@ impl Session {
             // A full piece, or more than one piece left at the end: hand out
             // a piece. Its offset is where the response started.
             if body.pending_len >= piece_limit && !(body.ended && body.pending_len == piece_limit) {
-                let (data, units) = body.take_pending(piece_limit);
+                let (data, units, messages) = body.take_pending(piece_limit);
                 body.delivered += units;
                 // Progress: a later break gets a fresh retry budget.
                 body.retries = 0;
@@ -401,6 +403,7 @@ impl Session {
                     up_to_date: false,
                     closed: false,
                     status: status.as_u16(),
+                    messages,
                 }));
             }
             if body.ended {
@@ -413,9 +416,9 @@ impl Session {
                         .map_err(|e| e.with_url(self.stream.url()))?;
                 }
                 let handed_out = body.delivered;
-                let (data, units) = body.take_pending(usize::MAX);
+                let (data, units, messages) = body.take_pending(usize::MAX);
                 let empty = handed_out + units == 0;
-                return self.finish_response(body, data, empty);
+                return self.finish_response(body, data, messages, empty);
             }
             match body.body.next().await {
                 Some(Ok(piece)) => body.accept(piece)?,
@@ -470,7 +473,30 @@ impl Session {
         Ok(())
     }
 
-    fn finish_response(&mut self, body: ResponseBody, data: Bytes, empty: bool) -> Result<Step> {
+    fn finish_response(
+        &mut self,
+        body: ResponseBody,
+        data: Bytes,
+        messages: Option<Vec<Bytes>>,
+        empty: bool,
+    ) -> Result<Step> {
+        let step = self.finish_response_step(body, data, empty)?;
+        Ok(match step {
+            // The split messages travel with the chunk when its data is kept.
+            Step::Yield(mut chunk) if !chunk.data.is_empty() => {
+                chunk.messages = messages;
+                Step::Yield(chunk)
+            }
+            step => step,
+        })
+    }
+
+    fn finish_response_step(
+        &mut self,
+        body: ResponseBody,
+        data: Bytes,
+        empty: bool,
+    ) -> Result<Step> {
         let ResponseBody {
             meta,
             status,
