@@ -164,21 +164,6 @@ fn report(s: &Scenario, ours: &mut [Sample], base: &mut [Sample], single: &mut [
     );
 }
 
-/// CPU time of this process's live threads, in nanoseconds from
-/// `/proc/self/task/*/schedstat` (Linux; the server is another process).
-/// The runtime's threads live for the whole run, so differences are exact.
-fn cpu_time() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
 fn message(payload: Payload, size: usize, i: usize) -> Bytes {
     match payload {
         // A JSON string of exactly `size` bytes once encoded.
@@ -230,7 +215,7 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
     let producer = Producer::builder(&stream, format!("bench-{round}"))
         .build()
         .expect("producer");
-    let cpu0 = cpu_time();
+    let cpu0 = test_servers::process_cpu_time();
     let started = Instant::now();
     // Backpressure only; acknowledgements are checked by close().
     match s.payload {
@@ -248,7 +233,7 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
     producer.close().await.expect("close");
     let sample = Sample {
         elapsed: started.elapsed(),
-        cpu: cpu_time() - cpu0,
+        cpu: test_servers::process_cpu_time() - cpu0,
     };
     verify_tail(&stream, s).await;
     sample
@@ -304,7 +289,7 @@ async fn run_baseline(
     for (i, body) in bodies.into_iter().enumerate() {
         lanes[i % lane_count].push(body);
     }
-    let cpu0 = cpu_time();
+    let cpu0 = test_servers::process_cpu_time();
     let started = Instant::now();
     let tasks: Vec<_> = lanes
         .into_iter()
@@ -335,7 +320,7 @@ async fn run_baseline(
     }
     let sample = Sample {
         elapsed: started.elapsed(),
-        cpu: cpu_time() - cpu0,
+        cpu: test_servers::process_cpu_time() - cpu0,
     };
     verify_tail(&stream, s).await;
     sample

@@ -45,48 +45,39 @@ pub(crate) fn batch_body<T: Serialize, I: IntoIterator<Item = T>>(values: I) -> 
     Ok(out.into_inner().freeze())
 }
 
-/// Split a JSON array response into its raw items without building a tree.
-pub(crate) fn split_array(body: &[u8]) -> Result<Vec<Box<RawValue>>> {
+/// Split a JSON array response into its messages without building a tree:
+/// zero-copy slices of `body`.
+pub(crate) fn split_messages(body: &Bytes) -> Result<Vec<Bytes>> {
     let trimmed = trim_ascii(body);
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
-    serde_json::from_slice::<Vec<Box<RawValue>>>(trimmed).map_err(|e| {
+    let raw: Vec<&RawValue> = serde_json::from_slice(trimmed).map_err(|e| {
         Error::decode(
             DecodeKind::Json,
             format!("expected a JSON array of messages: {e}"),
         )
+    })?;
+    // Borrowed raw values point into `body`.
+    Ok(raw
+        .into_iter()
+        .map(|r| body.slice_ref(r.get().as_bytes()))
+        .collect())
+}
+
+/// Deserialize one message into the caller's type.
+pub(crate) fn decode_message<T: DeserializeOwned>(message: &[u8]) -> Result<T> {
+    serde_json::from_slice(message).map_err(|e| {
+        Error::decode(
+            DecodeKind::Json,
+            format!("message does not match the requested type: {e}"),
+        )
     })
 }
 
-/// Deserialize raw items into the caller's type.
-pub(crate) fn decode_items<T: DeserializeOwned>(items: &[Box<RawValue>]) -> Result<Vec<T>> {
-    items
-        .iter()
-        .map(|raw| {
-            serde_json::from_str(raw.get()).map_err(|e| {
-                Error::decode(
-                    DecodeKind::Json,
-                    format!("message does not match the requested type: {e}"),
-                )
-            })
-        })
-        .collect()
-}
-
-/// Deserialize already split messages into the caller's type.
+/// Deserialize split messages into the caller's type.
 pub(crate) fn decode_slices<T: DeserializeOwned>(items: &[Bytes]) -> Result<Vec<T>> {
-    items
-        .iter()
-        .map(|raw| {
-            serde_json::from_slice(raw).map_err(|e| {
-                Error::decode(
-                    DecodeKind::Json,
-                    format!("message does not match the requested type: {e}"),
-                )
-            })
-        })
-        .collect()
+    items.iter().map(|m| decode_message(m)).collect()
 }
 
 /// Merge several JSON array payloads (e.g. consecutive SSE data events) into
@@ -380,12 +371,12 @@ mod tests {
 
     #[test]
     fn split_and_merge() {
-        let items = split_array(b" [ {\"a\":1}, [2], 3 ] ").unwrap();
-        let got: Vec<Value> = decode_items(&items).unwrap();
+        let items = split_messages(&Bytes::from_static(b" [ {\"a\":1}, [2], 3 ] ")).unwrap();
+        let got: Vec<Value> = decode_slices(&items).unwrap();
         assert_eq!(got, vec![json!({"a":1}), json!([2]), json!(3)]);
-        assert!(split_array(b"").unwrap().is_empty());
-        assert!(split_array(b"{\"a\":1}").is_err());
-        assert!(split_array(b"[1,").is_err());
+        assert!(split_messages(&Bytes::new()).unwrap().is_empty());
+        assert!(split_messages(&Bytes::from_static(b"{\"a\":1}")).is_err());
+        assert!(split_messages(&Bytes::from_static(b"[1,")).is_err());
         let merged = merge_arrays(&[
             Bytes::from_static(b"[1,2]"),
             Bytes::from_static(b"[]"),
@@ -401,8 +392,8 @@ mod tests {
 
     #[test]
     fn decode_type_mismatch_is_a_decode_error() {
-        let items = split_array(b"[\"x\"]").unwrap();
-        let err = decode_items::<u32>(&items).unwrap_err();
+        let items = split_messages(&Bytes::from_static(b"[\"x\"]")).unwrap();
+        let err = decode_slices::<u32>(&items).unwrap_err();
         assert_eq!(err.kind(), &crate::ErrorKind::Decode(DecodeKind::Json));
     }
 

@@ -333,6 +333,66 @@ async fn failed_messages_land_in_the_dead_letter_stream_with_their_offsets() {
     }
 }
 
+/// A Rust server (memory durability, so the disk is not what is measured)
+/// and an empty byte stream on it.
+async fn memory_test_stream(name: &str) -> (TestServer, Stream) {
+    let server = TestServer::start_with(
+        ServerKind::Rust,
+        ServerOptions {
+            durability_memory: true,
+            ..Default::default()
+        },
+    );
+    let stream = durable_streams_client::Client::new()
+        .stream(server.unique_stream_url(name))
+        .unwrap()
+        .with_content_type("application/octet-stream");
+    stream.create().await.unwrap();
+    (server, stream)
+}
+
+/// Samples this process's resident memory every 5 ms and keeps the peak.
+struct PeakRss {
+    before: u64,
+    peak: Arc<AtomicU64>,
+    sampling: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    fn start() -> Self {
+        let before = resident_bytes();
+        let peak = Arc::new(AtomicU64::new(before));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let task = {
+            let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
+            tokio::spawn(async move {
+                while sampling.load(Ordering::Relaxed) {
+                    peak.fetch_max(resident_bytes(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        PeakRss {
+            before,
+            peak,
+            sampling,
+            task,
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Stop sampling; the peak growth over the start.
+    async fn stop(&mut self) -> u64 {
+        self.sampling.store(false, Ordering::Relaxed);
+        (&mut self.task).await.unwrap();
+        self.peak().saturating_sub(self.before)
+    }
+}
+
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -353,32 +413,9 @@ async fn slow_batcher_keeps_memory_bounded() {
     const BLOCK: usize = 1 << 20;
     const BLOCKS: usize = 256;
     const WINDOW: usize = 8 << 20;
-    let server = TestServer::start_with(
-        ServerKind::Rust,
-        ServerOptions {
-            durability_memory: true,
-            ..Default::default()
-        },
-    );
-    let client = durable_streams_client::Client::new();
-    let stream = client
-        .stream(server.unique_stream_url("pipeline-memory"))
-        .unwrap()
-        .with_content_type("application/octet-stream");
-    stream.create().await.unwrap();
+    let (_server, stream) = memory_test_stream("pipeline-memory").await;
 
-    let before = resident_bytes();
-    let peak = Arc::new(AtomicU64::new(before));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
-        tokio::spawn(async move {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(resident_bytes(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let mut rss = PeakRss::start();
     // Bytes the processors have seen minus bytes the batcher finished:
     // what sits inside the pipeline.
     let read_bytes = Arc::new(AtomicU64::new(0));
@@ -447,7 +484,7 @@ async fn slow_batcher_keeps_memory_bounded() {
                 "after {} MiB: rss {:.1} MiB, peak {:.1} MiB",
                 i + 1,
                 resident_bytes() as f64 / 1048576.0,
-                peak.load(Ordering::Relaxed) as f64 / 1048576.0
+                rss.peak() as f64 / 1048576.0
             );
         }
     }
@@ -456,12 +493,10 @@ async fn slow_batcher_keeps_memory_bounded() {
     drop(block);
     let reason = handle.join().await.unwrap();
     let elapsed = started.elapsed();
-    sampling.store(false, Ordering::Relaxed);
-    sampler.await.unwrap();
+    let growth = rss.stop().await;
     assert_eq!(reason, StopReason::Closed);
     let total = (BLOCK * BLOCKS) as u64;
     assert_eq!(batched_bytes.load(Ordering::SeqCst), total);
-    let growth = peak.load(Ordering::SeqCst).saturating_sub(before);
     let max_chunk = max_chunk.load(Ordering::SeqCst);
     let max_inside = max_inside.load(Ordering::SeqCst);
     println!(
@@ -471,7 +506,7 @@ async fn slow_batcher_keeps_memory_bounded() {
          the writer waited for the reader {writer_waits} times",
         total >> 20,
         batches.load(Ordering::SeqCst),
-        before as f64 / 1048576.0,
+        rss.before as f64 / 1048576.0,
         growth as f64 / 1048576.0,
         WINDOW >> 20,
         max_chunk as f64 / 1048576.0,
@@ -501,19 +536,7 @@ async fn slow_batcher_over_a_prewritten_stream_keeps_memory_bounded() {
     const BLOCK: usize = 1 << 20;
     const BLOCKS: usize = 256;
     const WINDOW: usize = 8 << 20;
-    let server = TestServer::start_with(
-        ServerKind::Rust,
-        ServerOptions {
-            durability_memory: true,
-            ..Default::default()
-        },
-    );
-    let client = durable_streams_client::Client::new();
-    let stream = client
-        .stream(server.unique_stream_url("pipeline-prewritten"))
-        .unwrap()
-        .with_content_type("application/octet-stream");
-    stream.create().await.unwrap();
+    let (_server, stream) = memory_test_stream("pipeline-prewritten").await;
     let block = Bytes::from(vec![0x5au8; BLOCK]);
     for _ in 0..BLOCKS {
         stream.append(block.clone()).await.unwrap();
@@ -521,18 +544,7 @@ async fn slow_batcher_over_a_prewritten_stream_keeps_memory_bounded() {
     stream.close().await.unwrap();
     drop(block);
 
-    let before = resident_bytes();
-    let peak = Arc::new(AtomicU64::new(before));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
-        tokio::spawn(async move {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(resident_bytes(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let mut rss = PeakRss::start();
     let batched = Arc::new(AtomicU64::new(0));
     let max_chunk = Arc::new(AtomicU64::new(0));
     let (bb, mc) = (Arc::clone(&batched), Arc::clone(&max_chunk));
@@ -568,19 +580,17 @@ async fn slow_batcher_over_a_prewritten_stream_keeps_memory_bounded() {
         .spawn();
     let reason = handle.join().await.unwrap();
     let elapsed = started.elapsed();
-    sampling.store(false, Ordering::Relaxed);
-    sampler.await.unwrap();
+    let growth = rss.stop().await;
     assert_eq!(reason, StopReason::Closed);
     let total = (BLOCK * BLOCKS) as u64;
     assert_eq!(batched.load(Ordering::SeqCst), total);
-    let growth = peak.load(Ordering::SeqCst).saturating_sub(before);
     let max_chunk = max_chunk.load(Ordering::SeqCst);
     println!(
         "prewritten: {} MiB read through a slow batcher in {elapsed:?}; largest piece {:.2} MiB; \
          RSS before {:.1} MiB, peak growth {:.1} MiB (window {} MiB)",
         total >> 20,
         max_chunk as f64 / 1048576.0,
-        before as f64 / 1048576.0,
+        rss.before as f64 / 1048576.0,
         growth as f64 / 1048576.0,
         WINDOW >> 20
     );

@@ -125,6 +125,23 @@ impl fmt::Display for ServerKind {
     }
 }
 
+/// On-CPU time of this process's live threads (Linux
+/// `/proc/self/task/*/schedstat`, nanosecond resolution; zero elsewhere).
+/// For benches: servers are separate processes, so this is the client's
+/// cost alone. Threads that exited are not counted, so measure across a
+/// span in which the runtime's threads live.
+pub fn process_cpu_time() -> Duration {
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
 /// Both server kinds, `[Node, Rust]`, for tests that run against each.
 pub fn both() -> Vec<ServerKind> {
     vec![ServerKind::Node, ServerKind::Rust]

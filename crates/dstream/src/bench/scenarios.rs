@@ -270,19 +270,6 @@ pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
     Ok(vec![latency_row(t, name, params, ours, base)])
 }
 
-/// CPU time of this process's threads (Linux schedstat; zero elsewhere).
-fn cpu_time() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
 fn message(size: usize, i: usize) -> Bytes {
     let mut v = vec![b'x'; size];
     let tag = i.to_le_bytes();
@@ -329,14 +316,14 @@ pub async fn producer(
         let producer = Producer::builder(&s, format!("bench-{}-{round}", std::process::id()))
             .build()
             .map_err(api("producer"))?;
-        let cpu0 = cpu_time();
+        let cpu0 = test_servers::process_cpu_time();
         let start = Instant::now();
         for m in messages {
             drop(producer.send(m).await.map_err(api("producer send"))?);
         }
         producer.close().await.map_err(api("producer close"))?;
         let secs = start.elapsed().as_secs_f64();
-        ours_cpu.push((cpu_time() - cpu0).as_secs_f64());
+        ours_cpu.push((test_servers::process_cpu_time() - cpu0).as_secs_f64());
         ours.push(count as f64 / secs);
         let n = s.read_bytes().await.map_err(api("read back"))?.len();
         if n != count * size {
@@ -352,7 +339,7 @@ pub async fn producer(
         for (i, body) in producer_bodies(count, size).into_iter().enumerate() {
             lanes[i % LANES].push(body);
         }
-        let cpu0 = cpu_time();
+        let cpu0 = test_servers::process_cpu_time();
         let start = Instant::now();
         let tasks: Vec<_> = lanes
             .into_iter()
@@ -380,7 +367,7 @@ pub async fn producer(
             task.await.map_err(|e| format!("baseline lane: {e}"))??;
         }
         let secs = start.elapsed().as_secs_f64();
-        base_cpu.push((cpu_time() - cpu0).as_secs_f64());
+        base_cpu.push((test_servers::process_cpu_time() - cpu0).as_secs_f64());
         base.push(count as f64 / secs);
         let mut n = 0;
         raw::read_all(&raw, &url, |b| {

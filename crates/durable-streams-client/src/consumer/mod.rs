@@ -121,9 +121,9 @@ pub trait Format: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
     const JSON: bool;
 
-    /// Decode the data of one read chunk.
+    /// Decode one read chunk.
     #[doc(hidden)]
-    fn decode(data: Bytes) -> Result<Vec<Self::Item>>;
+    fn decode(chunk: &mut Chunk) -> Result<Vec<Self::Item>>;
 }
 
 /// JSON messages deserialized into `T` (for `application/json` streams).
@@ -141,12 +141,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Format for Json<T> {
     type Item = T;
     const JSON: bool = true;
 
-    fn decode(data: Bytes) -> Result<Vec<T>> {
-        if data.is_empty() {
-            return Ok(Vec::new());
-        }
-        let raw = crate::json::split_array(&data)?;
-        crate::json::decode_items(&raw)
+    fn decode(chunk: &mut Chunk) -> Result<Vec<T>> {
+        crate::json::decode_slices(&chunk.take_json_messages()?)
     }
 }
 
@@ -160,11 +156,11 @@ impl Format for Raw {
     type Item = Bytes;
     const JSON: bool = false;
 
-    fn decode(data: Bytes) -> Result<Vec<Bytes>> {
-        Ok(if data.is_empty() {
+    fn decode(chunk: &mut Chunk) -> Result<Vec<Bytes>> {
+        Ok(if chunk.data.is_empty() {
             Vec::new()
         } else {
-            vec![data]
+            vec![chunk.data.clone()]
         })
     }
 }
@@ -638,10 +634,7 @@ impl<H: Handler> Runner<H> {
                 tracing::warn!(%error, attempts = attempt, "consumer gave up reconnecting");
                 return Err(error);
             }
-            let delay = self
-                .retry
-                .delay(attempt)
-                .max(error.retry_after().unwrap_or_default());
+            let delay = self.retry.wait(attempt, error.retry_after());
             attempt += 1;
             let reason = reason_label(&error);
             crate::telemetry::consumer_reconnect(&self.name, reason, delay);
@@ -717,10 +710,10 @@ impl<H: Handler> Runner<H> {
         Ok(offset)
     }
 
-    async fn process(&mut self, chunk: Chunk) -> Result<Option<StopReason>> {
+    async fn process(&mut self, mut chunk: Chunk) -> Result<Option<StopReason>> {
         let bytes = chunk.data.len();
         let items =
-            <H::Format as Format>::decode(chunk.data).map_err(|e| e.with_url(self.stream.url()))?;
+            <H::Format as Format>::decode(&mut chunk).map_err(|e| e.with_url(self.stream.url()))?;
         let batch = Batch {
             items,
             offset: chunk.offset,

@@ -360,7 +360,7 @@ impl DeadLetter {
 }
 
 type Decoded<T> = Vec<(Result<T>, Bytes)>;
-type DecodeFn<T> = Arc<dyn Fn(&Bytes) -> Result<Decoded<T>> + Send + Sync>;
+type DecodeFn<T> = Arc<dyn Fn(&mut Chunk) -> Result<Decoded<T>> + Send + Sync>;
 type ProcessFn<T> =
     Arc<dyn Fn(Message<T>) -> BoxFuture<'static, Result<Processed<T>>> + Send + Sync>;
 type KeyFn<T> = Arc<dyn Fn(&Message<T>) -> u64 + Send + Sync>;
@@ -685,7 +685,8 @@ impl Pipeline<()> {
         PipelineBuilder::new(
             stream,
             false,
-            Arc::new(|data: &Bytes| {
+            Arc::new(|chunk: &mut Chunk| {
+                let data = &chunk.data;
                 Ok(if data.is_empty() {
                     Vec::new()
                 } else {
@@ -696,28 +697,11 @@ impl Pipeline<()> {
     }
 }
 
-fn decode_json<T: DeserializeOwned>(data: &Bytes) -> Result<Decoded<T>> {
-    let trimmed = data.trim_ascii();
-    if trimmed.is_empty() {
-        return Ok(Vec::new());
-    }
-    let raw: Vec<&serde_json::value::RawValue> = serde_json::from_slice(trimmed).map_err(|e| {
-        Error::decode(
-            DecodeKind::Json,
-            format!("expected a JSON array of messages: {e}"),
-        )
-    })?;
-    Ok(raw
+fn decode_json<T: DeserializeOwned>(chunk: &mut Chunk) -> Result<Decoded<T>> {
+    Ok(chunk
+        .take_json_messages()?
         .into_iter()
-        .map(|r| {
-            let item = serde_json::from_str::<T>(r.get()).map_err(|e| {
-                Error::decode(
-                    DecodeKind::Json,
-                    format!("message does not match the requested type: {e}"),
-                )
-            });
-            (item, data.slice_ref(r.get().as_bytes()))
-        })
+        .map(|raw| (crate::json::decode_message(&raw), raw))
         .collect())
 }
 
@@ -1413,10 +1397,7 @@ impl<T: Send + 'static> Reader<T> {
                 tracing::warn!(%error, attempts = attempt, "pipeline reader stopped by an error");
                 return Err(error);
             }
-            let delay = self
-                .retry
-                .delay(attempt)
-                .max(error.retry_after().unwrap_or_default());
+            let delay = self.retry.wait(attempt, error.retry_after());
             attempt += 1;
             crate::telemetry::pipeline_reconnect(&self.shared.name, &error, attempt, delay);
             tokio::select! {
@@ -1435,7 +1416,8 @@ impl<T: Send + 'static> Reader<T> {
         chunk_start: Offset,
         stop: &CancellationToken,
     ) -> Result<bool> {
-        let items = (self.decode)(&chunk.data).map_err(|e| e.with_url(self.stream.url()))?;
+        let mut chunk = chunk;
+        let items = (self.decode)(&mut chunk).map_err(|e| e.with_url(self.stream.url()))?;
         let count = items.len();
         let bytes = chunk.data.len();
         drop(chunk.data);

@@ -64,19 +64,23 @@ fn json_decoding_keeps_payload_slices_and_fails_single_messages() {
     struct N {
         n: u32,
     }
-    let data = Bytes::from_static(br#" [{"n":1}, {"x":2} ,{"n":3}] "#);
-    let items = decode_json::<N>(&data).unwrap();
+    let chunk = |data: &'static [u8]| Chunk {
+        data: Bytes::from_static(data),
+        offset: Offset::start(),
+        cursor: None,
+        up_to_date: false,
+        closed: false,
+        status: 200,
+        messages: None,
+    };
+    let items = decode_json::<N>(&mut chunk(br#" [{"n":1}, {"x":2} ,{"n":3}] "#)).unwrap();
     assert_eq!(items.len(), 3);
     assert_eq!(items[0].0.as_ref().unwrap(), &N { n: 1 });
     assert!(items[1].0.is_err());
     assert_eq!(&items[1].1[..], br#"{"x":2}"#);
     assert_eq!(&items[2].1[..], br#"{"n":3}"#);
-    assert!(
-        decode_json::<N>(&Bytes::from_static(b"  "))
-            .unwrap()
-            .is_empty()
-    );
-    assert!(decode_json::<N>(&Bytes::from_static(b"{")).is_err());
+    assert!(decode_json::<N>(&mut chunk(b"  ")).unwrap().is_empty());
+    assert!(decode_json::<N>(&mut chunk(b"{")).is_err());
 }
 
 #[test]

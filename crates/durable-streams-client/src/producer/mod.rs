@@ -550,17 +550,11 @@ impl Producer {
             *next_ordinal += 1;
             ordinal
         });
-        let mut wake = first || full.is_some();
+        let wake = first || full.is_some();
         if let Some(batch) = full {
             sealed.push_back(batch);
         }
-        if state.open.is_full(self.shared.limits) {
-            state.seal_open();
-            wake = true;
-        }
-        if wake {
-            self.shared.wake.notify_one();
-        }
+        self.after_push(state, wake);
         Ok(Ok(rx))
     }
 
@@ -783,7 +777,7 @@ impl Producer {
             state.seal_open();
             wake = true;
         }
-        let rx = if state.open.is_empty()
+        if state.open.is_empty()
             && self.shared.framing == Framing::Concat
             && message.len() >= limits.max_bytes
         {
@@ -794,19 +788,24 @@ impl Producer {
             state.sealed.push_back(batch);
             self.shared.wake.notify_one();
             return want_outcome.then_some(rx);
-        } else {
-            // The first message starts the linger clock in the task.
-            wake |= state.open.is_empty();
-            state.open.push(&message, want_outcome)
-        };
-        if state.open.is_full(limits) {
+        }
+        // The first message starts the linger clock in the task.
+        wake |= state.open.is_empty();
+        let rx = state.open.push(&message, want_outcome);
+        self.after_push(state, wake);
+        rx
+    }
+
+    /// Send a full open batch on its way, and wake the task when a batch
+    /// was sealed or a new one started lingering.
+    fn after_push(&self, state: &mut State, mut wake: bool) {
+        if state.open.is_full(self.shared.limits) {
             state.seal_open();
             wake = true;
         }
         if wake {
             self.shared.wake.notify_one();
         }
-        rx
     }
 }
 

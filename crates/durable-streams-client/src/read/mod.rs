@@ -75,6 +75,17 @@ pub struct Chunk {
     pub(crate) messages: Option<Vec<Bytes>>,
 }
 
+impl Chunk {
+    /// JSON streams: the chunk's messages, split once (by the read itself
+    /// when the response was streamed, else from `data`).
+    pub(crate) fn take_json_messages(&mut self) -> Result<Vec<Bytes>> {
+        match self.messages.take() {
+            Some(messages) => Ok(messages),
+            None => crate::json::split_messages(&self.data),
+        }
+    }
+}
+
 /// Text with its position. Multi-byte characters split across chunks are
 /// carried over to the next item, so `offset` may include a few bytes of a
 /// character whose text appears in the next item.
@@ -203,13 +214,11 @@ impl ReadBuilder {
         let url = self.stream.url().clone();
         let session = self.session(true);
         let stream = session.into_stream().map(move |chunk| {
-            let chunk = chunk?;
-            let items = match &chunk.messages {
-                Some(messages) => crate::json::decode_slices(messages),
-                None => crate::json::split_array(&chunk.data)
-                    .and_then(|raw| crate::json::decode_items(&raw)),
-            }
-            .map_err(|e| e.with_url(&url))?;
+            let mut chunk = chunk?;
+            let items = chunk
+                .take_json_messages()
+                .and_then(|messages| crate::json::decode_slices(&messages))
+                .map_err(|e| e.with_url(&url))?;
             Ok(JsonBatch {
                 items,
                 offset: chunk.offset,
