@@ -289,7 +289,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Retry and reconnect policy (default: 5 retries, 100 ms doubling to 10 s, 50 % jitter).
+    /// Retry and reconnect policy (default: 5 retries, 100 ms doubling to 30 s, 50 % jitter).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self

@@ -57,6 +57,9 @@ pub enum DecodeKind {
     Header,
     /// Text that is not valid UTF-8.
     Utf8,
+    /// The server's next offset did not move forward (it went backwards, or
+    /// data arrived with an unchanged offset); the message names both offsets.
+    Offset,
 }
 
 /// The matchable part of an [`Error`].
@@ -111,6 +114,51 @@ pub enum ErrorKind {
         /// The HTTP status.
         status: u16,
     },
+    /// The server (or a proxy) answered with a redirect the client may not
+    /// follow: any redirect of a write other than 307/308 to the same origin,
+    /// or a read redirected to another origin (unless allowed) or from https
+    /// to http. Nothing was written through the redirect.
+    Redirect {
+        /// The HTTP status (301, 302, 303, 307 or 308).
+        status: u16,
+        /// The `Location` header, without query string or credentials.
+        location: Option<String>,
+    },
+    /// The server refused the credentials (401, or 403 outside producer
+    /// fencing), and no token-refresh hook made the request succeed.
+    Unauthorized {
+        /// The HTTP status (401 or 403).
+        status: u16,
+    },
+    /// A read kept getting answers that did not move it forward (a cache
+    /// replaying a stale answer, a proxy cutting every connection early) and
+    /// gave up after the configured bound, backing off between tries.
+    NoProgress {
+        /// Answers in a row without progress.
+        attempts: u32,
+    },
+    /// An idempotent producer's first attempt of a sequence number was
+    /// answered as a duplicate: another producer instance, or an earlier run
+    /// with the same id and epoch, already wrote that (id, epoch, seq). The
+    /// data was not stored. Use a new epoch (the default epoch is derived
+    /// from the clock), a unique producer id, or `auto_claim`.
+    ProducerIdCollision {
+        /// The epoch that collided.
+        epoch: u64,
+        /// The sequence number the server already held.
+        seq: u64,
+    },
+    /// The server forgot this producer's state (it answered a sequence gap
+    /// expecting seq 0 after higher seqs were acknowledged, as after a
+    /// restart without durable producer state). Opt-in recovery claims a new
+    /// epoch and re-sends every unacknowledged batch.
+    ProducerStateLost {
+        /// The epoch whose state was lost.
+        epoch: u64,
+    },
+    /// A producer could not get a batch acknowledged within its delivery
+    /// timeout (retries and outages included).
+    DeliveryTimeout,
     /// A connection could not be made or broke.
     Network,
     /// A request or an idle live connection timed out.
@@ -176,6 +224,30 @@ impl ErrorKind {
             ErrorKind::RateLimited { retry_after: None } => f.write_str("rate limited"),
             ErrorKind::Server { status } => write!(f, "server error {status}"),
             ErrorKind::UnexpectedStatus { status } => write!(f, "unexpected status {status}"),
+            ErrorKind::Redirect {
+                status,
+                location: Some(l),
+            } => write!(f, "redirect {status} to {l} not followed"),
+            ErrorKind::Redirect {
+                status,
+                location: None,
+            } => write!(f, "redirect {status} without a Location not followed"),
+            ErrorKind::Unauthorized { status } => {
+                write!(f, "unauthorized ({status}): credentials refused")
+            }
+            ErrorKind::NoProgress { attempts } => write!(
+                f,
+                "no progress after {attempts} answers in a row (a cache or proxy may be replaying stale answers)"
+            ),
+            ErrorKind::ProducerIdCollision { epoch, seq } => write!(
+                f,
+                "producer id collision: (epoch {epoch}, seq {seq}) was already written by another producer instance or an earlier run; nothing was stored (use a new epoch, a unique producer id, or auto_claim)"
+            ),
+            ErrorKind::ProducerStateLost { epoch } => write!(
+                f,
+                "the server lost this producer's state for epoch {epoch} (restarted without it?)"
+            ),
+            ErrorKind::DeliveryTimeout => f.write_str("producer delivery timeout expired"),
             ErrorKind::Network => f.write_str("network error"),
             ErrorKind::Timeout => f.write_str("timed out"),
             ErrorKind::Decode(what) => write!(f, "could not decode {what:?} from the server"),

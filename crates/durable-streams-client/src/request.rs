@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
-use crate::retry::parse_retry_after;
+use crate::retry::{Backoff, parse_retry_after};
 use crate::stream::StreamInner;
 
 /// Protocol header names.
@@ -365,23 +365,31 @@ impl StreamInner {
         })
     }
 
-    /// Send with retries until response headers arrive. Retries connect
-    /// failures always, 5xx/429 always (the server did not do it), and other
-    /// transport failures only for idempotent requests.
+    /// Send with retries until response headers arrive, with a fresh
+    /// [`Backoff`] of the client's policy.
     pub(crate) async fn send(&self, spec: &RequestSpec) -> Result<reqwest::Response> {
-        self.send_with(spec, |_| Ok(()))
-            .await
-            .map(|(resp, ())| resp)
+        let mut backoff = Backoff::new(&self.client.inner.retry);
+        self.send_retrying(spec, &mut backoff).await
     }
 
-    /// Send and read the whole body (bounded by the client's limit), retrying
-    /// truncated bodies for idempotent requests.
+    /// Send and read the whole body (bounded by the client's limit), with a
+    /// fresh [`Backoff`] of the client's policy.
     pub(crate) async fn send_buffered(&self, spec: &RequestSpec) -> Result<BufferedResponse> {
+        let mut backoff = Backoff::new(&self.client.inner.retry);
+        self.send_buffered_retrying(spec, &mut backoff).await
+    }
+
+    /// Send and read the whole body, retrying truncated bodies of
+    /// idempotent requests. Retries of the request and of its body draw on
+    /// the one `backoff`.
+    pub(crate) async fn send_buffered_retrying(
+        &self,
+        spec: &RequestSpec,
+        backoff: &mut Backoff,
+    ) -> Result<BufferedResponse> {
         let limit = self.client.inner.max_response_bytes;
-        let policy = &self.client.inner.retry;
-        let mut retry = 0;
         loop {
-            let resp = self.send(spec).await?;
+            let resp = self.send_retrying(spec, backoff).await?;
             let status = resp.status();
             let headers = resp.headers().clone();
             match read_body_limited(resp, limit).await {
@@ -399,31 +407,32 @@ impl StreamInner {
                 }
                 Err(BodyError::Transport(err)) => {
                     let e = transport_error(err, spec, true).with_url(&self.url);
-                    if spec.idempotency == Idempotency::Unsafe || retry >= policy.max_retries {
+                    if spec.idempotency == Idempotency::Unsafe {
                         return Err(e.with_status(status.as_u16()));
                     }
-                    let wait = policy.wait(retry, None);
-                    tracing::debug!(operation = spec.operation, retry, wait_ms = wait.as_millis() as u64, error = %e, "retrying after a broken response body");
+                    let Some(wait) = backoff.next_delay(None) else {
+                        return Err(e.with_status(status.as_u16()));
+                    };
+                    tracing::debug!(operation = spec.operation, retry = backoff.retries(), wait_ms = wait.as_millis() as u64, error = %e, "retrying after a broken response body");
                     crate::telemetry::retry(spec.operation, "body");
                     tokio::time::sleep(wait).await;
-                    retry += 1;
                 }
             }
         }
     }
 
-    /// The retry loop. `check` runs on every response before it is accepted,
-    /// so callers can add their own retryable conditions.
-    async fn send_with<T>(
+    /// The retry loop: send until response headers arrive. Retries connect
+    /// failures always, 5xx/429 always (the server did not do it), and other
+    /// transport failures only for idempotent requests; every wait comes
+    /// from the caller's `backoff` (one budget per operation).
+    pub(crate) async fn send_retrying(
         &self,
         spec: &RequestSpec,
-        check: impl Fn(&reqwest::Response) -> Result<T>,
-    ) -> Result<(reqwest::Response, T)> {
-        let policy = &self.client.inner.retry;
+        backoff: &mut Backoff,
+    ) -> Result<reqwest::Response> {
         let path = self.url.path().to_owned();
-        let mut retry: u32 = 0;
         loop {
-            let attempt = retry + 1;
+            let attempt = backoff.retries() + 1;
             let request = self.build(spec).await.map_err(|e| e.with_url(&self.url))?;
             let span = tracing::debug_span!(
                 "durable_streams.request",
@@ -439,40 +448,41 @@ impl StreamInner {
             let outcome = http.execute(request).instrument(span.clone()).await;
             let elapsed = started.elapsed();
             span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
-            let (error, retry_after) = match outcome {
+            let (error, wait) = match outcome {
                 Ok(resp) => {
                     let status = resp.status();
                     span.record("status", status.as_u16());
                     crate::telemetry::request_done(spec.operation, status.as_u16(), elapsed);
                     if !retryable_status(status) {
-                        let extra = check(&resp)?;
-                        return Ok((resp, extra));
+                        return Ok(resp);
                     }
                     let retry_after = resp
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
-                    if retry >= policy.max_retries {
+                    let Some(wait) = backoff.next_delay(retry_after) else {
                         let headers = resp.headers().clone();
                         let body = read_body_limited(resp, 4096).await.unwrap_or_default();
                         return Err(
                             error_from_response(spec, status, &headers, &body).with_url(&self.url)
                         );
-                    }
-                    (format!("HTTP {status}"), retry_after)
+                    };
+                    (format!("HTTP {status}"), wait)
                 }
                 Err(err) => {
                     crate::telemetry::request_failed(spec.operation, elapsed);
                     let safe = err.is_connect() || spec.idempotency == Idempotency::Safe;
                     let e = transport_error(err, spec, true).with_url(&self.url);
-                    if !safe || retry >= policy.max_retries {
+                    if !safe {
                         return Err(e);
                     }
-                    (e.to_string(), None)
+                    let Some(wait) = backoff.next_delay(None) else {
+                        return Err(e);
+                    };
+                    (e.to_string(), wait)
                 }
             };
-            let wait = policy.wait(retry, retry_after);
             tracing::debug!(
                 operation = spec.operation,
                 path = %path,
@@ -483,7 +493,6 @@ impl StreamInner {
             );
             crate::telemetry::retry(spec.operation, "response");
             tokio::time::sleep(wait).await;
-            retry += 1;
         }
     }
 }

@@ -1,6 +1,11 @@
-//! Backoff with jitter, `Retry-After`, and which failures may be retried.
+//! The one retry engine: the [`RetryPolicy`] schedule (backoff with jitter,
+//! `Retry-After` as a minimum) and [`Backoff`], the per-operation state with
+//! one budget and one deadline that every loop that waits and tries again
+//! uses (request retries, read reconnects, consumer and pipeline
+//! reconnects, supervisor restarts, producer resends). Which failures are
+//! retried is decided by the caller (the transport classifies responses).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 
@@ -40,7 +45,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_retries: 5,
             initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(30),
             multiplier: 2.0,
             jitter: 0.5,
         }
@@ -88,6 +93,19 @@ impl RetryPolicy {
 
     /// Check the settings; the error names the offending field.
     pub fn validate(&self) -> Result<()> {
+        // A zero delay would let a loop retry as fast as the server answers.
+        if self.initial_delay.is_zero() {
+            return Err(Error::invalid_argument(
+                "initial_delay",
+                "must be greater than zero (a zero delay would hammer the server)",
+            ));
+        }
+        if self.max_delay.is_zero() {
+            return Err(Error::invalid_argument(
+                "max_delay",
+                "must be greater than zero (a zero delay would hammer the server)",
+            ));
+        }
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
             return Err(Error::invalid_argument(
                 "multiplier",
@@ -142,10 +160,114 @@ impl RetryPolicy {
     }
 }
 
-/// Parse `Retry-After`: delta-seconds or an HTTP-date. Past dates give zero;
-/// absurd values are capped at one hour so a bad header cannot park a client.
+/// One operation's retry state: the policy's schedule, one budget of
+/// retries and an optional deadline. Progress resets the schedule (a live
+/// read that delivered data starts backing off from the initial delay
+/// again); nothing nests, so an operation never takes more than its budget.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    /// Retries taken since the last reset.
+    retries: u32,
+    /// At most this many retries; `None` for loops that ride out outages of
+    /// any length (live reads, consumers), whose delay is still capped.
+    budget: Option<u32>,
+    deadline: Option<Instant>,
+}
+
+impl Backoff {
+    /// At most `policy.max_retries` retries.
+    pub(crate) fn new(policy: &RetryPolicy) -> Self {
+        Backoff {
+            policy: policy.clone(),
+            retries: 0,
+            budget: Some(policy.max_retries),
+            deadline: None,
+        }
+    }
+
+    /// No retry budget: retries go on (at most `max_delay` apart) until a
+    /// deadline, if one is set, or until the caller stops.
+    pub(crate) fn unbounded(policy: &RetryPolicy) -> Self {
+        Backoff {
+            budget: None,
+            ..Backoff::new(policy)
+        }
+    }
+
+    /// No retry starts after `at`.
+    pub(crate) fn with_deadline(mut self, at: Instant) -> Self {
+        self.deadline = Some(at);
+        self
+    }
+
+    /// Retries taken since the last reset.
+    pub(crate) fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The operation made progress: the next failure waits the initial
+    /// delay again and the budget is whole again.
+    pub(crate) fn reset(&mut self) {
+        self.retries = 0;
+    }
+
+    /// The wait before the next try (counted as one retry), or `None` when
+    /// the budget is spent or the wait would end past the deadline.
+    pub(crate) fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        if self.budget.is_some_and(|budget| self.retries >= budget) {
+            return None;
+        }
+        let wait = self.policy.wait(self.retries, retry_after);
+        if let Some(deadline) = self.deadline
+            && Instant::now() + wait > deadline
+        {
+            return None;
+        }
+        self.retries = self.retries.saturating_add(1);
+        Some(wait)
+    }
+
+    /// Sleep before the next try; `false` (without sleeping) when the budget
+    /// or the deadline is spent.
+    pub(crate) async fn wait(&mut self, retry_after: Option<Duration>) -> bool {
+        match self.next_delay(retry_after) {
+            Some(wait) => {
+                tokio::time::sleep(wait).await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Longest wait a `Retry-After` can impose: a bad or hostile header must not
+/// park a client for hours.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Parse `Retry-After`: delta-seconds or an HTTP-date. A date is judged
+/// against the response's own `Date` header when it has one (the local
+/// clock may be wrong or have jumped), else against the local clock. Past
+/// dates give zero; values are capped at [`MAX_RETRY_AFTER`].
+pub(crate) fn parse_retry_after_at(value: &str, date: Option<&str>) -> Option<Duration> {
+    let value = value.trim();
+    if value.parse::<f64>().is_ok() {
+        return parse_retry_after(value);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let now = date
+        .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
+        .unwrap_or_else(SystemTime::now);
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
+}
+
+/// Parse `Retry-After` against the local clock; see [`parse_retry_after_at`].
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    const CAP: Duration = Duration::from_secs(3600);
+    const CAP: Duration = MAX_RETRY_AFTER;
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs).min(CAP));
@@ -206,8 +328,8 @@ mod tests {
         assert_eq!(p.delay(0), Duration::from_millis(100));
         assert_eq!(p.delay(1), Duration::from_millis(200));
         assert_eq!(p.delay(3), Duration::from_millis(800));
-        assert_eq!(p.delay(60), Duration::from_secs(10));
-        assert_eq!(p.delay(u32::MAX), Duration::from_secs(10));
+        assert_eq!(p.delay(60), Duration::from_secs(30));
+        assert_eq!(p.delay(u32::MAX), Duration::from_secs(30));
     }
 
     #[test]
@@ -228,10 +350,7 @@ mod tests {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(
-            parse_retry_after("99999999"),
-            Some(Duration::from_secs(3600))
-        );
+        assert_eq!(parse_retry_after("99999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)
@@ -244,6 +363,65 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-4"), None);
+    }
+
+    #[test]
+    fn retry_after_dates_use_the_response_date() {
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let later = "Wed, 21 Oct 2015 07:28:30 GMT";
+        // The local clock is years ahead of the server's: judged by `Date`.
+        assert_eq!(
+            parse_retry_after_at(later, Some(date)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after_at(later, None), Some(Duration::ZERO));
+        let far = "Wed, 21 Oct 2015 09:28:00 GMT";
+        assert_eq!(parse_retry_after_at(far, Some(date)), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after_at("7", Some(date)),
+            Some(Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn zero_delays_are_rejected() {
+        let err = RetryPolicy::default()
+            .with_initial_delay(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &crate::ErrorKind::InvalidArgument {
+                field: "initial_delay"
+            }
+        );
+        let err = RetryPolicy::default()
+            .with_initial_delay(Duration::ZERO)
+            .with_max_delay(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            crate::ErrorKind::InvalidArgument { .. }
+        ));
+    }
+
+    #[test]
+    fn backoff_has_one_budget_and_resets_on_progress() {
+        let policy = RetryPolicy::default().with_max_retries(2).with_jitter(0.0);
+        let mut b = Backoff::new(&policy);
+        assert_eq!(b.next_delay(None), Some(Duration::from_millis(100)));
+        assert_eq!(b.next_delay(None), Some(Duration::from_millis(200)));
+        assert_eq!(b.next_delay(None), None, "budget spent");
+        b.reset();
+        assert_eq!(b.next_delay(None), Some(Duration::from_millis(100)));
+        let mut u = Backoff::unbounded(&policy);
+        for _ in 0..100 {
+            assert!(u.next_delay(None).unwrap() <= policy.max_delay);
+        }
+        assert_eq!(u.retries(), 100);
+        let mut d = Backoff::unbounded(&policy).with_deadline(Instant::now());
+        assert_eq!(d.next_delay(None), None, "past the deadline");
     }
 
     proptest! {
