@@ -283,7 +283,7 @@ pub async fn append(state: &mut State, command: &Value) -> Reply {
         "type": "append",
         "success": true,
         "status": 200,
-        "offset": result.next_offset.as_str(),
+        "offset": result.next_offset.as_ref().map(|o| o.as_str()),
     });
     add_sent(&mut reply, sent);
     Ok(reply)

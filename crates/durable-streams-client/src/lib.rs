@@ -65,6 +65,7 @@ mod retry;
 mod stream;
 pub mod supervisor;
 pub mod telemetry;
+mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
@@ -82,6 +83,7 @@ pub use stream::{
     AppendOptions, AppendResult, CloseResult, CreateOptions, CreateResult, Expiry, ForkOptions,
     JSON_CONTENT_TYPE, Stream, StreamInfo,
 };
+pub use transport::{RedirectPolicy, RefreshFuture};
 
 /// Entry points for fuzzing internal parsers. Not a stable API.
 #[doc(hidden)]
