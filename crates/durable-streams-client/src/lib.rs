@@ -65,6 +65,8 @@ mod retry;
 mod stream;
 pub mod supervisor;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
