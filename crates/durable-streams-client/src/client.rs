@@ -323,11 +323,17 @@ impl ClientBuilder {
         self
     }
 
-    /// Trust an extra root certificate (PEM), e.g. a private CA, in addition
-    /// to the platform's roots. May be called more than once.
+    /// Trust extra root certificates (PEM, one or more), e.g. a private CA,
+    /// in addition to the platform's roots. May be called more than once.
     pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Self {
-        match reqwest::Certificate::from_pem(pem) {
-            Ok(cert) => self.root_certificates.push(cert),
+        match reqwest::Certificate::from_pem_bundle(pem) {
+            Ok(certs) if !certs.is_empty() => self.root_certificates.extend(certs),
+            Ok(_) => {
+                self.tls_error.get_or_insert(Error::invalid_argument(
+                    "root_certificate",
+                    "no PEM certificate found",
+                ));
+            }
             Err(e) => {
                 self.tls_error.get_or_insert(
                     Error::invalid_argument("root_certificate", "not a PEM certificate")
