@@ -406,6 +406,7 @@ impl StreamInner {
                         .with_url(&self.url));
                 }
                 Err(BodyError::Transport(err)) => {
+                    backoff.note_outcome_unknown();
                     let e = transport_error(err, spec, true).with_url(&self.url);
                     if spec.idempotency == Idempotency::Unsafe {
                         return Err(e.with_status(status.as_u16()));
@@ -456,6 +457,12 @@ impl StreamInner {
                     if !retryable_status(status) {
                         return Ok(resp);
                     }
+                    if status != StatusCode::SERVICE_UNAVAILABLE
+                        && status != StatusCode::TOO_MANY_REQUESTS
+                    {
+                        // A 500, 502 or 504 may come after the write was applied.
+                        backoff.note_outcome_unknown();
+                    }
                     let retry_after = resp
                         .headers()
                         .get("retry-after")
@@ -472,6 +479,10 @@ impl StreamInner {
                 }
                 Err(err) => {
                     crate::telemetry::request_failed(spec.operation, elapsed);
+                    if !err.is_connect() {
+                        // The request may have reached the server.
+                        backoff.note_outcome_unknown();
+                    }
                     let safe = err.is_connect() || spec.idempotency == Idempotency::Safe;
                     let e = transport_error(err, spec, true).with_url(&self.url);
                     if !safe {

@@ -173,6 +173,10 @@ pub(crate) struct Backoff {
     /// any length (live reads, consumers), whose delay is still capped.
     budget: Option<u32>,
     deadline: Option<Instant>,
+    /// An attempt of this operation may have been applied although no
+    /// success was seen (broken connection after sending, timeout, 5xx other
+    /// than 503): set by the transport, read by the idempotent producer.
+    outcome_unknown: bool,
 }
 
 impl Backoff {
@@ -183,6 +187,7 @@ impl Backoff {
             retries: 0,
             budget: Some(policy.max_retries),
             deadline: None,
+            outcome_unknown: false,
         }
     }
 
@@ -199,6 +204,18 @@ impl Backoff {
     pub(crate) fn with_deadline(mut self, at: Instant) -> Self {
         self.deadline = Some(at);
         self
+    }
+
+    /// Record that an attempt may have been applied without a success
+    /// answer (see [`Backoff::take_outcome_unknown`]).
+    pub(crate) fn note_outcome_unknown(&mut self) {
+        self.outcome_unknown = true;
+    }
+
+    /// Whether an attempt since the last call may have been applied without
+    /// a success answer; clears the record. Not cleared by [`Backoff::reset`].
+    pub(crate) fn take_outcome_unknown(&mut self) -> bool {
+        std::mem::take(&mut self.outcome_unknown)
     }
 
     /// Retries taken since the last reset.
