@@ -459,14 +459,19 @@ impl Driver {
                     self.claim(epoch + 1);
                     self.reclaim.push(batch);
                 } else {
+                    let (expected, received) = match error.kind() {
+                        ErrorKind::SequenceGap { expected, received } => (*expected, *received),
+                        _ => (0, seq),
+                    };
                     let error = Error::new(ErrorKind::ProducerStateLost { epoch })
                         .with_status(409)
                         .with_message(format!(
-                            "{error}, although seqs below {} of this epoch were acknowledged: the server \
-                             forgot them (restarted without durable producer state?). Acknowledged \
-                             batches are stored; the unacknowledged ones fail. recover_lost_state(true) \
-                             re-sends them in a new epoch instead (batches in flight at the loss may then \
-                             be stored twice)",
+                            "the server expects seq {expected} for seq {received} although seqs below {} \
+                             of this epoch were acknowledged: it forgot them (restarted without durable \
+                             producer state?). Acknowledged batches are stored; the unacknowledged ones \
+                             fail (those in flight at the loss may have been stored). \
+                             recover_lost_state(true) re-sends them in a new epoch instead (those in flight \
+                             at the loss may then be stored twice)",
                             self.acked_below
                         ))
                         .with_url(&self.shared.stream.inner.url);
@@ -639,6 +644,12 @@ impl Driver {
     /// until [`super::Producer::restart`].
     fn fail(&mut self, mut batch: Batch, error: Error) {
         let first = self.poisoned.is_none();
+        // This batch may be stored although it failed.
+        let own_error = if batch.uncertain && !error.is_outcome_unknown() {
+            error.clone().with_outcome_unknown()
+        } else {
+            error.clone()
+        };
         if first {
             tracing::warn!(
                 producer_id = %self.shared.producer_id,
@@ -655,11 +666,11 @@ impl Driver {
             }
         }
         crate::telemetry::producer_batch_failed(batch.messages);
-        batch.resolve(&Err(error.clone()));
+        batch.resolve(&Err(own_error.clone()));
         self.release(&batch);
         if let Some(callback) = &self.shared.on_error {
             let failed = FailedBatch {
-                error: error.clone(),
+                error: own_error,
                 messages: batch.messages,
                 body: batch.body.clone(),
                 epoch: self.epoch,
