@@ -341,6 +341,12 @@ impl Driver {
                     {
                         Outcome::Gap(error)
                     }
+                    // "A new epoch must start at seq 0" for seq > 0: the
+                    // server does not know this epoch (any more); judged
+                    // like a gap (lost state once seq 0 was acknowledged).
+                    ErrorKind::BadRequest if seq > 0 && mentions_epoch(&error) => {
+                        Outcome::Gap(error)
+                    }
                     _ => Outcome::Fatal(error),
                 }
             }
@@ -459,14 +465,19 @@ impl Driver {
                     self.claim(epoch + 1);
                     self.reclaim.push(batch);
                 } else {
-                    let (expected, received) = match error.kind() {
-                        ErrorKind::SequenceGap { expected, received } => (*expected, *received),
-                        _ => (0, seq),
+                    let answer = match error.kind() {
+                        ErrorKind::SequenceGap { expected, received } => {
+                            format!("the server expects seq {expected} for seq {received}")
+                        }
+                        _ => format!(
+                            "the server no longer knows epoch {epoch} (it answered {:?} to seq {seq})",
+                            error.message().unwrap_or("400")
+                        ),
                     };
                     let error = Error::new(ErrorKind::ProducerStateLost { epoch })
                         .with_status(409)
                         .with_message(format!(
-                            "the server expects seq {expected} for seq {received} although seqs below {} \
+                            "{answer} although seqs below {} \
                              of this epoch were acknowledged: it forgot them (restarted without durable \
                              producer state?). Acknowledged batches are stored; the unacknowledged ones \
                              fail (those in flight at the loss may have been stored). \
@@ -702,12 +713,22 @@ impl Driver {
 /// acknowledged. Other gaps are requests overtaking each other.
 fn state_lost(error: &Error, established: bool, sent_after_all_lower_acked: bool) -> bool {
     match error.kind() {
+        // Only classified as a gap for seq > 0 (see `classify`).
+        ErrorKind::BadRequest => established,
         ErrorKind::SequenceGap { expected, received } => {
             (*expected == 0 && *received > 0 && established)
                 || (sent_after_all_lower_acked && expected < received)
         }
         _ => false,
     }
+}
+
+/// A `400` about the epoch (PROTOCOL.md 5.2.1: an epoch the server sees as
+/// new must start at seq 0).
+fn mentions_epoch(error: &Error) -> bool {
+    error
+        .message()
+        .is_some_and(|m| m.to_ascii_lowercase().contains("epoch"))
 }
 
 /// Check the producer headers a server echoes on success (PROTOCOL.md
@@ -859,7 +880,15 @@ mod tests {
         assert!(state_lost(&gap(3, 7), true, true));
         // The same answer to a pipelined request: reordering.
         assert!(!state_lost(&gap(3, 7), true, false));
-        assert!(!state_lost(&Error::new(ErrorKind::BadRequest), true, true));
+        // A server that went back to an older epoch: "new epoch must start
+        // at seq 0" for an established epoch.
+        let bad = Error::new(ErrorKind::BadRequest)
+            .with_message("new producer epoch must start at seq 0");
+        assert!(mentions_epoch(&bad));
+        assert!(state_lost(&bad, true, false));
+        assert!(!state_lost(&bad, false, true));
+        assert!(!mentions_epoch(&Error::new(ErrorKind::BadRequest)));
+        assert!(!state_lost(&Error::new(ErrorKind::NotFound), true, true));
     }
 
     #[test]
