@@ -813,3 +813,33 @@ async fn a_crash_without_recovery_is_a_typed_error_and_loses_nothing_acknowledge
         run.back.len()
     );
 }
+
+/// A server that stops answering (SIGSTOP) under a client without request
+/// timeout: the delivery timeout still bounds the batch, and the failure
+/// says the outcome is unknown (the request was sent).
+#[tokio::test]
+async fn the_delivery_timeout_bounds_a_hanging_request() {
+    let server = TestServer::start(ServerKind::Rust);
+    let client = Client::builder().no_request_timeout().build().unwrap();
+    let s = json_stream(&server, &client, "hang").await;
+    let producer = Producer::builder(&s, "p-hang")
+        .delivery_timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .arg(sig)
+            .arg(server.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let err = producer.send_json(&1).await.unwrap().await.unwrap_err();
+    let took = started.elapsed();
+    signal("-CONT");
+    assert_eq!(err.kind(), &ErrorKind::DeliveryTimeout, "{err}");
+    assert!(err.is_outcome_unknown(), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

@@ -279,18 +279,29 @@ impl Driver {
         let inner = Arc::clone(&self.shared.stream.inner);
         let epoch = self.epoch;
         let first_sent = *batch.first_sent.get_or_insert_with(Instant::now);
+        let deadline = first_sent + self.shared.delivery_timeout;
         // One retry state per batch, bounded by its delivery deadline rather
         // than a retry count: an outage is ridden out, backing off.
-        let mut backoff = batch.backoff.take().unwrap_or_else(|| {
-            Backoff::unbounded(&self.shared.retry)
-                .with_deadline(first_sent + self.shared.delivery_timeout)
-        });
+        let mut backoff = batch
+            .backoff
+            .take()
+            .unwrap_or_else(|| Backoff::unbounded(&self.shared.retry).with_deadline(deadline));
         // Each send follows a definite answer (or is the first): its retries
         // start from the initial delay; the deadline stays.
         backoff.reset();
         self.in_flight.push(Box::pin(async move {
             let started = Instant::now();
-            let result = inner.send_buffered_retrying(&spec, &mut backoff).await;
+            // The deadline also bounds an attempt that hangs (a client
+            // without request timeout, a stopped server).
+            let attempt = inner.send_buffered_retrying(&spec, &mut backoff);
+            let result = match tokio::time::timeout_at(deadline.into(), attempt).await {
+                Ok(result) => result,
+                Err(_) => {
+                    backoff.note_outcome_unknown();
+                    Err(Error::new(ErrorKind::Timeout)
+                        .with_message("an attempt was still running at the delivery deadline"))
+                }
+            };
             Sent {
                 batch,
                 epoch,
