@@ -843,3 +843,23 @@ async fn the_delivery_timeout_bounds_a_hanging_request() {
     assert!(err.is_outcome_unknown(), "{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// `detect_collisions(false)`: a new instance deliberately re-sending the
+/// same batches is acknowledged as duplicates (the reference client's view).
+#[tokio::test]
+async fn without_collision_detection_a_resent_batch_is_a_duplicate() {
+    let server = common::node();
+    let client = common::client();
+    let s = json_stream(&server, &client, "nodetect").await;
+    for _ in 0..2 {
+        let p = Producer::builder(&s, "p-nodetect")
+            .epoch(0)
+            .detect_collisions(false)
+            .build()
+            .unwrap();
+        p.send_json(&1).await.unwrap().await.unwrap();
+        p.close().await.unwrap();
+    }
+    let back = numbers(&s.read_json::<serde_json::Value>().await.unwrap());
+    assert_eq!(back, vec![1]);
+}

@@ -327,7 +327,7 @@ impl Driver {
                 {
                     return Outcome::Fatal(error.with_status(resp.status.as_u16()).with_url(url));
                 }
-                if duplicate && !batch.uncertain {
+                if duplicate && !batch.uncertain && self.shared.detect_collisions {
                     return Outcome::Collision;
                 }
                 Outcome::Acked {

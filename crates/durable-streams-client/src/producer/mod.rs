@@ -226,6 +226,7 @@ pub struct ProducerBuilder {
     auto_claim: bool,
     delivery_timeout: Duration,
     recover_lost_state: bool,
+    detect_collisions: bool,
     max_batch_bytes: usize,
     max_batch_items: Option<usize>,
     linger: Duration,
@@ -244,6 +245,7 @@ impl fmt::Debug for ProducerBuilder {
             .field("auto_claim", &self.auto_claim)
             .field("delivery_timeout", &self.delivery_timeout)
             .field("recover_lost_state", &self.recover_lost_state)
+            .field("detect_collisions", &self.detect_collisions)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_batch_items", &self.max_batch_items)
             .field("linger", &self.linger)
@@ -299,6 +301,18 @@ impl ProducerBuilder {
     /// [`Producer::possible_duplicates`].
     pub fn recover_lost_state(mut self, recover: bool) -> Self {
         self.recover_lost_state = recover;
+        self
+    }
+
+    /// Whether a duplicate answer (`204`) to the first attempt of a batch is
+    /// a [`ErrorKind::ProducerIdCollision`] (default true). Turn it off only
+    /// when a new instance deliberately re-sends, with the same id, epoch
+    /// and batching, exactly the batches an earlier instance sent, relying
+    /// on the server to skip those it has: the duplicates are then
+    /// acknowledged as written ([`Receipt::duplicate`]). Otherwise a batch
+    /// the server never stored would be reported as written.
+    pub fn detect_collisions(mut self, detect: bool) -> Self {
+        self.detect_collisions = detect;
         self
     }
 
@@ -442,6 +456,7 @@ impl ProducerBuilder {
             auto_claim: self.auto_claim,
             delivery_timeout: self.delivery_timeout,
             recover_lost_state: self.recover_lost_state,
+            detect_collisions: self.detect_collisions,
             retry,
             stats: Mutex::new(ProducerStats::default()),
             max_buffered_bytes: self.max_buffered_bytes,
@@ -486,6 +501,7 @@ pub(crate) struct Shared {
     pub(crate) auto_claim: bool,
     pub(crate) delivery_timeout: Duration,
     pub(crate) recover_lost_state: bool,
+    pub(crate) detect_collisions: bool,
     /// The client's retry schedule, for resends within the delivery timeout.
     pub(crate) retry: crate::retry::RetryPolicy,
     pub(crate) stats: Mutex<ProducerStats>,
@@ -574,6 +590,7 @@ impl Producer {
             auto_claim: false,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
             recover_lost_state: false,
+            detect_collisions: true,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_items: None,
             linger: DEFAULT_LINGER,
