@@ -391,6 +391,12 @@ impl Transport {
                     if !retryable_status(status, spec.idempotency) {
                         return Ok(resp);
                     }
+                    if status != StatusCode::SERVICE_UNAVAILABLE
+                        && status != StatusCode::TOO_MANY_REQUESTS
+                    {
+                        // A 500, 502 or 504 may come after the write was applied.
+                        backoff.note_outcome_unknown();
+                    }
                     let retry_after = header_str(resp.headers(), "retry-after")
                         .and_then(|v| parse_retry_after_at(v, header_str(resp.headers(), "date")));
                     let Some(wait) = backoff.next_delay(retry_after) else {
@@ -404,6 +410,10 @@ impl Transport {
                 }
                 Err(err) => {
                     crate::telemetry::request_failed(spec.operation, elapsed);
+                    if !err.is_connect() {
+                        // The request may have reached the server.
+                        backoff.note_outcome_unknown();
+                    }
                     let e = transport_error(err, spec).with_url(target.url);
                     if e.is_outcome_unknown() {
                         return Err(e);
@@ -490,6 +500,7 @@ impl Transport {
                         .with_url(target.url));
                 }
                 Err(BodyError::Transport(err)) => {
+                    backoff.note_outcome_unknown();
                     let e = transport_error(err, spec)
                         .with_url(target.url)
                         .with_status(status.as_u16());
