@@ -445,6 +445,16 @@ mod tests {
         assert_eq!(d.next_delay(None), None, "past the deadline");
     }
 
+    #[test]
+    fn an_unknown_outcome_is_reported_once_and_survives_resets() {
+        let mut b = Backoff::unbounded(&RetryPolicy::default());
+        assert!(!b.take_outcome_unknown());
+        b.note_outcome_unknown();
+        b.reset();
+        assert!(b.take_outcome_unknown());
+        assert!(!b.take_outcome_unknown(), "taken");
+    }
+
     proptest! {
         #[test]
         fn jittered_delay_stays_within_bounds(retry in 0u32..100, jitter in 0.0f64..=1.0) {

@@ -574,7 +574,9 @@ async fn offsets_in_receipts_are_resumable() {
 }
 
 /// An outage shorter than the delivery timeout only delays: the batches
-/// are retried (backing off) with the same numbers until the server is back.
+/// are retried (backing off) with the same numbers until the server is back;
+/// meanwhile the buffer fills, `append` answers `BufferFull` and `send`
+/// waits. Nothing is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_shorter_than_the_delivery_timeout_only_delays() {
     let mut server = TestServer::start(ServerKind::Rust);
@@ -583,28 +585,40 @@ async fn an_outage_shorter_than_the_delivery_timeout_only_delays() {
     server.kill().unwrap();
     let producer = Producer::builder(&s, "p-outage")
         .max_batch_items(10)
+        .max_buffered_bytes(100)
         .delivery_timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let mut acks = Vec::new();
-    for i in 0..100u64 {
-        acks.push(producer.send_json(&i).await.unwrap());
-    }
     let started = std::time::Instant::now();
     let restarter = tokio::task::spawn_blocking(move || {
         std::thread::sleep(Duration::from_secs(3));
         server.restart().unwrap();
         server
     });
-    producer.flush().await.unwrap();
+    // Fire-and-forget appends fill the buffer and are then refused.
+    let mut next = 0u64;
+    let full = loop {
+        match producer.append_json(&next) {
+            Ok(()) => next += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(full.kind(), &ErrorKind::BufferFull);
+    assert!(next > 10, "{next}");
+    // `send` waits for room: until the server is back.
+    let mut acks = Vec::new();
+    for i in next..next + 100 {
+        acks.push(producer.send_json(&i).await.unwrap());
+    }
     assert!(started.elapsed() >= Duration::from_secs(3));
+    producer.flush().await.unwrap();
     let _server = restarter.await.unwrap();
     for ack in acks {
         ack.await.unwrap();
     }
     producer.close().await.unwrap();
     let back = numbers(&s.read_json::<serde_json::Value>().await.unwrap());
-    assert_eq!(back, (0..100).collect::<Vec<_>>());
+    assert_eq!(back, (0..next + 100).collect::<Vec<_>>());
 }
 
 /// A server down for longer than the delivery timeout: the batch fails with

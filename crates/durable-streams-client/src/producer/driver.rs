@@ -280,6 +280,20 @@ impl Driver {
         let epoch = self.epoch;
         let first_sent = *batch.first_sent.get_or_insert_with(Instant::now);
         let deadline = first_sent + self.shared.delivery_timeout;
+        if Instant::now() >= deadline {
+            // Waited too long for lower seqs or an epoch change: not sent again.
+            let mut error = Error::new(ErrorKind::DeliveryTimeout)
+                .with_message(format!(
+                    "batch ({} messages) not acknowledged within the delivery timeout of {:?}",
+                    batch.messages, self.shared.delivery_timeout
+                ))
+                .with_url(&self.shared.stream.inner.url);
+            if batch.uncertain {
+                error = error.with_outcome_unknown();
+            }
+            self.fail(batch, error);
+            return;
+        }
         // One retry state per batch, bounded by its delivery deadline rather
         // than a retry count: an outage is ridden out, backing off.
         let mut backoff = batch
@@ -327,7 +341,7 @@ impl Driver {
                 {
                     return Outcome::Fatal(error.with_status(resp.status.as_u16()).with_url(url));
                 }
-                if duplicate && !batch.uncertain && self.shared.detect_collisions {
+                if is_collision(duplicate, batch.uncertain, self.shared.detect_collisions) {
                     return Outcome::Collision;
                 }
                 Outcome::Acked {
@@ -734,6 +748,13 @@ fn state_lost(error: &Error, established: bool, sent_after_all_lower_acked: bool
     }
 }
 
+/// A duplicate answer is another writer's batch unless an attempt of ours
+/// with this tuple may have been applied (PROTOCOL.md 5.2.1: `204` means the
+/// server already has `(id, epoch, seq)`).
+fn is_collision(duplicate: bool, uncertain: bool, detect: bool) -> bool {
+    duplicate && !uncertain && detect
+}
+
 /// A `400` about the epoch (PROTOCOL.md 5.2.1: an epoch the server sees as
 /// new must start at seq 0).
 fn mentions_epoch(error: &Error) -> bool {
@@ -877,6 +898,15 @@ mod tests {
         // A close without a body: only the epoch is checked.
         assert!(check_echo(&echo("7", "0"), dup, 7, 3, true).is_ok());
         assert!(check_echo(&echo("6", "3"), dup, 7, 3, true).is_err());
+    }
+
+    #[test]
+    fn only_a_duplicate_of_a_first_attempt_is_a_collision() {
+        assert!(is_collision(true, false, true));
+        // An earlier attempt may have been applied: our own repeat.
+        assert!(!is_collision(true, true, true));
+        assert!(!is_collision(false, false, true));
+        assert!(!is_collision(true, false, false), "detection off");
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //!   attempt could have been applied) means another instance or an earlier
 //!   run already wrote that `(id, epoch, seq)`: it is never reported as
 //!   success but fails with [`ErrorKind::ProducerIdCollision`], or, with
-//!   `auto_claim`, claims the next epoch and re-sends. Until seq 0 of an
+//!   `auto_claim`, claims the next epoch and re-sends
+//!   ([`ProducerBuilder::detect_collisions`] turns this off for deliberate
+//!   re-sends of identical batches). Until seq 0 of an
 //!   epoch is acknowledged only one request is in flight, so a collision
 //!   is caught at the first batch, before anything later is written.
 //! * **Lost server state.** A server that forgets producer state (restart
