@@ -367,6 +367,7 @@ impl StreamInner {
 
     /// Send with retries until response headers arrive, with a fresh
     /// [`Backoff`] of the client's policy.
+    #[allow(dead_code)] // reads now pass their own Backoff (send_retrying)
     pub(crate) async fn send(&self, spec: &RequestSpec) -> Result<reqwest::Response> {
         let mut backoff = Backoff::new(&self.client.inner.retry);
         self.send_retrying(spec, &mut backoff).await

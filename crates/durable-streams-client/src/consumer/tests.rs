@@ -13,6 +13,7 @@ fn chunk(data: &'static str, at: &str, up_to_date: bool, closed: bool) -> Chunk 
     Chunk {
         data: Bytes::from_static(data.as_bytes()),
         offset: offset(at),
+        exact: true,
         cursor: None,
         up_to_date,
         closed,
