@@ -1051,6 +1051,238 @@ mod tests {
         }
     }
 
+    fn meta(next: Option<&str>, cursor: Option<&str>, closed: bool) -> ResponseMeta {
+        ResponseMeta {
+            next_offset: next.map(|n| Offset::parse(n).unwrap()),
+            cursor: cursor.map(str::to_owned),
+            closed,
+            ..ResponseMeta::default()
+        }
+    }
+
+    #[test]
+    fn stripped_headers_are_typed_errors_naming_the_header() {
+        assert_eq!(
+            check_read_headers(&meta(Some("0001"), None, false), false)
+                .unwrap()
+                .as_str(),
+            "0001"
+        );
+        let e = check_read_headers(&meta(None, Some("1"), false), false).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));
+        assert!(e.to_string().contains("Stream-Next-Offset"), "{e}");
+        assert!(e.to_string().contains("proxy"), "{e}");
+        // Long-poll answers (200 and 204) of an open stream need a cursor.
+        let e = check_read_headers(&meta(Some("0001"), None, false), true).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));
+        assert!(e.to_string().contains("Stream-Cursor"), "{e}");
+        // ... except when the stream is closed.
+        assert!(check_read_headers(&meta(Some("0001"), None, true), true).is_ok());
+        assert!(check_read_headers(&meta(Some("0001"), Some("7"), false), true).is_ok());
+        let e = check_read_headers(&meta(None, None, true), true).unwrap_err();
+        assert!(e.to_string().contains("Stream-Next-Offset"), "{e}");
+    }
+
+    #[test]
+    fn sse_json_messages_are_counted_not_sniffed() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        // One message that is an empty array, one that is an empty object.
+        let (data, messages, has) = join_payloads(true, vec![b("[[]]")]).unwrap();
+        assert!(has);
+        assert_eq!(&data[..], b"[[]]");
+        assert_eq!(messages.unwrap().len(), 1);
+        let (_, messages, has) =
+            join_payloads(true, vec![b("[{}]"), b("[]"), b("[[[]]]")]).unwrap();
+        assert!(has);
+        let messages = messages.unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(&messages[1][..], b"[[]]");
+        // No messages at all.
+        let (data, messages, has) = join_payloads(true, vec![b("[]"), b(" [ ] ")]).unwrap();
+        assert!(!has && data.is_empty() && messages.is_none());
+        let (_, _, has) = join_payloads(true, vec![]).unwrap();
+        assert!(!has);
+        // Not an array: a decode error, never a panic.
+        assert!(join_payloads(true, vec![b("{}")]).is_err());
+        // Bytes: emptiness is length.
+        let (data, _, has) = join_payloads(false, vec![b("a"), b("b")]).unwrap();
+        assert!(has && &data[..] == b"ab");
+        assert!(!join_payloads(false, vec![b("")]).unwrap().2);
+    }
+
+    fn unreachable_session(mode: LiveMode, max_no_progress: u32) -> Session {
+        let stream = crate::Client::builder()
+            .retry_policy(
+                crate::RetryPolicy::default()
+                    .with_initial_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(30))
+                    .with_max_retries(3),
+            )
+            .build()
+            .unwrap()
+            .stream("http://127.0.0.1:9/v1/stream/x")
+            .unwrap();
+        Session::with_options(
+            stream,
+            Offset::parse("0001").unwrap(),
+            mode,
+            false,
+            ReadOptions {
+                max_no_progress,
+                ..ReadOptions::default()
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalls_back_off_exponentially_bust_caches_and_end_with_no_progress() {
+        let mut s = unreachable_session(LiveMode::LongPoll, 10);
+        let spec = s.read_spec("long-poll");
+        assert!(
+            spec.query.iter().all(|(k, _)| *k != "_nc"),
+            "no buster at first"
+        );
+        let started = tokio::time::Instant::now();
+        let mut waits = Vec::new();
+        let mut err = None;
+        for _ in 0..20 {
+            let before = tokio::time::Instant::now();
+            match s.stall("long-poll answers").await {
+                Ok(()) => waits.push(before.elapsed()),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+            let spec = s.read_spec("long-poll");
+            assert!(
+                spec.query.iter().any(|(k, _)| *k == "_nc"),
+                "buster after a repeat"
+            );
+        }
+        let err = err.expect("gave up");
+        assert_eq!(err.kind(), &ErrorKind::NoProgress { attempts: 10 });
+        assert_eq!(waits.len(), 9, "a handful of tries, each after a wait");
+        assert!(
+            waits.iter().all(|w| *w >= Duration::from_millis(50)),
+            "{waits:?}"
+        );
+        assert!(waits[8] > waits[0] * 8, "exponential: {waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(30)),
+            "capped: {waits:?}"
+        );
+        assert!(started.elapsed() > Duration::from_secs(10));
+        // Progress resets the count and drops the buster.
+        let mut s = unreachable_session(LiveMode::LongPoll, 3);
+        s.stall("x").await.unwrap();
+        s.stall("x").await.unwrap();
+        s.progressed();
+        assert!(s.read_spec("x").query.iter().all(|(k, _)| *k != "_nc"));
+        s.stall("x").await.unwrap();
+        s.stall("x").await.unwrap();
+        assert!(s.stall("x").await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn catch_up_only_reads_are_bounded_by_the_retry_budget() {
+        // LiveMode::Off: the client's budget (3 retries) ends it first.
+        let mut s = unreachable_session(LiveMode::Off, 10);
+        for _ in 0..3 {
+            s.stall("catch-up answers").await.unwrap();
+        }
+        let e = s.stall("catch-up answers").await.unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::NoProgress { attempts: 4 });
+        // Live modes: unbounded backoff, the guard's bound ends it.
+        let mut s = unreachable_session(LiveMode::Sse, 6);
+        for _ in 0..5 {
+            s.stall("SSE connections").await.unwrap();
+        }
+        assert!(s.stall("SSE connections").await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_sse_connections_back_off_and_auto_falls_back_to_long_poll() {
+        fn conn(age: Duration, moved: bool) -> SseConnection {
+            SseConnection {
+                body: futures::stream::empty().boxed(),
+                parser: SseParser::new(1024),
+                base64: false,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                opened: Instant::now() - age,
+                moved,
+                deliberate: false,
+            }
+        }
+        let short = Duration::from_millis(20);
+        let long = Duration::from_secs(30);
+        // Auto: three short connections in a row, even ones that delivered
+        // a control event, and the read long-polls.
+        let mut s = unreachable_session(LiveMode::Auto, 10);
+        s.phase = Phase::Sse;
+        for moved in [true, false] {
+            s.sse = Some(conn(short, moved));
+            s.sse_ended("test").await.unwrap();
+            assert_eq!(s.phase, Phase::Sse);
+        }
+        s.sse = Some(conn(short, true));
+        s.sse_ended("test").await.unwrap();
+        assert_eq!(s.phase, Phase::LongPoll);
+        // A connection that lasted resets the count and is not backed off.
+        let mut s = unreachable_session(LiveMode::Auto, 10);
+        s.phase = Phase::Sse;
+        for age in [short, short, long, short, short] {
+            s.sse = Some(conn(age, false));
+            s.sse_ended("test").await.unwrap();
+            assert_eq!(s.phase, Phase::Sse);
+        }
+        // SSE mode: short empty connections are backed off and bounded;
+        // the server's periodic close is free.
+        let mut s = unreachable_session(LiveMode::Sse, 4);
+        s.phase = Phase::Sse;
+        let before = tokio::time::Instant::now();
+        for _ in 0..50 {
+            s.sse = Some(conn(long, false));
+            s.sse_ended("periodic close").await.unwrap();
+        }
+        assert_eq!(
+            before.elapsed(),
+            Duration::ZERO,
+            "healthy closes never wait"
+        );
+        let mut ended = None;
+        for i in 0..10 {
+            s.sse = Some(conn(short, false));
+            if let Err(e) = s.sse_ended("cut").await {
+                ended = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = ended.expect("bounded");
+        assert_eq!(i, 3);
+        assert_eq!(e.kind(), &ErrorKind::NoProgress { attempts: 4 });
+        assert!(before.elapsed() >= Duration::from_millis(150), "backed off");
+        // A deliberate reconnect (max age, clock jump) is healthy.
+        let mut s = unreachable_session(LiveMode::Auto, 2);
+        s.phase = Phase::Sse;
+        for _ in 0..5 {
+            let mut c = conn(short, false);
+            c.deliberate = true;
+            s.sse = Some(c);
+            s.sse_ended("max age").await.unwrap();
+        }
+        assert_eq!(s.phase, Phase::Sse);
+    }
+
+    #[test]
+    fn read_options_have_sensible_defaults() {
+        let o = ReadOptions::default();
+        assert_eq!(o.max_no_progress, 10);
+        assert_eq!(o.sse_max_age, Duration::from_secs(600));
+        assert!(o.ride_out_outages);
+    }
+
     #[test]
     fn base64_ignores_line_breaks() {
         assert_eq!(
