@@ -109,6 +109,27 @@ async fn continue_commits_after_the_handler_and_empty_batches_skip_it() {
 }
 
 #[tokio::test]
+async fn only_exact_offsets_are_committed_and_never_backwards() {
+    let store = MemoryCheckpointStore::new();
+    let h = Scripted::default();
+    let mut r = runner(h.clone(), Some(store.clone()));
+    r.process(chunk("[1]", "a2", false, false)).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a2")));
+    // A piece of a large response: handled, not committed.
+    let mut piece = chunk("[2,3]", "a2", false, false);
+    piece.exact = false;
+    r.process(piece).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a2")));
+    // An offset behind the checkpoint never moves it back.
+    r.process(chunk("[4]", "a1", false, false)).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a2")));
+    assert_eq!(*r.committed.borrow(), Some(offset("a2")));
+    r.process(chunk("[5]", "a3", false, false)).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a3")));
+    assert_eq!(h.log.lock().unwrap().batches.len(), 4);
+}
+
+#[tokio::test]
 async fn stop_commits_then_stops() {
     let store = MemoryCheckpointStore::new();
     let mut r = runner(Scripted::default(), Some(store.clone()));
