@@ -184,3 +184,89 @@ async fn a_healthy_long_poll_is_not_slowed_or_multiplied() {
         );
     }
 }
+
+#[tokio::test]
+async fn sse_connections_cut_after_their_first_event_back_off_and_end_or_fall_back() {
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "sse-cut").with_content_type("text/plain");
+        s.create().await.unwrap();
+        s.append("history").await.unwrap();
+        // Every connection is cut 30 ms after it opened: right after the
+        // first control event of an up-to-date SSE read.
+        let proxy = common::RecordingProxy::start_with_cut(
+            server.base_url(),
+            Some(Duration::from_millis(30)),
+        )
+        .await;
+        let url = s.url().as_str().replace(server.base_url(), &proxy.base_url);
+        let tail = s.head().await.unwrap().next_offset;
+
+        // SSE: backed off, then NoProgress after the bound.
+        let started = Instant::now();
+        let mut chunks = client
+            .stream(&url)
+            .unwrap()
+            .read()
+            .offset(tail.clone())
+            .live(LiveMode::Sse)
+            .max_no_progress(6)
+            .bytes();
+        let err = loop {
+            let next = tokio::time::timeout(Duration::from_secs(20), chunks.next()).await;
+            let Ok(next) = next else {
+                panic!(
+                    "no end within 20 s ({:?}): {:?}",
+                    server.kind(),
+                    proxy.request_lines()
+                );
+            };
+            match next {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e,
+                None => panic!("ended without an error"),
+            }
+        };
+        assert_eq!(
+            err.kind(),
+            &durable_streams_client::ErrorKind::NoProgress { attempts: 6 },
+            "{err} ({:?})",
+            server.kind()
+        );
+        let sse: Vec<String> = proxy
+            .request_lines()
+            .into_iter()
+            .filter(|l| l.contains("live=sse"))
+            .collect();
+        assert!(sse.len() <= 7, "{} SSE connections: {sse:?}", sse.len());
+        assert!(sse[1..].iter().all(|l| l.contains("_nc=")), "{sse:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "backed off"
+        );
+
+        // Auto: three short connections, then long-poll.
+        let before = proxy.request_lines().len();
+        let mut chunks = client
+            .stream(&url)
+            .unwrap()
+            .read()
+            .offset(tail.clone())
+            .live(LiveMode::Auto)
+            .bytes();
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(Ok(_)) = chunks.next().await {}
+        })
+        .await;
+        drop(chunks);
+        let lines: Vec<String> = proxy.request_lines().into_iter().skip(before).collect();
+        let sse = lines.iter().filter(|l| l.contains("live=sse")).count();
+        let polls = lines
+            .iter()
+            .filter(|l| l.contains("live=long-poll"))
+            .count();
+        assert_eq!(sse, 3, "{lines:?}");
+        assert!(polls >= 1, "fell back to long-poll: {lines:?}");
+        assert!(lines.len() < 40, "no hot loop: {} requests", lines.len());
+    }
+}

@@ -368,9 +368,8 @@ impl Session {
         if self.mode == LiveMode::Off && up_to_date {
             self.done = true;
         }
-        if moved || a.any_data || up_to_date {
-            self.guard.progress();
-        }
+        // Whether the answer was progress is the caller's call (an
+        // up-to-date answer can still be a replayed one).
         let worth = a.has_data || a.closed || ((up_to_date || self.done) && !self.last_up_to_date);
         if !worth {
             return Ok((Step::Continue, moved));
@@ -1182,6 +1181,60 @@ mod tests {
         s.stall("x").await.unwrap();
         s.stall("x").await.unwrap();
         assert!(s.stall("x").await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_up_to_date_answer_is_not_progress_by_itself() {
+        // A replayed long-poll 204 says up-to-date every time: the strikes
+        // must still add up to the bound.
+        let mut s = unreachable_session(LiveMode::LongPoll, 3);
+        let at = s.offset.clone();
+        let mut ended = None;
+        for i in 0..5 {
+            let (_, moved) = s
+                .advance(Answer {
+                    data: Bytes::new(),
+                    messages: None,
+                    has_data: false,
+                    any_data: false,
+                    next: at.clone(),
+                    cursor: Some("7".into()),
+                    up_to_date: true,
+                    closed: false,
+                    status: StatusCode::NO_CONTENT,
+                })
+                .unwrap();
+            assert!(!moved);
+            if let Err(e) = s.stall("long-poll answers").await {
+                ended = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = ended.expect("bounded");
+        assert_eq!(i, 2);
+        assert_eq!(e.kind(), &ErrorKind::NoProgress { attempts: 3 });
+    }
+
+    #[tokio::test]
+    async fn offsets_going_backwards_or_repeating_with_data_end_the_read() {
+        let mut s = unreachable_session(LiveMode::Sse, 3);
+        let answer = |next: &str, data: &'static [u8]| Answer {
+            data: Bytes::from_static(data),
+            messages: None,
+            has_data: !data.is_empty(),
+            any_data: !data.is_empty(),
+            next: Offset::parse(next).unwrap(),
+            cursor: None,
+            up_to_date: false,
+            closed: false,
+            status: StatusCode::OK,
+        };
+        assert!(s.advance(answer("0002", b"x")).unwrap().1);
+        let e = s.advance(answer("0002", b"y")).err().unwrap();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Offset));
+        let e = s.advance(answer("0001", b"")).err().unwrap();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Offset));
+        assert_eq!(s.offset.as_str(), "0002", "the offset never moved back");
     }
 
     #[tokio::test(start_paused = true)]
