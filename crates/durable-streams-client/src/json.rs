@@ -80,40 +80,6 @@ pub(crate) fn decode_slices<T: DeserializeOwned>(items: &[Bytes]) -> Result<Vec<
     items.iter().map(|m| decode_message(m)).collect()
 }
 
-/// Merge several JSON array payloads (e.g. consecutive SSE data events) into
-/// one array body. Each payload must be an array.
-pub(crate) fn merge_arrays(parts: &[Bytes]) -> Result<Bytes> {
-    if parts.len() == 1 {
-        return Ok(parts[0].clone());
-    }
-    let mut out = BytesMut::new();
-    out.put_u8(b'[');
-    let mut first = true;
-    for part in parts {
-        let t = trim_ascii(part);
-        if t.is_empty() {
-            continue;
-        }
-        if t.first() != Some(&b'[') || t.last() != Some(&b']') {
-            return Err(Error::decode(
-                DecodeKind::Json,
-                "SSE data event is not a JSON array",
-            ));
-        }
-        let inner = trim_ascii(&t[1..t.len() - 1]);
-        if inner.is_empty() {
-            continue;
-        }
-        if !first {
-            out.put_u8(b',');
-        }
-        out.put_slice(inner);
-        first = false;
-    }
-    out.put_u8(b']');
-    Ok(out.freeze())
-}
-
 fn trim_ascii(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
@@ -370,24 +336,17 @@ mod tests {
     }
 
     #[test]
-    fn split_and_merge() {
+    fn split_messages_counts_every_value() {
         let items = split_messages(&Bytes::from_static(b" [ {\"a\":1}, [2], 3 ] ")).unwrap();
         let got: Vec<Value> = decode_slices(&items).unwrap();
         assert_eq!(got, vec![json!({"a":1}), json!([2]), json!(3)]);
         assert!(split_messages(&Bytes::new()).unwrap().is_empty());
         assert!(split_messages(&Bytes::from_static(b"{\"a\":1}")).is_err());
         assert!(split_messages(&Bytes::from_static(b"[1,")).is_err());
-        let merged = merge_arrays(&[
-            Bytes::from_static(b"[1,2]"),
-            Bytes::from_static(b"[]"),
-            Bytes::from_static(b"\n[\n3\n]\n"),
-        ])
-        .unwrap();
-        assert_eq!(
-            serde_json::from_slice::<Value>(&merged).unwrap(),
-            json!([1, 2, 3])
-        );
-        assert!(merge_arrays(&[Bytes::from_static(b"[1]"), Bytes::from_static(b"{}")]).is_err());
+        // A message that is itself an empty array or object is a message.
+        let items = split_messages(&Bytes::from_static(b"[[],{},[[]]]")).unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(&items[0][..], b"[]");
     }
 
     #[test]

@@ -247,8 +247,6 @@ impl Backoff {
 
     /// Sleep before the next try; `false` (without sleeping) when the budget
     /// or the deadline is spent.
-    // Not called in this branch yet (clippy -D warnings); kept for the loops that wait.
-    #[allow(dead_code)]
     pub(crate) async fn wait(&mut self, retry_after: Option<Duration>) -> bool {
         match self.next_delay(retry_after) {
             Some(wait) => {
@@ -268,8 +266,6 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// against the response's own `Date` header when it has one (the local
 /// clock may be wrong or have jumped), else against the local clock. Past
 /// dates give zero; values are capped at [`MAX_RETRY_AFTER`].
-// Not called in this branch yet (clippy -D warnings); for the transport.
-#[allow(dead_code)]
 pub(crate) fn parse_retry_after_at(value: &str, date: Option<&str>) -> Option<Duration> {
     let value = value.trim();
     if value.parse::<f64>().is_ok() {

@@ -79,13 +79,6 @@ impl StreamInner {
         self.client.transport()
     }
 
-    /// Send until response headers arrive, with a fresh [`Backoff`] of the
-    /// client's policy.
-    pub(crate) async fn send(&self, spec: &RequestSpec) -> Result<reqwest::Response> {
-        let mut backoff = Backoff::new(self.client.retry_policy());
-        self.send_retrying(spec, &mut backoff).await
-    }
-
     /// Send until response headers arrive; retries draw on `backoff`.
     pub(crate) async fn send_retrying(
         &self,

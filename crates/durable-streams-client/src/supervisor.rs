@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consumer::{Consumer, Handler};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Pipeline;
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::telemetry::event_names;
 
 /// When a child that ended is started again.
@@ -304,8 +304,8 @@ impl SupervisorHandle {
 /// Per-child bookkeeping while the supervisor runs.
 struct Slot {
     spec: ChildSpec,
-    /// Consecutive restarts (reset after a long enough run).
-    consecutive: u32,
+    /// Restart delays of this child (reset after a long enough run).
+    backoff: Backoff,
     started: Instant,
 }
 
@@ -341,7 +341,7 @@ impl Supervisor {
             .into_iter()
             .map(|spec| Slot {
                 spec,
-                consecutive: 0,
+                backoff: Backoff::unbounded(&c.backoff),
                 started: Instant::now(),
             })
             .collect();
@@ -439,10 +439,10 @@ impl Supervisor {
             }
             restarts.push_back(now);
             if now.duration_since(slot.started) > c.period {
-                slot.consecutive = 0;
+                slot.backoff.reset();
             }
-            let delay = c.backoff.delay(slot.consecutive);
-            slot.consecutive = slot.consecutive.saturating_add(1);
+            // Unbounded (the restart intensity bounds restarts), so always a delay.
+            let delay = slot.backoff.next_delay(None).unwrap_or(c.backoff.max_delay);
             crate::telemetry::supervisor_restart(&name, reason, delay, result.as_ref().err());
             slot.started = now + delay;
             let id = start(

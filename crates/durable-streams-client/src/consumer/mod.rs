@@ -103,7 +103,7 @@ pub use checkpoint::{CheckpointStore, FileCheckpointStore, MAX_NAME_LEN, MemoryC
 use crate::error::{Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::read::{Chunk, LiveMode, Session};
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::stream::Stream;
 use crate::telemetry::event_names;
 pub(crate) use checkpoint::DynCheckpointStore;
@@ -174,8 +174,13 @@ pub type Item<H> = <<H as Handler>::Format as Format>::Item;
 pub struct Batch<T> {
     /// The decoded items in stream order (never empty when handed to a handler).
     pub items: Vec<T>,
-    /// The offset right after these items; committed once the handler succeeds.
+    /// Where to resume after these items when [`Batch::exact`]; committed
+    /// once the handler succeeds. A piece of a large response carries the
+    /// offset the response started at (`exact == false`) and is not
+    /// committed: a restart delivers it again.
     pub offset: Offset,
+    /// Whether `offset` is an exact resume position (only those are committed).
+    pub exact: bool,
     /// The server's cursor.
     pub cursor: Option<String>,
     /// The consumer has everything the stream held when this was served.
@@ -192,6 +197,7 @@ impl<T> Batch<T> {
         Batch {
             items,
             offset,
+            exact: true,
             cursor: None,
             up_to_date: false,
             closed: false,
@@ -610,9 +616,10 @@ pub(crate) fn reason_label(error: &Error) -> &'static str {
 
 impl<H: Handler> Runner<H> {
     async fn run(mut self) -> Result<StopReason> {
-        let mut attempt: u32 = 0;
+        // One budget for the consumer's reconnects, reset by progress.
+        let mut backoff = Backoff::new(&self.retry);
         loop {
-            let error = match self.connect_and_consume(&mut attempt).await {
+            let error = match self.connect_and_consume(&mut backoff).await {
                 Ok(reason) => {
                     tracing::debug!(?reason, offset = ?self.position, "consumer stopped");
                     return Ok(reason);
@@ -630,12 +637,11 @@ impl<H: Handler> Runner<H> {
                 tracing::warn!(%error, "consumer stopped by handle_error");
                 return Err(error);
             }
-            if attempt >= self.retry.max_retries {
-                tracing::warn!(%error, attempts = attempt, "consumer gave up reconnecting");
+            let Some(delay) = backoff.next_delay(error.retry_after()) else {
+                tracing::warn!(%error, attempts = backoff.retries(), "consumer gave up reconnecting");
                 return Err(error);
-            }
-            let delay = self.retry.wait(attempt, error.retry_after());
-            attempt += 1;
+            };
+            let attempt = backoff.retries();
             let reason = reason_label(&error);
             crate::telemetry::consumer_reconnect(&self.name, reason, delay);
             tracing::warn!(
@@ -657,7 +663,7 @@ impl<H: Handler> Runner<H> {
 
     /// Resolve the start position (once), then read and handle until the
     /// consumer stops or an error occurs.
-    async fn connect_and_consume(&mut self, attempt: &mut u32) -> Result<StopReason> {
+    async fn connect_and_consume(&mut self, backoff: &mut Backoff) -> Result<StopReason> {
         if self.token.is_cancelled() {
             return Ok(StopReason::Shutdown);
         }
@@ -694,7 +700,7 @@ impl<H: Handler> Runner<H> {
             if let Some(reason) = self.process(chunk?).await? {
                 return Ok(reason);
             }
-            *attempt = 0;
+            backoff.reset();
             if self.token.is_cancelled() {
                 return Ok(StopReason::Shutdown);
             }
@@ -717,6 +723,7 @@ impl<H: Handler> Runner<H> {
         let batch = Batch {
             items,
             offset: chunk.offset,
+            exact: chunk.exact,
             cursor: chunk.cursor,
             up_to_date: chunk.up_to_date,
             closed: chunk.closed,
@@ -734,7 +741,9 @@ impl<H: Handler> Runner<H> {
             );
             flow = guard("handle_batch", self.handler.handle_batch(&batch)).await??;
         }
-        self.commit(&batch.offset).await?;
+        if batch.exact {
+            self.commit(&batch.offset).await?;
+        }
         if flow == Flow::Stop {
             return Ok(Some(StopReason::Handler));
         }
@@ -751,9 +760,10 @@ impl<H: Handler> Runner<H> {
         Ok(None)
     }
 
-    /// Save `offset` (when it moved) and make it the resume position.
+    /// Save `offset` (when it moved forward) and make it the resume
+    /// position. A checkpoint never moves backwards.
     async fn commit(&mut self, offset: &Offset) -> Result<()> {
-        if self.committed.borrow().as_ref() == Some(offset) {
+        if !crate::read::checkpoint_moves(self.committed.borrow().as_ref(), offset) {
             return Ok(());
         }
         if let Some(store) = &self.store {

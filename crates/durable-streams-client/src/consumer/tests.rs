@@ -13,6 +13,7 @@ fn chunk(data: &'static str, at: &str, up_to_date: bool, closed: bool) -> Chunk 
     Chunk {
         data: Bytes::from_static(data.as_bytes()),
         offset: offset(at),
+        exact: true,
         cursor: None,
         up_to_date,
         closed,
@@ -105,6 +106,27 @@ async fn continue_commits_after_the_handler_and_empty_batches_skip_it() {
     let log = h.log.lock().unwrap();
     assert_eq!(log.batches, vec![vec![1, 2]]);
     assert_eq!(log.up_to_date, vec![offset("a2")]);
+}
+
+#[tokio::test]
+async fn only_exact_offsets_are_committed_and_never_backwards() {
+    let store = MemoryCheckpointStore::new();
+    let h = Scripted::default();
+    let mut r = runner(h.clone(), Some(store.clone()));
+    r.process(chunk("[1]", "a2", false, false)).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a2")));
+    // A piece of a large response: handled, not committed.
+    let mut piece = chunk("[2,3]", "a2", false, false);
+    piece.exact = false;
+    r.process(piece).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a2")));
+    // An offset behind the checkpoint never moves it back.
+    r.process(chunk("[4]", "a1", false, false)).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a2")));
+    assert_eq!(*r.committed.borrow(), Some(offset("a2")));
+    r.process(chunk("[5]", "a3", false, false)).await.unwrap();
+    assert_eq!(store.get("unit"), Some(offset("a3")));
+    assert_eq!(h.log.lock().unwrap().batches.len(), 4);
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 //! the offset right after it. Workers complete messages in any order; the
 //! tracker pops chunks off the front only while the front chunk has no
 //! outstanding message, so the committable offset never passes a message
-//! that is still in flight.
+//! that is still in flight. Only exact offsets are committable: a piece of
+//! a large response carries where the response started, and committing it
+//! would claim nothing (the checkpoint moves at the response's last piece).
 
 use std::collections::VecDeque;
 
@@ -13,8 +15,9 @@ use crate::offset::Offset;
 /// The front of the tracker moved: everything up to `offset` is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Advance {
-    /// The offset right after the last finished chunk.
-    pub(crate) offset: Offset,
+    /// The offset right after the last finished chunk with an exact
+    /// offset; `None` when only pieces without one finished.
+    pub(crate) offset: Option<Offset>,
     /// How many chunks were popped.
     pub(crate) chunks: usize,
     /// How many messages those chunks held.
@@ -26,6 +29,7 @@ struct Entry<H> {
     remaining: usize,
     messages: usize,
     offset: Offset,
+    exact: bool,
     /// Held until the chunk is acknowledged (read-ahead window permits);
     /// dropped when the chunk is popped.
     _hold: H,
@@ -50,12 +54,14 @@ impl<H> Default for AckTracker<H> {
 
 impl<H> AckTracker<H> {
     /// Register the next chunk (holding `messages` messages, ending at
-    /// `offset`); returns its sequence number, and an advance when the chunk
-    /// is empty and everything before it was already done.
+    /// `offset`, an exact resume position or not); returns its sequence
+    /// number, and an advance when the chunk is empty and everything before
+    /// it was already done.
     pub(crate) fn register(
         &mut self,
         messages: usize,
         offset: Offset,
+        exact: bool,
         hold: H,
     ) -> (u64, Option<Advance>) {
         let seq = self.front_seq + self.chunks.len() as u64;
@@ -63,6 +69,7 @@ impl<H> AckTracker<H> {
             remaining: messages,
             messages,
             offset,
+            exact,
             _hold: hold,
         });
         let advance = if messages == 0 { self.pop_done() } else { None };
@@ -96,11 +103,13 @@ impl<H> AckTracker<H> {
             let entry = self.chunks.pop_front().expect("front exists");
             self.front_seq += 1;
             let a = advance.get_or_insert(Advance {
-                offset: entry.offset.clone(),
+                offset: None,
                 chunks: 0,
                 messages: 0,
             });
-            a.offset = entry.offset;
+            if entry.exact {
+                a.offset = Some(entry.offset);
+            }
             a.chunks += 1;
             a.messages += entry.messages;
         }
@@ -126,46 +135,70 @@ mod tests {
     #[test]
     fn in_order_completion_advances_each_time() {
         let mut t = AckTracker::<()>::default();
-        let (a, _) = t.register(2, off(1), ());
-        let (b, _) = t.register(1, off(2), ());
+        let (a, _) = t.register(2, off(1), true, ());
+        let (b, _) = t.register(1, off(2), true, ());
         assert_eq!(t.complete(a, 1), None);
-        assert_eq!(t.complete(a, 1).unwrap().offset, off(1));
+        assert_eq!(t.complete(a, 1).unwrap().offset.unwrap(), off(1));
         let adv = t.complete(b, 1).unwrap();
-        assert_eq!((adv.offset, adv.chunks, adv.messages), (off(2), 1, 1));
+        assert_eq!(
+            (adv.offset.unwrap(), adv.chunks, adv.messages),
+            (off(2), 1, 1)
+        );
         assert_eq!(t.pending_chunks(), 0);
     }
 
     #[test]
     fn later_chunk_waits_for_earlier() {
         let mut t = AckTracker::<()>::default();
-        let (a, _) = t.register(1, off(1), ());
-        let (b, _) = t.register(1, off(2), ());
-        let (c, _) = t.register(1, off(3), ());
+        let (a, _) = t.register(1, off(1), true, ());
+        let (b, _) = t.register(1, off(2), true, ());
+        let (c, _) = t.register(1, off(3), true, ());
         assert_eq!(t.complete(c, 1), None);
         assert_eq!(t.complete(b, 1), None);
         let adv = t.complete(a, 1).unwrap();
-        assert_eq!((adv.offset, adv.chunks, adv.messages), (off(3), 3, 3));
+        assert_eq!(
+            (adv.offset.unwrap(), adv.chunks, adv.messages),
+            (off(3), 3, 3)
+        );
     }
 
     #[test]
     fn empty_chunks_pass_when_at_front() {
         let mut t = AckTracker::<()>::default();
-        let (_, adv) = t.register(0, off(1), ());
-        assert_eq!(adv.unwrap().offset, off(1));
-        let (a, _) = t.register(1, off(2), ());
-        let (_, adv) = t.register(0, off(3), ());
+        let (_, adv) = t.register(0, off(1), true, ());
+        assert_eq!(adv.unwrap().offset.unwrap(), off(1));
+        let (a, _) = t.register(1, off(2), true, ());
+        let (_, adv) = t.register(0, off(3), true, ());
         assert_eq!(adv, None, "an empty chunk behind a pending one waits");
-        assert_eq!(t.complete(a, 1).unwrap().offset, off(3));
+        assert_eq!(t.complete(a, 1).unwrap().offset.unwrap(), off(3));
     }
 
     #[test]
     fn holds_are_released_on_ack() {
         let held = std::sync::Arc::new(());
         let mut t = AckTracker::default();
-        let (a, _) = t.register(1, off(1), std::sync::Arc::clone(&held));
+        let (a, _) = t.register(1, off(1), true, std::sync::Arc::clone(&held));
         assert_eq!(std::sync::Arc::strong_count(&held), 2);
         t.complete(a, 1);
         assert_eq!(std::sync::Arc::strong_count(&held), 1);
+    }
+
+    #[test]
+    fn only_exact_offsets_are_committable() {
+        let mut t = AckTracker::<()>::default();
+        // Two pieces of one large response (offset = where it started),
+        // then its last piece with the exact offset.
+        let (a, _) = t.register(1, off(1), false, ());
+        let (b, _) = t.register(1, off(1), false, ());
+        let (c, _) = t.register(1, off(9), true, ());
+        let adv = t.complete(a, 1).unwrap();
+        assert_eq!((adv.offset, adv.chunks), (None, 1));
+        assert_eq!(t.complete(c, 1), None);
+        let adv = t.complete(b, 1).unwrap();
+        assert_eq!((adv.offset, adv.chunks, adv.messages), (Some(off(9)), 2, 2));
+        // An empty inexact chunk at the front commits nothing.
+        let (_, adv) = t.register(0, off(9), false, ());
+        assert_eq!(adv.unwrap().offset, None);
     }
 
     proptest! {
@@ -181,10 +214,10 @@ mod tests {
             let mut messages = Vec::new();
             let mut last_committed: Option<u64> = None;
             for (i, &n) in sizes.iter().enumerate() {
-                let (seq, adv) = t.register(n, off(i as u64 + 1), ());
+                let (seq, adv) = t.register(n, off(i as u64 + 1), true, ());
                 prop_assert_eq!(seq, i as u64);
                 if let Some(adv) = adv {
-                    last_committed = Some(adv.offset.as_str().parse().unwrap());
+                    last_committed = Some(adv.offset.unwrap().as_str().parse().unwrap());
                 }
                 messages.extend(std::iter::repeat_n(seq, n));
             }
@@ -194,7 +227,7 @@ mod tests {
             for &seq in &messages {
                 done[seq as usize] += 1;
                 if let Some(adv) = t.complete(seq, 1) {
-                    let committed: u64 = adv.offset.as_str().parse().unwrap();
+                    let committed: u64 = adv.offset.unwrap().as_str().parse().unwrap();
                     prop_assert!(last_committed.is_none_or(|l| committed > l));
                     // Every chunk up to the committed one is fully done.
                     for (i, &n) in sizes.iter().enumerate().take(committed as usize) {

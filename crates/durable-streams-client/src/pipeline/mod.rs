@@ -130,7 +130,7 @@ use crate::error::{DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::producer::Producer;
 use crate::read::{Chunk, LiveMode, Session};
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::stream::{JSON_CONTENT_TYPE, Stream};
 
 /// Default [`PipelineBuilder::max_in_flight_messages`]: 10,000.
@@ -148,7 +148,10 @@ pub struct Position {
     /// delivers the message again.
     pub offset: Offset,
     /// The offset right after that chunk (what the checkpoint moves to once
-    /// the chunk is done).
+    /// the chunk is done). For a piece of a larger response, which has no
+    /// exact position of its own ([`Chunk::exact`](crate::Chunk::exact) is
+    /// false), this is where that response started and the checkpoint does
+    /// not move for it.
     pub next_offset: Offset,
     /// The message's index within its chunk.
     pub index: usize,
@@ -886,7 +889,7 @@ impl Shared {
                     let merged = match last.take() {
                         None => a,
                         Some(prev) => ack::Advance {
-                            offset: a.offset,
+                            offset: a.offset.or(prev.offset),
                             chunks: prev.chunks + a.chunks,
                             messages: prev.messages + a.messages,
                         },
@@ -902,7 +905,9 @@ impl Shared {
 
     fn advanced(&self, advance: ack::Advance) {
         crate::telemetry::pipeline_acked(&self.name, advance.chunks, advance.messages);
-        self.ackable.send_replace(Some(advance.offset));
+        if let Some(offset) = advance.offset {
+            self.ackable.send_replace(Some(offset));
+        }
     }
 
     fn set_fatal(&self, error: Error) {
@@ -1175,7 +1180,8 @@ async fn commit_loop(
             }
             continue;
         };
-        if committed.borrow().as_ref() != Some(&offset) {
+        // Checkpoints only move forward.
+        if crate::read::checkpoint_moves(committed.borrow().as_ref(), &offset) {
             let saved = match &store {
                 Some(store) => store.save_boxed(&name, &offset).await,
                 None => Ok(()),
@@ -1363,7 +1369,8 @@ struct Reader<T> {
 impl<T: Send + 'static> Reader<T> {
     async fn run(self, start: Offset, stop: &CancellationToken) -> Result<StopReason> {
         let mut position = start;
-        let mut attempt: u32 = 0;
+        // One budget for the reader's reconnects, reset by progress.
+        let mut backoff = Backoff::new(&self.retry);
         loop {
             let mut session =
                 Session::new(self.stream.clone(), position.clone(), self.live, self.json);
@@ -1378,9 +1385,14 @@ impl<T: Send + 'static> Reader<T> {
                     Some(Err(e)) => break e,
                     Some(Ok(chunk)) => chunk,
                 };
-                attempt = 0;
+                backoff.reset();
                 let closed = chunk.closed;
-                let chunk_start = std::mem::replace(&mut position, chunk.offset.clone());
+                // Reconnects resume from the last exact position (a piece of
+                // a large response carries where the response started).
+                let chunk_start = position.clone();
+                if chunk.exact && crate::read::checkpoint_moves(Some(&position), &chunk.offset) {
+                    position = chunk.offset.clone();
+                }
                 match self.dispatch(chunk, chunk_start, stop).await {
                     Ok(true) => {}
                     Ok(false) => return Ok(StopReason::Shutdown),
@@ -1390,12 +1402,16 @@ impl<T: Send + 'static> Reader<T> {
                     return Ok(StopReason::Closed);
                 }
             };
-            if !error.is_retryable() || attempt >= self.retry.max_retries {
-                tracing::warn!(%error, attempts = attempt, "pipeline reader stopped by an error");
+            let delay = if error.is_retryable() {
+                backoff.next_delay(error.retry_after())
+            } else {
+                None
+            };
+            let Some(delay) = delay else {
+                tracing::warn!(%error, attempts = backoff.retries(), "pipeline reader stopped by an error");
                 return Err(error);
-            }
-            let delay = self.retry.wait(attempt, error.retry_after());
-            attempt += 1;
+            };
+            let attempt = backoff.retries();
             crate::telemetry::pipeline_reconnect(&self.shared.name, &error, attempt, delay);
             tokio::select! {
                 biased;
@@ -1454,7 +1470,7 @@ impl<T: Send + 'static> Reader<T> {
                 .tracker
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            tracker.register(count, chunk.offset.clone(), hold)
+            tracker.register(count, chunk.offset.clone(), chunk.exact, hold)
         };
         if let Some(advance) = advance {
             self.shared.advanced(advance);

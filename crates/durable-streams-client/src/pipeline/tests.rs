@@ -67,6 +67,7 @@ fn json_decoding_keeps_payload_slices_and_fails_single_messages() {
     let chunk = |data: &'static [u8]| Chunk {
         data: Bytes::from_static(data),
         offset: Offset::start(),
+        exact: true,
         cursor: None,
         up_to_date: false,
         closed: false,
@@ -137,11 +138,12 @@ async fn batch_loop_flushes_on_size_timeout_and_drain() {
     let (tx, rx) = mpsc::channel(16);
     let task = tokio::spawn(batch_loop(spec, rx, Arc::clone(&shared)));
     let pos = Position::new(Offset::start(), Offset::start(), 0);
-    let (seq, _) = shared
-        .tracker
-        .lock()
-        .unwrap()
-        .register(6, Offset::parse("0_1").unwrap(), None);
+    let (seq, _) =
+        shared
+            .tracker
+            .lock()
+            .unwrap()
+            .register(6, Offset::parse("0_1").unwrap(), true, None);
     for i in 0..4 {
         tx.send(Envelope {
             seq,

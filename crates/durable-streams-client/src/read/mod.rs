@@ -6,7 +6,15 @@
 //! signals that the stream is closed. Up-to-date alone never ends a live read.
 //! After an error item the stream ends; start a new read from the last
 //! delivered [`Chunk::offset`] to continue.
+//!
+//! Reads guard the server as much as the caller: offsets only move forward
+//! (anything else is a `Decode(Offset)` error), answers that do not move the
+//! read forward are backed off from and end the read with
+//! [`ErrorKind::NoProgress`](crate::ErrorKind::NoProgress) after
+//! [`ReadBuilder::max_no_progress`] in a row, and live reads ride out outages
+//! of any length with capped backoff (4xx answers end them).
 
+mod guard;
 mod session;
 pub(crate) mod sse;
 
@@ -14,6 +22,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream as FuturesStream, StreamExt};
@@ -23,6 +32,8 @@ use crate::error::{DecodeKind, Error, Result};
 use crate::offset::Offset;
 use crate::stream::Stream;
 
+pub(crate) use guard::checkpoint_moves;
+use session::ReadOptions;
 pub(crate) use session::Session;
 
 /// How a read continues once it has caught up.
@@ -37,7 +48,8 @@ pub enum LiveMode {
     /// Server-sent events from the start offset until the stream is closed.
     Sse,
     /// Catch up, then SSE; falls back to long-poll when SSE is refused or
-    /// keeps dropping without delivering anything.
+    /// when three connections in a row end within a second (whatever they
+    /// delivered).
     Auto,
 }
 
@@ -54,13 +66,16 @@ impl LiveMode {
 pub struct Chunk {
     /// The bytes (for JSON streams: a JSON array of messages).
     pub data: Bytes,
-    /// Where to resume to get what follows this data. A large response is
-    /// delivered in pieces, and the server gives no position inside a
-    /// response, so for a piece before the last one this is the offset the
-    /// response started at: resuming there delivers the earlier pieces again
-    /// (safe for at-least-once checkpointing). The last piece carries the
+    /// Where to resume to get what follows this data, when [`Chunk::exact`].
+    /// A large response is delivered in pieces, and the server gives no
+    /// position inside a response, so a piece before the last one carries
+    /// the offset the response started at (`exact == false`): resuming there
+    /// delivers the earlier pieces again. The last piece carries the
     /// response's next offset.
     pub offset: Offset,
+    /// Whether `offset` is an exact resume position (right after this
+    /// data). Checkpoint only exact offsets; consumers and pipelines do.
+    pub exact: bool,
     /// The server's cursor, echoed on live requests.
     pub cursor: Option<String>,
     /// The reader has everything the stream held when this was served.
@@ -94,8 +109,13 @@ impl Chunk {
 pub struct TextChunk {
     /// The text.
     pub text: String,
-    /// The offset right after the bytes consumed so far.
+    /// Where to resume: right after the bytes consumed so far when
+    /// [`TextChunk::exact`], else where the response these bytes came from
+    /// started (see [`Chunk::offset`]).
     pub offset: Offset,
+    /// Whether `offset` is an exact resume position (a piece of a larger
+    /// response, or text ending inside a multi-byte character, is not).
+    pub exact: bool,
     /// The server's cursor.
     pub cursor: Option<String>,
     /// Up to date with the stream when served.
@@ -113,8 +133,13 @@ pub struct TextChunk {
 pub struct JsonBatch<T> {
     /// The messages, in stream order.
     pub items: Vec<T>,
-    /// The offset right after these messages.
+    /// Where to resume: right after these messages when
+    /// [`JsonBatch::exact`], else where the response these messages came
+    /// from started (a piece of a large response; see [`Chunk::offset`]).
     pub offset: Offset,
+    /// Whether `offset` is an exact resume position. Checkpoint only exact
+    /// offsets.
+    pub exact: bool,
     /// The server's cursor.
     pub cursor: Option<String>,
     /// Up to date with the stream when served.
@@ -140,7 +165,8 @@ pub struct JsonBatch<T> {
 /// while let Some(batch) = batches.next().await {
 ///     let batch = batch?;
 ///     for item in &batch.items { println!("{item}"); }
-///     // persist batch.offset to resume later
+///     // persist batch.offset to resume later (when it is exact)
+///     if batch.exact { /* save batch.offset */ }
 /// }
 /// # Ok(()) }
 /// ```
@@ -149,6 +175,7 @@ pub struct ReadBuilder {
     stream: Stream,
     offset: Offset,
     live: LiveMode,
+    options: ReadOptions,
 }
 
 impl ReadBuilder {
@@ -157,6 +184,7 @@ impl ReadBuilder {
             stream,
             offset: Offset::start(),
             live: LiveMode::Off,
+            options: ReadOptions::default(),
         }
     }
 
@@ -172,8 +200,30 @@ impl ReadBuilder {
         self
     }
 
+    /// Answers in a row that may fail to move the read forward before it
+    /// ends with [`ErrorKind::NoProgress`](crate::ErrorKind::NoProgress)
+    /// (default 10; `0` counts as 1). Such answers (a catch-up repeating its
+    /// offset without `Stream-Up-To-Date`, a long-poll answered early with
+    /// nothing new and the same cursor, an SSE connection ending within a
+    /// second without data) are backed off from exponentially and retried
+    /// with a cache-busting query parameter. Healthy long-polls and the
+    /// server's periodic SSE close are never counted. With
+    /// [`LiveMode::Off`] the client's retry budget may end the read first.
+    pub fn max_no_progress(mut self, n: u32) -> Self {
+        self.options.max_no_progress = n;
+        self
+    }
+
+    /// Longest life of one SSE connection (default 10 min): the read then
+    /// reconnects from the last control offset, even when comments keep the
+    /// connection alive (guards against half-dead connections).
+    pub fn sse_max_age(mut self, age: Duration) -> Self {
+        self.options.sse_max_age = age;
+        self
+    }
+
     fn session(self, json: bool) -> Session {
-        Session::new(self.stream, self.offset, self.live, json)
+        Session::with_options(self.stream, self.offset, self.live, json, self.options)
     }
 
     /// Raw chunks with metadata.
@@ -222,6 +272,7 @@ impl ReadBuilder {
             Ok(JsonBatch {
                 items,
                 offset: chunk.offset,
+                exact: chunk.exact,
                 cursor: chunk.cursor,
                 up_to_date: chunk.up_to_date,
                 closed: chunk.closed,
@@ -291,6 +342,9 @@ impl Utf8Carry {
             String::from_utf8(bytes).map_err(|e| Error::decode(DecodeKind::Utf8, e.to_string()))?;
         Ok(TextChunk {
             text,
+            // Bytes of a split character are carried: the offset is past
+            // them, so it is no resume position.
+            exact: chunk.exact && self.pending.is_empty(),
             offset: chunk.offset,
             cursor: chunk.cursor,
             up_to_date: chunk.up_to_date,
@@ -345,6 +399,7 @@ mod tests {
         Chunk {
             data: Bytes::from_static(data),
             offset: Offset::parse("o").unwrap(),
+            exact: true,
             cursor: None,
             up_to_date: false,
             closed,

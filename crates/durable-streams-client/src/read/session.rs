@@ -1,12 +1,18 @@
 //! One state machine over catch-up, long-poll and SSE that yields [`Chunk`]s
 //! and always resumes from the last delivered offset.
 
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream as FuturesStream, StreamExt};
 use reqwest::{Method, StatusCode};
 
+use super::guard::{
+    AUTO_SSE_MAX_SHORT, CLOCK_CHECK, ClockWatch, DEFAULT_MAX_NO_PROGRESS, DEFAULT_SSE_MAX_AGE,
+    ProgressGuard, SSE_SHORT, SseEnd, catch_up_stalled, check_forward, long_poll_stalled, sse_end,
+};
 use super::sse::{SseError, SseParser};
 use super::{Chunk, LiveMode};
 use crate::error::{DecodeKind, Error, ErrorKind, Result};
@@ -15,19 +21,40 @@ use crate::offset::Offset;
 use crate::request::{
     RequestSpec, ResponseMeta, error_from_response, header_str, names, read_body_limited,
 };
+use crate::retry::Backoff;
 use crate::stream::Stream;
-
-/// SSE connections in a row that may end without a single control event
-/// before auto mode gives up on SSE and long-polls instead.
-const AUTO_SSE_MAX_FAILURES: u32 = 3;
 
 /// Largest piece of a catch-up or long-poll response held and delivered at
 /// once (servers may answer with a whole stream in one response).
 const PIECE_BYTES: usize = 1 << 20;
 
-/// Empty, not-up-to-date responses in a row tolerated before treating the
-/// reader as caught up (guards against a hot loop on a misbehaving server).
-const MAX_NO_PROGRESS: u32 = 3;
+/// Longest SSE connection age accepted (keeps deadline arithmetic finite).
+const MAX_SSE_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Per-read settings (see [`super::ReadBuilder`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadOptions {
+    /// Answers in a row that do not move the read forward before it ends
+    /// with `NoProgress`.
+    pub(crate) max_no_progress: u32,
+    /// Longest life of one SSE connection before reconnecting.
+    pub(crate) sse_max_age: Duration,
+    /// Live modes retry connection errors, 5xx and 429 without a budget
+    /// (capped delays, reset on progress). Consumers and pipelines turn this
+    /// off: their own reconnect loop (one `Backoff`) rides out outages and
+    /// shows each failure to their error handling.
+    pub(crate) ride_out_outages: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_no_progress: DEFAULT_MAX_NO_PROGRESS,
+            sse_max_age: DEFAULT_SSE_MAX_AGE,
+            ride_out_outages: true,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -53,7 +80,12 @@ struct SseConnection {
     /// Data events not yet confirmed by a control event.
     pending: Vec<Bytes>,
     pending_bytes: usize,
-    saw_control: bool,
+    /// When the connection opened (its age decides whether its end is healthy).
+    opened: Instant,
+    /// A control event moved the offset or confirmed data.
+    moved: bool,
+    /// The client ended it on purpose (max age, clock jump).
+    deliberate: bool,
 }
 
 /// A catch-up or long-poll response being read in bounded pieces.
@@ -63,6 +95,12 @@ struct ResponseBody {
     long_poll: bool,
     status: StatusCode,
     meta: ResponseMeta,
+    /// The response's next offset (checked when the headers arrived).
+    next: Offset,
+    /// How long the request took until its headers arrived.
+    elapsed: Duration,
+    /// The cursor the request carried.
+    sent_cursor: Option<String>,
     /// JSON streams: the array is split into messages as it arrives.
     splitter: Option<ArraySplitter>,
     pending_bytes: BytesMut,
@@ -75,7 +113,6 @@ struct ResponseBody {
     /// Units received in the current attempt (a re-request after a broken
     /// body starts over and skips what was already handed out).
     received: u64,
-    retries: u32,
 }
 
 impl ResponseBody {
@@ -138,6 +175,59 @@ enum Step {
     Continue,
 }
 
+/// One answer's position and payload, as [`Session::advance`] records it.
+struct Answer {
+    data: Bytes,
+    messages: Option<Vec<Bytes>>,
+    /// `data` holds at least one message (JSON) or byte.
+    has_data: bool,
+    /// The whole answer carried data (pieces may have gone out already).
+    any_data: bool,
+    next: Offset,
+    cursor: Option<String>,
+    up_to_date: bool,
+    closed: bool,
+    status: StatusCode,
+}
+
+/// Check a 2xx read answer's protocol headers: the next offset always, and
+/// on live answers of an open stream the cursor. A missing one is a typed
+/// error naming it (proxies have been seen stripping unknown headers).
+pub(crate) fn check_read_headers(meta: &ResponseMeta, live: bool) -> Result<Offset> {
+    let Some(next) = meta.next_offset.clone() else {
+        return Err(Error::decode(
+            DecodeKind::Header,
+            "read answer has no Stream-Next-Offset header (every successful read must \
+             carry it; a proxy may be stripping it)",
+        ));
+    };
+    if live && !meta.closed && meta.cursor.is_none() {
+        return Err(Error::decode(
+            DecodeKind::Header,
+            "long-poll answer has no Stream-Cursor header (live answers of an open stream \
+             must carry it; a proxy may be stripping it)",
+        ));
+    }
+    Ok(next)
+}
+
+/// Await `fut`; `None` when the clocks show that the machine slept or was
+/// paused meanwhile (the connection may be dead: reconnect).
+async fn watched<F: Future>(clock: &mut ClockWatch, fut: F) -> Option<F::Output> {
+    *clock = ClockWatch::new();
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep(CLOCK_CHECK) => {
+                if clock.jumped() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 pub(crate) struct Session {
     stream: Stream,
     mode: LiveMode,
@@ -147,15 +237,37 @@ pub(crate) struct Session {
     json: bool,
     done: bool,
     last_up_to_date: bool,
-    no_progress: u32,
     sse: Option<SseConnection>,
     body: Option<ResponseBody>,
-    sse_failures: u32,
-    reconnects: u32,
+    /// One retry budget for the whole read: request retries, body
+    /// re-requests, reconnects and no-progress waits. Unbounded for live
+    /// modes (reset on progress), the policy's budget for `LiveMode::Off`.
+    backoff: Backoff,
+    guard: ProgressGuard,
+    /// Short SSE connections in a row (auto mode falls back after a few).
+    short_sse: u32,
+    sse_max_age: Duration,
+    clock: ClockWatch,
 }
 
 impl Session {
+    /// A session for a consumer or pipeline, whose reconnect loop handles
+    /// outages (request retries use the client's budget).
     pub(crate) fn new(stream: Stream, offset: Offset, mode: LiveMode, json: bool) -> Session {
+        let options = ReadOptions {
+            ride_out_outages: false,
+            ..ReadOptions::default()
+        };
+        Session::with_options(stream, offset, mode, json, options)
+    }
+
+    pub(crate) fn with_options(
+        stream: Stream,
+        offset: Offset,
+        mode: LiveMode,
+        json: bool,
+        options: ReadOptions,
+    ) -> Session {
         let phase = match mode {
             LiveMode::Sse => Phase::Sse,
             // `now` has nothing to catch up on: one long-poll request waits
@@ -164,8 +276,13 @@ impl Session {
             _ => Phase::CatchUp,
         };
         let json = json || stream.is_json();
+        let policy = stream.client().retry_policy();
+        let backoff = if mode.is_live() && options.ride_out_outages {
+            Backoff::unbounded(policy)
+        } else {
+            Backoff::new(policy)
+        };
         Session {
-            stream,
             mode,
             phase,
             offset,
@@ -173,11 +290,16 @@ impl Session {
             json,
             done: false,
             last_up_to_date: false,
-            no_progress: 0,
             sse: None,
             body: None,
-            sse_failures: 0,
-            reconnects: 0,
+            backoff,
+            guard: ProgressGuard::new(options.max_no_progress),
+            short_sse: 0,
+            sse_max_age: options
+                .sse_max_age
+                .clamp(Duration::from_millis(1), MAX_SSE_AGE),
+            clock: ClockWatch::new(),
+            stream,
         }
     }
 
@@ -205,6 +327,7 @@ impl Session {
                 Err(e) => {
                     self.done = true;
                     self.sse = None;
+                    self.body = None;
                     return Some(Err(e.with_url(self.stream.url())));
                 }
             }
@@ -212,57 +335,64 @@ impl Session {
         None
     }
 
-    fn is_empty_payload(&self, data: &[u8]) -> bool {
-        if self.json {
-            data.iter()
-                .all(|b| b.is_ascii_whitespace() || *b == b'[' || *b == b']')
-        } else {
-            data.is_empty()
-        }
+    /// The read moved forward: a later failure backs off from the start.
+    fn progressed(&mut self) {
+        self.guard.progress();
+        self.backoff.reset();
     }
 
-    /// Record a response's position and decide whether it is worth yielding.
-    fn advance(
-        &mut self,
-        data: Bytes,
-        next: Offset,
-        cursor: Option<String>,
-        up_to_date: bool,
-        closed: bool,
-        status: StatusCode,
-    ) -> Step {
-        let has_data = !self.is_empty_payload(&data);
-        let progressed = next != self.offset;
-        self.offset = next.clone();
-        if cursor.is_some() {
-            self.cursor = cursor;
+    /// An answer that did not move the read forward: count it, back off
+    /// (the next request carries a cache buster), or give up.
+    async fn stall(&mut self, what: &'static str) -> Result<()> {
+        self.guard.stall(what)?;
+        tracing::debug!(path = %self.stream.url().path(), offset = %self.offset, what, strikes = self.guard.strikes(), "answer did not move the read forward; backing off");
+        crate::telemetry::retry(self.phase.name(), "no_progress");
+        if !self.backoff.wait(None).await {
+            return Err(self.guard.give_up(what));
         }
-        if closed {
+        Ok(())
+    }
+
+    /// Record an answer's position (only forward) and decide whether it is
+    /// worth yielding. Returns the step and whether the offset moved.
+    fn advance(&mut self, a: Answer) -> Result<(Step, bool)> {
+        let moved = check_forward(&self.offset, &a.next, a.any_data)?;
+        self.offset = a.next.clone();
+        if a.cursor.is_some() {
+            self.cursor = a.cursor;
+        }
+        if a.closed {
             self.done = true;
         }
-        let up_to_date = up_to_date || closed;
+        let up_to_date = a.up_to_date || a.closed;
         if self.mode == LiveMode::Off && up_to_date {
             self.done = true;
         }
-        self.no_progress = if has_data || progressed || up_to_date {
-            0
-        } else {
-            self.no_progress + 1
-        };
-        let worth = has_data || closed || ((up_to_date || self.done) && !self.last_up_to_date);
+        // Whether the answer was progress is the caller's call (an
+        // up-to-date answer can still be a replayed one).
+        let worth = a.has_data || a.closed || ((up_to_date || self.done) && !self.last_up_to_date);
         if !worth {
-            return Step::Continue;
+            return Ok((Step::Continue, moved));
         }
         self.last_up_to_date = up_to_date;
-        Step::Yield(Chunk {
-            data: if has_data { data } else { Bytes::new() },
-            offset: next,
-            cursor: self.cursor.clone(),
-            up_to_date,
-            closed,
-            status: status.as_u16(),
-            messages: None,
-        })
+        let (data, messages) = if a.has_data {
+            (a.data, a.messages)
+        } else {
+            (Bytes::new(), None)
+        };
+        Ok((
+            Step::Yield(Chunk {
+                data,
+                offset: a.next,
+                exact: true,
+                cursor: self.cursor.clone(),
+                up_to_date,
+                closed: a.closed,
+                status: a.status.as_u16(),
+                messages,
+            }),
+            moved,
+        ))
     }
 
     fn read_spec(&self, operation: &'static str) -> RequestSpec {
@@ -270,6 +400,10 @@ impl Session {
             RequestSpec::new(Method::GET, operation).query("offset", self.offset.as_str());
         if let Some(cursor) = &self.cursor {
             spec = spec.query("cursor", cursor.clone());
+        }
+        if self.guard.bust_cache() {
+            // After a repeated answer: a URL no cache has seen.
+            spec = spec.query("_nc", format!("{:016x}", fastrand::u64(..)));
         }
         spec
     }
@@ -290,18 +424,34 @@ impl Session {
         if let Some(etag) = self.stream.tail_etag_for(&self.offset) {
             spec = spec.header("if-none-match", etag)?;
         }
-        let resp = self.stream.inner.send(&spec).await?;
+        let started = Instant::now();
+        let resp = self
+            .stream
+            .inner
+            .send_retrying(&spec, &mut self.backoff)
+            .await?;
         if resp.status() == StatusCode::NOT_MODIFIED {
             // Same empty tail as before: nothing new.
             let offset = self.offset.clone();
-            let step = self.advance(Bytes::new(), offset, None, true, false, StatusCode::OK);
+            let (step, _) = self.advance(Answer {
+                data: Bytes::new(),
+                messages: None,
+                has_data: false,
+                any_data: false,
+                next: offset,
+                cursor: None,
+                up_to_date: true,
+                closed: false,
+                status: StatusCode::OK,
+            })?;
+            self.backoff.reset();
             self.after_caught_up();
             return Ok(step);
         }
         if !matches!(resp.status(), StatusCode::OK | StatusCode::NO_CONTENT) {
             return Err(self.error_from(&spec, resp).await);
         }
-        self.open_body(spec, resp, false)?;
+        self.open_body(spec, resp, false, started.elapsed())?;
         self.body_step().await
     }
 
@@ -313,11 +463,22 @@ impl Session {
             .read_spec("long-poll")
             .query("live", "long-poll")
             .live();
-        let resp = self.stream.inner.send(&spec).await?;
+        let started = Instant::now();
+        let sent = watched(
+            &mut self.clock,
+            self.stream.inner.send_retrying(&spec, &mut self.backoff),
+        )
+        .await;
+        let Some(resp) = sent else {
+            tracing::info!(path = %self.stream.url().path(), offset = %self.offset, "the clock jumped (sleep or pause); long-polling again");
+            crate::telemetry::reconnect("long-poll");
+            return Ok(Step::Continue);
+        };
+        let resp = resp?;
         if !matches!(resp.status(), StatusCode::OK | StatusCode::NO_CONTENT) {
             return Err(self.error_from(&spec, resp).await);
         }
-        self.open_body(spec, resp, true)?;
+        self.open_body(spec, resp, true, started.elapsed())?;
         self.body_step().await
     }
 
@@ -338,11 +499,18 @@ impl Session {
         }
     }
 
-    fn response_meta(&self, resp: &reqwest::Response) -> Result<ResponseMeta> {
-        ResponseMeta::from_headers(resp.headers()).map_err(|e| {
-            e.with_url(self.stream.url())
-                .with_status(resp.status().as_u16())
-        })
+    /// The response's protocol headers, checked: `(meta, next offset)`.
+    fn response_meta(
+        &self,
+        resp: &reqwest::Response,
+        long_poll: bool,
+    ) -> Result<(ResponseMeta, Offset)> {
+        let status = resp.status().as_u16();
+        let meta = ResponseMeta::from_headers(resp.headers())
+            .map_err(|e| e.with_url(self.stream.url()).with_status(status))?;
+        let next = check_read_headers(&meta, long_poll)
+            .map_err(|e| e.with_url(self.stream.url()).with_status(status))?;
+        Ok((meta, next))
     }
 
     fn open_body(
@@ -350,8 +518,9 @@ impl Session {
         spec: RequestSpec,
         resp: reqwest::Response,
         long_poll: bool,
+        elapsed: Duration,
     ) -> Result<()> {
-        let meta = self.response_meta(&resp)?;
+        let (meta, next) = self.response_meta(&resp, long_poll)?;
         if !long_poll {
             self.stream.learn_content_type(meta.content_type.as_deref());
         }
@@ -362,6 +531,9 @@ impl Session {
             spec,
             long_poll,
             meta,
+            next,
+            elapsed,
+            sent_cursor: self.cursor.clone(),
             splitter: self.json.then(|| ArraySplitter::new(limit)),
             pending_bytes: BytesMut::new(),
             pending_items: Vec::new(),
@@ -369,16 +541,15 @@ impl Session {
             delivered: 0,
             ended: false,
             received: 0,
-            retries: 0,
         });
         Ok(())
     }
 
     /// Read the open response: a piece of at most [`PIECE_BYTES`] (its
     /// offset is where the response started, since the server gives no
-    /// position inside a response), or at its end the final piece with the
-    /// response's offsets. A broken body is requested again and the part
-    /// already handed out is skipped.
+    /// position inside a response: not an exact resume position), or at its
+    /// end the final piece with the response's offsets. A broken body is
+    /// requested again and the part already handed out is skipped.
     async fn body_step(&mut self) -> Result<Step> {
         let piece_limit = PIECE_BYTES.min(self.stream.client().max_response_bytes());
         loop {
@@ -390,15 +561,15 @@ impl Session {
             if body.pending_len >= piece_limit && !(body.ended && body.pending_len == piece_limit) {
                 let (data, units, messages) = body.take_pending(piece_limit);
                 body.delivered += units;
-                // Progress: a later break gets a fresh retry budget.
-                body.retries = 0;
                 let cursor = body.meta.cursor.clone();
                 let status = body.status;
-                self.no_progress = 0;
+                // Progress: a later break gets a fresh retry budget.
+                self.progressed();
                 self.last_up_to_date = false;
                 return Ok(Step::Yield(Chunk {
                     data,
                     offset: self.offset.clone(),
+                    exact: false,
                     cursor: cursor.or_else(|| self.cursor.clone()),
                     up_to_date: false,
                     closed: false,
@@ -417,8 +588,9 @@ impl Session {
                 }
                 let handed_out = body.delivered;
                 let (data, units, messages) = body.take_pending(usize::MAX);
-                let empty = handed_out + units == 0;
-                return self.finish_response(body, data, messages, empty);
+                return self
+                    .finish_response(body, data, messages, units, handed_out)
+                    .await;
             }
             match body.body.next().await {
                 Some(Ok(piece)) => body.accept(piece)?,
@@ -428,13 +600,14 @@ impl Session {
         }
     }
 
-    /// Re-request a response whose body broke, with backoff.
+    /// Re-request a response whose body broke, drawing on the read's backoff.
     async fn retry_body(&mut self, err: reqwest::Error) -> Result<()> {
-        let policy = self.stream.client().retry_policy().clone();
-        let Some(body) = self.body.as_mut() else {
+        let Some(body) = self.body.as_ref() else {
             return Ok(());
         };
-        if body.retries >= policy.max_retries {
+        let spec = body.spec.clone();
+        let long_poll = body.long_poll;
+        let Some(wait) = self.backoff.next_delay(None) else {
             self.body = None;
             return Err(Error::new(if err.is_timeout() {
                 ErrorKind::Timeout
@@ -443,24 +616,28 @@ impl Session {
             })
             .with_source(err)
             .with_url(self.stream.url()));
-        }
-        let wait = policy.delay(body.retries);
-        body.retries += 1;
+        };
         tracing::debug!(path = %self.stream.url().path(), error = %err, wait_ms = wait.as_millis() as u64, "response body broke; requesting it again");
-        crate::telemetry::retry(body.spec.operation, "body");
+        crate::telemetry::retry(spec.operation, "body");
         tokio::time::sleep(wait).await;
-        let spec = body.spec.clone();
-        let resp = self.stream.inner.send(&spec).await?;
+        let started = Instant::now();
+        let resp = self
+            .stream
+            .inner
+            .send_retrying(&spec, &mut self.backoff)
+            .await?;
         if !matches!(resp.status(), StatusCode::OK | StatusCode::NO_CONTENT) {
             self.body = None;
             return Err(self.error_from(&spec, resp).await);
         }
-        let meta = self.response_meta(&resp)?;
+        let (meta, next) = self.response_meta(&resp, long_poll)?;
         let limit = self.stream.client().max_response_bytes();
         if let Some(body) = self.body.as_mut() {
             body.status = resp.status();
             body.body = resp.bytes_stream().boxed();
             body.meta = meta;
+            body.next = next;
+            body.elapsed = started.elapsed();
             body.received = 0;
             body.ended = false;
             body.pending_bytes.clear();
@@ -473,67 +650,58 @@ impl Session {
         Ok(())
     }
 
-    fn finish_response(
+    /// A response was read to its end: record its position, judge whether
+    /// it moved the read forward (backing off when not) and yield what is
+    /// worth yielding. Whether it carried messages is decided by their
+    /// count, never by looking at the bytes (`[]` is a message).
+    async fn finish_response(
         &mut self,
         body: ResponseBody,
         data: Bytes,
         messages: Option<Vec<Bytes>>,
-        empty: bool,
-    ) -> Result<Step> {
-        let step = self.finish_response_step(body, data, empty)?;
-        Ok(match step {
-            // The split messages travel with the chunk when its data is kept.
-            Step::Yield(mut chunk) if !chunk.data.is_empty() => {
-                chunk.messages = messages;
-                Step::Yield(chunk)
-            }
-            step => step,
-        })
-    }
-
-    fn finish_response_step(
-        &mut self,
-        body: ResponseBody,
-        data: Bytes,
-        empty: bool,
+        units: u64,
+        handed_out: u64,
     ) -> Result<Step> {
         let ResponseBody {
             meta,
+            next,
             status,
             long_poll,
+            elapsed,
+            sent_cursor,
             ..
         } = body;
+        let has_data = units > 0;
+        let any_data = has_data || handed_out > 0;
         if long_poll {
-            if status == StatusCode::NO_CONTENT {
-                let next = meta
-                    .next_offset
-                    .clone()
-                    .unwrap_or_else(|| self.offset.clone());
-                return Ok(self.advance(
-                    Bytes::new(),
-                    next,
-                    meta.cursor,
-                    true,
-                    meta.closed,
-                    status,
-                ));
-            }
-            let next = meta
-                .require_next_offset()
-                .map_err(|e| e.with_url(self.stream.url()))?;
-            return Ok(self.advance(
+            let got_cursor = meta.cursor.clone();
+            let up_to_date = meta.up_to_date || status == StatusCode::NO_CONTENT;
+            let (step, moved) = self.advance(Answer {
                 data,
+                messages,
+                has_data,
+                any_data,
                 next,
-                meta.cursor,
-                meta.up_to_date,
-                meta.closed,
+                cursor: meta.cursor,
+                up_to_date,
+                closed: meta.closed,
                 status,
-            ));
+            })?;
+            if long_poll_stalled(
+                moved,
+                any_data,
+                meta.closed,
+                elapsed,
+                sent_cursor.as_deref(),
+                got_cursor.as_deref(),
+            ) {
+                self.stall("long-poll answers").await?;
+            } else {
+                self.progressed();
+            }
+            return Ok(step);
         }
-        let next = meta
-            .require_next_offset()
-            .map_err(|e| e.with_url(self.stream.url()))?;
-        if empty && !meta.closed {
+        if !any_data && !meta.closed {
             self.stream.remember_tail_etag(
                 meta.etag
                     .clone()
@@ -541,11 +709,24 @@ impl Session {
                     .map(|e| (next.clone(), e)),
             );
         }
-        let caught_up = meta.up_to_date
-            || self.no_progress + 1 >= MAX_NO_PROGRESS && empty && next == self.offset;
-        let step = self.advance(data, next, meta.cursor, caught_up, meta.closed, status);
-        if caught_up && !self.done {
+        let (step, moved) = self.advance(Answer {
+            data,
+            messages,
+            has_data,
+            any_data,
+            next,
+            cursor: meta.cursor,
+            up_to_date: meta.up_to_date,
+            closed: meta.closed,
+            status,
+        })?;
+        if meta.up_to_date && !self.done {
             self.after_caught_up();
+        }
+        if catch_up_stalled(moved, any_data, meta.up_to_date, meta.closed) {
+            self.stall("catch-up answers").await?;
+        } else {
+            self.progressed();
         }
         Ok(step)
     }
@@ -558,8 +739,11 @@ impl Session {
             }
         }
         let limit = self.stream.client().max_response_bytes();
+        let max_age = self.sse_max_age;
         loop {
-            let conn = self.sse.as_mut().expect("connected above");
+            let Some(conn) = self.sse.as_mut() else {
+                return Ok(Step::Continue);
+            };
             match conn.parser.next_event() {
                 Some(Err(SseError::EventTooLarge { limit })) => {
                     return Err(Error::new(ErrorKind::ResponseTooLarge { limit })
@@ -583,18 +767,26 @@ impl Session {
                     }
                     "control" => {
                         let control = parse_control(&event.data)?;
-                        conn.saw_control = true;
                         let parts = std::mem::take(&mut conn.pending);
                         conn.pending_bytes = 0;
-                        let data = self.join_payloads(parts)?;
-                        let step = self.advance(
+                        let (data, messages, has_data) = join_payloads(self.json, parts)?;
+                        let (step, moved) = self.advance(Answer {
                             data,
-                            control.next_offset,
-                            control.cursor,
-                            control.up_to_date,
-                            control.closed,
-                            StatusCode::OK,
-                        );
+                            messages,
+                            has_data,
+                            any_data: has_data,
+                            next: control.next_offset,
+                            cursor: control.cursor,
+                            up_to_date: control.up_to_date,
+                            closed: control.closed,
+                            status: StatusCode::OK,
+                        })?;
+                        if moved || has_data {
+                            self.progressed();
+                            if let Some(conn) = self.sse.as_mut() {
+                                conn.moved = true;
+                            }
+                        }
                         if self.done {
                             self.sse = None;
                         }
@@ -603,74 +795,98 @@ impl Session {
                     // Unknown event types are ignored (forward compatibility).
                     _ => {}
                 },
-                None => match conn.body.next().await {
-                    Some(Ok(bytes)) => conn.parser.push(&bytes),
-                    Some(Err(err)) => {
-                        let reason = if err.is_timeout() {
-                            "idle timeout"
-                        } else {
-                            "connection error"
-                        };
-                        tracing::debug!(error = %err, "SSE connection broke");
-                        return self.sse_ended(reason).await;
+                None => {
+                    let deadline = tokio::time::Instant::from_std(conn.opened + max_age);
+                    let wake = tokio::select! {
+                        next = conn.body.next() => Wake::Body(next),
+                        _ = tokio::time::sleep_until(deadline) => Wake::Expired,
+                        _ = tokio::time::sleep(CLOCK_CHECK) => Wake::Tick,
+                    };
+                    match wake {
+                        Wake::Body(Some(Ok(bytes))) => conn.parser.push(&bytes),
+                        Wake::Body(Some(Err(err))) => {
+                            let reason = if err.is_timeout() {
+                                "idle timeout"
+                            } else {
+                                "connection error"
+                            };
+                            tracing::debug!(error = %err, "SSE connection broke");
+                            return self.sse_ended(reason).await;
+                        }
+                        Wake::Body(None) => {
+                            return self.sse_ended("server closed the connection").await;
+                        }
+                        Wake::Expired => {
+                            conn.deliberate = true;
+                            return self.sse_ended("maximum connection age").await;
+                        }
+                        Wake::Tick => {
+                            if self.clock.jumped() {
+                                if let Some(conn) = self.sse.as_mut() {
+                                    conn.deliberate = true;
+                                }
+                                return self.sse_ended("the clock jumped (sleep or pause)").await;
+                            }
+                        }
                     }
-                    None => return self.sse_ended("server closed the connection").await,
-                },
+                }
             }
-        }
-    }
-
-    fn join_payloads(&self, parts: Vec<Bytes>) -> Result<Bytes> {
-        match parts.len() {
-            0 => Ok(Bytes::new()),
-            1 => Ok(parts.into_iter().next().unwrap_or_default()),
-            _ if self.json => crate::json::merge_arrays(&parts),
-            _ => Ok(parts.concat().into()),
         }
     }
 
     /// The connection ended before the stream closed: drop unconfirmed data
-    /// and reconnect from the last control offset, with backoff when the
-    /// connection delivered nothing.
+    /// and reconnect from the last control offset. Connections that lasted
+    /// (the server's periodic close) or moved the read reconnect at once;
+    /// short ones that moved nothing back off and count towards the
+    /// no-progress bound; auto mode long-polls after a few short ones.
     async fn sse_ended(&mut self, reason: &'static str) -> Result<Step> {
-        let conn = self.sse.take();
-        let progressed = conn.is_some_and(|c| c.saw_control);
-        let policy = self.stream.client().retry_policy().clone();
-        if progressed {
-            self.sse_failures = 0;
-            self.reconnects = 0;
-        } else {
-            self.sse_failures += 1;
-            if self.mode == LiveMode::Auto && self.sse_failures >= AUTO_SSE_MAX_FAILURES {
-                tracing::info!(path = %self.stream.url().path(), "SSE keeps dropping; falling back to long-poll");
-                self.phase = Phase::LongPoll;
-                return Ok(Step::Continue);
-            }
-            if self.reconnects >= policy.max_retries {
-                return Err(Error::new(ErrorKind::Network).with_message(format!(
-                    "SSE connection keeps ending without data ({reason}); gave up after {} reconnects",
-                    self.reconnects
-                )));
-            }
-        }
-        let wait = if progressed {
-            std::time::Duration::ZERO
-        } else {
-            policy.delay(self.reconnects)
+        let Some(conn) = self.sse.take() else {
+            return Ok(Step::Continue);
         };
-        self.reconnects += u32::from(!progressed);
-        tracing::debug!(path = %self.stream.url().path(), offset = %self.offset, reason, wait_ms = wait.as_millis() as u64, "reconnecting SSE");
-        crate::telemetry::reconnect("sse");
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let age = conn.opened.elapsed();
+        let verdict = if conn.deliberate {
+            SseEnd::Healthy
+        } else {
+            sse_end(age, conn.moved)
+        };
+        if !conn.deliberate && age < SSE_SHORT {
+            self.short_sse += 1;
+        } else {
+            self.short_sse = 0;
         }
+        if self.mode == LiveMode::Auto && self.short_sse >= AUTO_SSE_MAX_SHORT {
+            tracing::info!(path = %self.stream.url().path(), short = self.short_sse, "SSE connections keep ending quickly; falling back to long-poll");
+            self.short_sse = 0;
+            self.phase = Phase::LongPoll;
+            if verdict == SseEnd::Stalled {
+                self.stall("SSE connections").await?;
+            }
+            return Ok(Step::Continue);
+        }
+        match verdict {
+            SseEnd::Healthy => self.progressed(),
+            SseEnd::ShortWithProgress => {}
+            SseEnd::Stalled => self.stall("SSE connections").await?,
+        }
+        tracing::debug!(path = %self.stream.url().path(), offset = %self.offset, reason, age_ms = age.as_millis() as u64, "reconnecting SSE");
+        crate::telemetry::reconnect("sse");
         Ok(Step::Continue)
     }
 
-    /// Open an SSE connection; `None` when auto mode fell back to long-poll.
+    /// Open an SSE connection; `None` when there is none to read yet (auto
+    /// mode fell back to long-poll, or the clock jumped while connecting).
     async fn connect_sse(&mut self) -> Result<Option<SseConnection>> {
         let spec = self.read_spec("sse").query("live", "sse").live();
-        let resp = self.stream.inner.send(&spec).await?;
+        let sent = watched(
+            &mut self.clock,
+            self.stream.inner.send_retrying(&spec, &mut self.backoff),
+        )
+        .await;
+        let Some(resp) = sent else {
+            tracing::info!(path = %self.stream.url().path(), "the clock jumped (sleep or pause); connecting SSE again");
+            return Ok(None);
+        };
+        let resp = resp?;
         let status = resp.status();
         let is_event_stream = header_str(resp.headers(), "content-type")
             .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"));
@@ -678,13 +894,16 @@ impl Session {
             let base64 = header_str(resp.headers(), names::SSE_DATA_ENCODING)
                 .is_some_and(|v| v.eq_ignore_ascii_case("base64"));
             let limit = self.stream.client().max_response_bytes();
+            self.clock = ClockWatch::new();
             return Ok(Some(SseConnection {
                 body: resp.bytes_stream().boxed(),
                 parser: SseParser::new(limit),
                 base64,
                 pending: Vec::new(),
                 pending_bytes: 0,
-                saw_control: false,
+                opened: Instant::now(),
+                moved: false,
+                deliberate: false,
             }));
         }
         let refused = matches!(status.as_u16(), 400 | 405 | 406 | 415 | 501)
@@ -708,6 +927,41 @@ impl Session {
             &spec, status, &headers, &body,
         ))
     }
+}
+
+/// What woke an SSE read.
+enum Wake {
+    Body(Option<reqwest::Result<Bytes>>),
+    Expired,
+    Tick,
+}
+
+/// Join the data events confirmed by one control event: `(data, messages,
+/// has_data)`. For JSON the messages are counted by splitting each event's
+/// array, so a message that is `[]` or `{}` counts.
+fn join_payloads(json: bool, parts: Vec<Bytes>) -> Result<(Bytes, Option<Vec<Bytes>>, bool)> {
+    if !json {
+        let data: Bytes = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.into_iter().next().unwrap_or_default(),
+            _ => parts.concat().into(),
+        };
+        let has_data = !data.is_empty();
+        return Ok((data, None, has_data));
+    }
+    let mut messages = Vec::new();
+    for part in &parts {
+        messages.extend(crate::json::split_messages(part)?);
+    }
+    if messages.is_empty() {
+        return Ok((Bytes::new(), None, false));
+    }
+    let data = if parts.len() == 1 {
+        parts.into_iter().next().unwrap_or_default()
+    } else {
+        frame_elements(&messages)
+    };
+    Ok((data, Some(messages), true))
 }
 
 fn decode_base64(data: &[u8]) -> Result<Bytes> {
@@ -794,6 +1048,292 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    fn meta(next: Option<&str>, cursor: Option<&str>, closed: bool) -> ResponseMeta {
+        ResponseMeta {
+            next_offset: next.map(|n| Offset::parse(n).unwrap()),
+            cursor: cursor.map(str::to_owned),
+            closed,
+            ..ResponseMeta::default()
+        }
+    }
+
+    #[test]
+    fn stripped_headers_are_typed_errors_naming_the_header() {
+        assert_eq!(
+            check_read_headers(&meta(Some("0001"), None, false), false)
+                .unwrap()
+                .as_str(),
+            "0001"
+        );
+        let e = check_read_headers(&meta(None, Some("1"), false), false).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));
+        assert!(e.to_string().contains("Stream-Next-Offset"), "{e}");
+        assert!(e.to_string().contains("proxy"), "{e}");
+        // Long-poll answers (200 and 204) of an open stream need a cursor.
+        let e = check_read_headers(&meta(Some("0001"), None, false), true).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));
+        assert!(e.to_string().contains("Stream-Cursor"), "{e}");
+        // ... except when the stream is closed.
+        assert!(check_read_headers(&meta(Some("0001"), None, true), true).is_ok());
+        assert!(check_read_headers(&meta(Some("0001"), Some("7"), false), true).is_ok());
+        let e = check_read_headers(&meta(None, None, true), true).unwrap_err();
+        assert!(e.to_string().contains("Stream-Next-Offset"), "{e}");
+    }
+
+    #[test]
+    fn sse_json_messages_are_counted_not_sniffed() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        // One message that is an empty array, one that is an empty object.
+        let (data, messages, has) = join_payloads(true, vec![b("[[]]")]).unwrap();
+        assert!(has);
+        assert_eq!(&data[..], b"[[]]");
+        assert_eq!(messages.unwrap().len(), 1);
+        let (_, messages, has) =
+            join_payloads(true, vec![b("[{}]"), b("[]"), b("[[[]]]")]).unwrap();
+        assert!(has);
+        let messages = messages.unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(&messages[1][..], b"[[]]");
+        // No messages at all.
+        let (data, messages, has) = join_payloads(true, vec![b("[]"), b(" [ ] ")]).unwrap();
+        assert!(!has && data.is_empty() && messages.is_none());
+        let (_, _, has) = join_payloads(true, vec![]).unwrap();
+        assert!(!has);
+        // Not an array: a decode error, never a panic.
+        assert!(join_payloads(true, vec![b("{}")]).is_err());
+        // Bytes: emptiness is length.
+        let (data, _, has) = join_payloads(false, vec![b("a"), b("b")]).unwrap();
+        assert!(has && &data[..] == b"ab");
+        assert!(!join_payloads(false, vec![b("")]).unwrap().2);
+    }
+
+    fn unreachable_session(mode: LiveMode, max_no_progress: u32) -> Session {
+        let stream = crate::Client::builder()
+            .retry_policy(
+                crate::RetryPolicy::default()
+                    .with_initial_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(30))
+                    .with_max_retries(3),
+            )
+            .build()
+            .unwrap()
+            .stream("http://127.0.0.1:9/v1/stream/x")
+            .unwrap();
+        Session::with_options(
+            stream,
+            Offset::parse("0001").unwrap(),
+            mode,
+            false,
+            ReadOptions {
+                max_no_progress,
+                ..ReadOptions::default()
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalls_back_off_exponentially_bust_caches_and_end_with_no_progress() {
+        let mut s = unreachable_session(LiveMode::LongPoll, 10);
+        let spec = s.read_spec("long-poll");
+        assert!(
+            spec.query.iter().all(|(k, _)| *k != "_nc"),
+            "no buster at first"
+        );
+        let started = tokio::time::Instant::now();
+        let mut waits = Vec::new();
+        let mut err = None;
+        for _ in 0..20 {
+            let before = tokio::time::Instant::now();
+            match s.stall("long-poll answers").await {
+                Ok(()) => waits.push(before.elapsed()),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+            let spec = s.read_spec("long-poll");
+            assert!(
+                spec.query.iter().any(|(k, _)| *k == "_nc"),
+                "buster after a repeat"
+            );
+        }
+        let err = err.expect("gave up");
+        assert_eq!(err.kind(), &ErrorKind::NoProgress { attempts: 10 });
+        assert_eq!(waits.len(), 9, "a handful of tries, each after a wait");
+        assert!(
+            waits.iter().all(|w| *w >= Duration::from_millis(50)),
+            "{waits:?}"
+        );
+        assert!(waits[8] > waits[0] * 8, "exponential: {waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(30)),
+            "capped: {waits:?}"
+        );
+        assert!(started.elapsed() > Duration::from_secs(10));
+        // Progress resets the count and drops the buster.
+        let mut s = unreachable_session(LiveMode::LongPoll, 3);
+        s.stall("x").await.unwrap();
+        s.stall("x").await.unwrap();
+        s.progressed();
+        assert!(s.read_spec("x").query.iter().all(|(k, _)| *k != "_nc"));
+        s.stall("x").await.unwrap();
+        s.stall("x").await.unwrap();
+        assert!(s.stall("x").await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_up_to_date_answer_is_not_progress_by_itself() {
+        // A replayed long-poll 204 says up-to-date every time: the strikes
+        // must still add up to the bound.
+        let mut s = unreachable_session(LiveMode::LongPoll, 3);
+        let at = s.offset.clone();
+        let mut ended = None;
+        for i in 0..5 {
+            let (_, moved) = s
+                .advance(Answer {
+                    data: Bytes::new(),
+                    messages: None,
+                    has_data: false,
+                    any_data: false,
+                    next: at.clone(),
+                    cursor: Some("7".into()),
+                    up_to_date: true,
+                    closed: false,
+                    status: StatusCode::NO_CONTENT,
+                })
+                .unwrap();
+            assert!(!moved);
+            if let Err(e) = s.stall("long-poll answers").await {
+                ended = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = ended.expect("bounded");
+        assert_eq!(i, 2);
+        assert_eq!(e.kind(), &ErrorKind::NoProgress { attempts: 3 });
+    }
+
+    #[tokio::test]
+    async fn offsets_going_backwards_or_repeating_with_data_end_the_read() {
+        let mut s = unreachable_session(LiveMode::Sse, 3);
+        let answer = |next: &str, data: &'static [u8]| Answer {
+            data: Bytes::from_static(data),
+            messages: None,
+            has_data: !data.is_empty(),
+            any_data: !data.is_empty(),
+            next: Offset::parse(next).unwrap(),
+            cursor: None,
+            up_to_date: false,
+            closed: false,
+            status: StatusCode::OK,
+        };
+        assert!(s.advance(answer("0002", b"x")).unwrap().1);
+        let e = s.advance(answer("0002", b"y")).err().unwrap();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Offset));
+        let e = s.advance(answer("0001", b"")).err().unwrap();
+        assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Offset));
+        assert_eq!(s.offset.as_str(), "0002", "the offset never moved back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn catch_up_only_reads_are_bounded_by_the_retry_budget() {
+        // LiveMode::Off: the client's budget (3 retries) ends it first.
+        let mut s = unreachable_session(LiveMode::Off, 10);
+        for _ in 0..3 {
+            s.stall("catch-up answers").await.unwrap();
+        }
+        let e = s.stall("catch-up answers").await.unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::NoProgress { attempts: 4 });
+        // Live modes: unbounded backoff, the guard's bound ends it.
+        let mut s = unreachable_session(LiveMode::Sse, 6);
+        for _ in 0..5 {
+            s.stall("SSE connections").await.unwrap();
+        }
+        assert!(s.stall("SSE connections").await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_sse_connections_back_off_and_auto_falls_back_to_long_poll() {
+        fn conn(age: Duration, moved: bool) -> SseConnection {
+            SseConnection {
+                body: futures::stream::empty().boxed(),
+                parser: SseParser::new(1024),
+                base64: false,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                opened: Instant::now() - age,
+                moved,
+                deliberate: false,
+            }
+        }
+        let short = Duration::from_millis(20);
+        let long = Duration::from_secs(30);
+        // Auto: three short connections in a row, even ones that delivered
+        // a control event, and the read long-polls.
+        let mut s = unreachable_session(LiveMode::Auto, 10);
+        s.phase = Phase::Sse;
+        for moved in [true, false] {
+            s.sse = Some(conn(short, moved));
+            s.sse_ended("test").await.unwrap();
+            assert_eq!(s.phase, Phase::Sse);
+        }
+        s.sse = Some(conn(short, true));
+        s.sse_ended("test").await.unwrap();
+        assert_eq!(s.phase, Phase::LongPoll);
+        // A connection that lasted resets the count and is not backed off.
+        let mut s = unreachable_session(LiveMode::Auto, 10);
+        s.phase = Phase::Sse;
+        for age in [short, short, long, short, short] {
+            s.sse = Some(conn(age, false));
+            s.sse_ended("test").await.unwrap();
+            assert_eq!(s.phase, Phase::Sse);
+        }
+        // SSE mode: short empty connections are backed off and bounded;
+        // the server's periodic close is free.
+        let mut s = unreachable_session(LiveMode::Sse, 4);
+        s.phase = Phase::Sse;
+        let before = tokio::time::Instant::now();
+        for _ in 0..50 {
+            s.sse = Some(conn(long, false));
+            s.sse_ended("periodic close").await.unwrap();
+        }
+        assert_eq!(
+            before.elapsed(),
+            Duration::ZERO,
+            "healthy closes never wait"
+        );
+        let mut ended = None;
+        for i in 0..10 {
+            s.sse = Some(conn(short, false));
+            if let Err(e) = s.sse_ended("cut").await {
+                ended = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = ended.expect("bounded");
+        assert_eq!(i, 3);
+        assert_eq!(e.kind(), &ErrorKind::NoProgress { attempts: 4 });
+        assert!(before.elapsed() >= Duration::from_millis(150), "backed off");
+        // A deliberate reconnect (max age, clock jump) is healthy.
+        let mut s = unreachable_session(LiveMode::Auto, 2);
+        s.phase = Phase::Sse;
+        for _ in 0..5 {
+            let mut c = conn(short, false);
+            c.deliberate = true;
+            s.sse = Some(c);
+            s.sse_ended("max age").await.unwrap();
+        }
+        assert_eq!(s.phase, Phase::Sse);
+    }
+
+    #[test]
+    fn read_options_have_sensible_defaults() {
+        let o = ReadOptions::default();
+        assert_eq!(o.max_no_progress, 10);
+        assert_eq!(o.sse_max_age, Duration::from_secs(600));
+        assert!(o.ride_out_outages);
     }
 
     #[test]
