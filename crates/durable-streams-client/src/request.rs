@@ -325,11 +325,7 @@ impl StreamInner {
         if pairs.is_empty() {
             url.set_query(None);
         } else {
-            let mut ser = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &pairs {
-                ser.append_pair(k, v);
-            }
-            url.set_query(Some(&ser.finish()));
+            url.set_query(Some(&encode_query(&pairs)));
         }
         let mut builder = http.request(spec.method.clone(), url);
         let mut headers = self.client.inner.default_headers.clone();
@@ -523,6 +519,18 @@ pub(crate) async fn read_body_limited(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// `k=v&...` with every reserved byte percent-encoded, space as `%20`
+/// rather than form encoding's `+` (which a plain percent-decoding server
+/// would keep as a literal `+`).
+pub(crate) fn encode_query(pairs: &[(String, String)]) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        ser.append_pair(k, v);
+    }
+    // A literal '+' was encoded as %2B, so every '+' left is a space.
+    ser.finish().replace('+', "%20")
 }
 
 #[cfg(test)]
