@@ -262,6 +262,8 @@ pub async fn append(state: &mut State, command: &Value) -> Reply {
         base64::engine::general_purpose::STANDARD
             .decode(cmd.data.as_bytes())
             .map_err(|e| Failure::invalid_argument(format!("data is not base64: {e}")))?
+    } else if state.json_stream(&cmd.path) {
+        json_single_message(cmd.data)
     } else {
         cmd.data.into_bytes()
     };
@@ -287,6 +289,21 @@ pub async fn append(state: &mut State, command: &Value) -> Reply {
     });
     add_sent(&mut reply, sent);
     Ok(reply)
+}
+
+/// The body appending `data` (JSON text) to a JSON stream as exactly one
+/// message, as the reference client does: `[1,2]` becomes `[[1,2]]`, not
+/// two messages. Text that is not one JSON value (e.g. the empty string of
+/// `append-empty`) is sent as is, for the server to reject.
+fn json_single_message(data: String) -> Vec<u8> {
+    if serde_json::from_str::<&serde_json::value::RawValue>(&data).is_err() {
+        return data.into_bytes();
+    }
+    let mut body = Vec::with_capacity(data.len() + 2);
+    body.push(b'[');
+    body.extend_from_slice(data.as_bytes());
+    body.push(b']');
+    body
 }
 
 /// `read` (GET, every live mode).
@@ -769,6 +786,16 @@ pub fn shutdown() -> Reply {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_append_is_one_message() {
+        use super::json_single_message;
+        assert_eq!(json_single_message("[1,2]".into()), b"[[1,2]]");
+        assert_eq!(json_single_message(" {\"a\":1} ".into()), b"[ {\"a\":1} ]");
+        assert_eq!(json_single_message("\"s\"".into()), b"[\"s\"]");
+        assert_eq!(json_single_message(String::new()), b"");
+        assert_eq!(json_single_message("{".into()), b"{");
+    }
+
     use super::*;
 
     fn validate_error(target: Value) -> Failure {

@@ -29,6 +29,7 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(cli: &Cli) -> Result<Ctx, CliError> {
+        util::register_input(&cli.url);
         let mut builder =
             Client::builder().user_agent(concat!("dstream/", env!("CARGO_PKG_VERSION")));
         let max_response_bytes =
@@ -53,11 +54,16 @@ impl Ctx {
 
     /// The handle for a stream name or URL.
     pub fn stream(&self, name: &str) -> Result<Stream, CliError> {
+        util::register_input(name);
         let url = util::resolve_stream_url(&self.base, name)
             .map_err(|e| CliError::new(exit::USAGE, e))?;
-        self.client
-            .stream(&url)
-            .map_err(|e| CliError::new(exit::USAGE, format!("invalid stream URL {url:?}: {e}")))
+        util::register_input(&url);
+        self.client.stream(&url).map_err(|e| {
+            CliError::new(
+                exit::USAGE,
+                format!("invalid stream URL {:?}: {e}", util::redact_url(&url)),
+            )
+        })
     }
 
     pub fn json(&self) -> bool {
@@ -119,7 +125,7 @@ fn print_created(
 ) -> Result<(), CliError> {
     if ctx.json() {
         let mut obj = json!({
-            "url": stream.url().as_str(),
+            "url": util::redact_url(stream.url().as_str()),
             "created": r.created,
             "content_type": r.content_type,
             "next_offset": offset_json(r.next_offset.as_ref()),
@@ -148,7 +154,11 @@ fn print_created(
     if r.closed {
         details.push("closed".into());
     }
-    println_out(&format!("{what} {} ({})", stream.url(), details.join(", ")))
+    println_out(&format!(
+        "{what} {} ({})",
+        util::redact_url(stream.url().as_str()),
+        details.join(", ")
+    ))
 }
 
 async fn create(ctx: &Ctx, args: CreateArgs) -> Result<(), CliError> {
@@ -221,7 +231,7 @@ async fn head(ctx: &Ctx, name: &str) -> Result<(), CliError> {
 fn print_info(ctx: &Ctx, stream: &Stream, info: &StreamInfo) -> Result<(), CliError> {
     if ctx.json() {
         let obj = json!({
-            "url": stream.url().as_str(),
+            "url": util::redact_url(stream.url().as_str()),
             "content_type": info.content_type,
             "next_offset": info.next_offset.as_str(),
             "closed": info.closed,
@@ -232,7 +242,7 @@ fn print_info(ctx: &Ctx, stream: &Stream, info: &StreamInfo) -> Result<(), CliEr
         return println_out(&obj.to_string());
     }
     let mut lines = vec![
-        format!("url:          {}", stream.url()),
+        format!("url:          {}", util::redact_url(stream.url().as_str())),
         format!(
             "content-type: {}",
             info.content_type.as_deref().unwrap_or("(none)")
@@ -256,9 +266,14 @@ async fn delete(ctx: &Ctx, name: &str) -> Result<(), CliError> {
     let stream = ctx.stream(name)?;
     stream.delete().await.map_err(api("delete", name))?;
     if ctx.json() {
-        println_out(&json!({"url": stream.url().as_str(), "deleted": true}).to_string())
+        println_out(
+            &json!({"url": util::redact_url(stream.url().as_str()), "deleted": true}).to_string(),
+        )
     } else {
-        println_out(&format!("deleted {}", stream.url()))
+        println_out(&format!(
+            "deleted {}",
+            util::redact_url(stream.url().as_str())
+        ))
     }
 }
 
@@ -282,15 +297,21 @@ async fn close(ctx: &Ctx, args: CloseArgs) -> Result<(), CliError> {
     let r = result.map_err(api("close", name))?;
     if ctx.json() {
         let obj = json!({
-            "url": stream.url().as_str(),
+            "url": util::redact_url(stream.url().as_str()),
             "closed": true,
             "final_offset": offset_json(r.final_offset.as_ref()),
         });
         return println_out(&obj.to_string());
     }
     match &r.final_offset {
-        Some(o) => println_out(&format!("closed {} (final offset {o})", stream.url())),
-        None => println_out(&format!("closed {}", stream.url())),
+        Some(o) => println_out(&format!(
+            "closed {} (final offset {o})",
+            util::redact_url(stream.url().as_str())
+        )),
+        None => println_out(&format!(
+            "closed {}",
+            util::redact_url(stream.url().as_str())
+        )),
     }
 }
 
@@ -423,7 +444,7 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
     };
     if ctx.json() {
         let obj = json!({
-            "url": stream.url().as_str(),
+            "url": util::redact_url(stream.url().as_str()),
             "messages": messages,
             "bytes": bytes,
             "next_offset": result.next_offset.as_ref().map(|o| o.as_str()),
@@ -434,7 +455,7 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
     let plural = if messages == 1 { "" } else { "s" };
     println_out(&format!(
         "appended {messages} message{plural} ({bytes} bytes) to {} (next offset {})",
-        stream.url(),
+        util::redact_url(stream.url().as_str()),
         result
             .next_offset
             .as_ref()

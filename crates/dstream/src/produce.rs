@@ -218,7 +218,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     let (mps, mbps) = rates(messages, bytes, elapsed);
     if ctx.json() {
         let obj = json!({
-            "url": stream.url().as_str(),
+            "url": util::redact_url(stream.url().as_str()),
             "messages": messages,
             "bytes": bytes,
             "elapsed_secs": elapsed.as_secs_f64(),
@@ -233,7 +233,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     } else {
         println_out(&format!(
             "produced {messages} messages ({bytes} bytes) to {} in {:.2}s: {mps:.0} msg/s, {mbps:.2} MB/s",
-            stream.url(),
+            util::redact_url(stream.url().as_str()),
             elapsed.as_secs_f64(),
         ))?;
     }

@@ -93,7 +93,7 @@ impl CliError {
 
     /// The message as exactly one line.
     pub fn one_line(&self) -> String {
-        self.message
+        scrub(&self.message)
             .split(['\n', '\r'])
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -106,6 +106,157 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.one_line())
     }
+}
+
+/// What replaces a redacted credential or query value in messages.
+pub const REDACTED: &str = "***";
+
+/// `text` (a URL, a stream name, or a server base URL as typed) fit for a
+/// message: no user name or password, every query value replaced by
+/// [`REDACTED`] (keys are kept), no fragment. Purely textual, so it works
+/// on input that is not a valid URL too.
+pub fn redact_url(text: &str) -> String {
+    let text = text.split('#').next().unwrap_or("");
+    let (head, query) = match text.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (text, None),
+    };
+    let (scheme, authority, path) = split_authority(head);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let mut out = format!("{scheme}{host}{path}");
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) => format!("{k}={REDACTED}"),
+                None if pair.is_empty() => String::new(),
+                None => REDACTED.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+/// The secret parts of a URL or name as typed: user name, password and
+/// query values, each raw and percent-decoded.
+fn secret_values(text: &str) -> Vec<String> {
+    let text = text.split('#').next().unwrap_or("");
+    let (head, query) = match text.split_once('?') {
+        Some((h, q)) => (h, q),
+        None => (text, ""),
+    };
+    let mut raw = Vec::new();
+    let (_, authority, _) = split_authority(head);
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        match userinfo.split_once(':') {
+            Some((user, password)) => {
+                raw.push(user.to_owned());
+                raw.push(password.to_owned());
+            }
+            None => raw.push(userinfo.to_owned()),
+        }
+    }
+    for pair in query.split('&') {
+        raw.push(pair.split_once('=').map_or(pair, |(_, v)| v).to_owned());
+    }
+    let mut all = Vec::new();
+    for value in raw {
+        for form in [
+            percent_decode(&value),
+            percent_decode(&value.replace('+', " ")),
+            value,
+        ] {
+            if !form.is_empty() && !all.contains(&form) {
+                all.push(form);
+            }
+        }
+    }
+    all
+}
+
+/// `(scheme with "://", authority, path)` of a URL without query; without a
+/// scheme the authority is everything before the first `/`.
+fn split_authority(head: &str) -> (&str, &str, &str) {
+    let (scheme, rest) = match head.find("://") {
+        Some(i) => head.split_at(i + 3),
+        None => ("", head),
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    (scheme, authority, path)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the user typed (URLs, names) that may carry secrets, with the
+/// redacted form of each, and the secret values themselves.
+#[derive(Debug, Default)]
+struct Secrets {
+    inputs: Vec<(String, String)>,
+    values: Vec<String>,
+}
+
+static SECRETS: std::sync::Mutex<Secrets> = std::sync::Mutex::new(Secrets {
+    inputs: Vec::new(),
+    values: Vec::new(),
+});
+
+/// Secret values shorter than this are only removed as part of the whole
+/// input that carried them (a value like `1` would mangle any message).
+const MIN_SCRUBBED_LEN: usize = 3;
+
+/// Remembers a URL or name the user typed, so that [`scrub`] removes its
+/// credentials and query values from every error message.
+pub fn register_input(text: &str) {
+    let redacted = redact_url(text);
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    if redacted != text && !secrets.inputs.iter().any(|(t, _)| t == text) {
+        secrets.inputs.push((text.to_owned(), redacted));
+        secrets
+            .inputs
+            .sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+    }
+    for value in secret_values(text) {
+        if value.len() >= MIN_SCRUBBED_LEN && !secrets.values.contains(&value) {
+            secrets.values.push(value);
+        }
+    }
+    secrets.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+}
+
+/// `message` without any registered input's credentials or query values.
+pub fn scrub(message: &str) -> String {
+    let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = message.to_owned();
+    for (text, redacted) in &secrets.inputs {
+        out = out.replace(text.as_str(), redacted);
+    }
+    for value in &secrets.values {
+        out = out.replace(value.as_str(), REDACTED);
+    }
+    out
 }
 
 /// The URL of a stream: `name` itself when it is an http(s) URL, else
@@ -198,6 +349,42 @@ pub fn is_json_content_type(ct: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("http://user:pw@127.0.0.1:1/v1/stream/x?token=abc&b=2#frag"),
+            "http://127.0.0.1:1/v1/stream/x?token=***&b=***"
+        );
+        assert_eq!(redact_url("https://h/s?flag"), "https://h/s?***");
+        assert_eq!(redact_url("orders"), "orders");
+        assert_eq!(redact_url("a?k=v"), "a?k=***");
+        assert_eq!(redact_url("http://u@h:1/p@q"), "http://h:1/p@q");
+        assert_eq!(redact_url("http://h:1/s?"), "http://h:1/s?");
+        assert_eq!(redact_url("u:p@h:1?k=v"), "h:1?k=***");
+        assert_eq!(
+            secret_values("http://us%65r:p%40ss@h/x?t=a+b%21&f"),
+            vec![
+                "user", "us%65r", "p@ss", "p%40ss", "a+b!", "a b!", "a+b%21", "f"
+            ]
+        );
+    }
+
+    #[test]
+    fn messages_are_scrubbed_of_registered_secrets() {
+        register_input("http://scrub-user:zz@h:1/v1/stream/x?key=topsecret");
+        let message = "head http://scrub-user:zz@h:1/v1/stream/x?key=topsecret: failed (topsecret, %74opsecret)";
+        let cli = CliError::new(1, message);
+        let line = cli.one_line();
+        assert!(
+            !line.contains("zz@") && !line.contains("topsecret"),
+            "{line}"
+        );
+        assert!(
+            line.starts_with("head http://h:1/v1/stream/x?key=***: failed (***"),
+            "{line}"
+        );
+    }
+
     use super::*;
     use durable_streams_client::ConflictReason;
 

@@ -488,3 +488,92 @@ fn completions_print_a_script() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(text(&help.stdout).contains("Exit codes:"));
 }
+
+/// `dstream` never prints the user name, password or query values of a URL
+/// it was given, in success or error messages, human or JSON.
+#[test]
+fn url_credentials_and_query_values_are_never_echoed() {
+    let secrets = ["s3cr3tuser", "pw", "abc", "zyx-key"];
+    let check = |out: &Output, what: &str| {
+        for stream in [&out.stdout, &out.stderr] {
+            let text = text(stream);
+            for secret in secrets {
+                assert!(
+                    !text.contains(secret),
+                    "{what}: {secret:?} echoed in {text:?}"
+                );
+            }
+        }
+    };
+
+    // Errors: nothing listening, a bad URL, a bad base URL.
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://s3cr3tuser:pw@127.0.0.1:{closed_port}/v1/stream/x?token=abc");
+    let out = Command::new(BIN)
+        .env_remove("DS_AUTH")
+        .args(["head", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/v1/stream/x"),
+        "{}",
+        text(&out.stderr)
+    );
+    check(&out, "head on a closed port");
+    let out = Command::new(BIN)
+        .env_remove("DS_AUTH")
+        .args([
+            "--url",
+            &format!("s3cr3tuser:pw@127.0.0.1:{closed_port}?k=zyx-key"),
+            "head",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    check(&out, "a base URL without scheme");
+    let out = Command::new(BIN)
+        .env_remove("DS_AUTH")
+        .args(["head", "http://s3cr3tuser:pw@[::1/x?token=abc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    check(&out, "an invalid URL");
+
+    // Success, against a real server.
+    let Some(server) = server() else { return };
+    let name = unique_name(&server, "redact");
+    let authority = server.base_url().strip_prefix("http://").unwrap();
+    let url =
+        format!("http://s3cr3tuser:pw@{authority}/v1/stream/{name}?token=abc&api_key=zyx-key");
+    for args in [
+        vec!["create", url.as_str()],
+        vec!["append", url.as_str(), "hello"],
+        vec!["head", url.as_str()],
+        vec!["--output", "json", "head", url.as_str()],
+        vec!["read", url.as_str()],
+        vec!["close", url.as_str()],
+        vec!["--output", "json", "close", url.as_str()],
+    ] {
+        let out = run(&server, &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        check(&out, &format!("{args:?}"));
+        if args.contains(&"head") {
+            let stdout = text(&out.stdout);
+            assert!(stdout.contains(&format!("/v1/stream/{name}")), "{stdout}");
+            assert!(stdout.contains("token=***"), "{stdout}");
+        }
+    }
+    // Errors from the server.
+    let out = run(&server, &["append", &url, "more"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    check(&out, "append to a closed stream");
+    let missing = format!("http://s3cr3tuser:pw@{authority}/v1/stream/{name}-missing?token=abc");
+    let out = run(&server, &["delete", &missing]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    check(&out, "delete of a missing stream");
+}

@@ -97,9 +97,5 @@ pub use transport::{RedirectPolicy, RefreshFuture};
 
 /// Entry points for fuzzing internal parsers. Not a stable API.
 #[doc(hidden)]
-pub mod __fuzz {
-    /// Feed `data` to the SSE parser split at `split`; returns the event count.
-    pub fn sse_parse(data: &[u8], split: usize) -> usize {
-        crate::read::sse::fuzz_entry(data, split)
-    }
-}
+#[path = "fuzz.rs"]
+pub mod __fuzz;

@@ -335,6 +335,18 @@ pub(crate) async fn read_body_limited(
     Ok(buf.freeze())
 }
 
+/// `k=v&...` with every reserved byte percent-encoded, space as `%20`
+/// rather than form encoding's `+` (which a plain percent-decoding server
+/// would keep as a literal `+`).
+pub(crate) fn encode_query(pairs: &[(String, String)]) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        ser.append_pair(k, v);
+    }
+    // A literal '+' was encoded as %2B, so every '+' left is a space.
+    ser.finish().replace('+', "%20")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

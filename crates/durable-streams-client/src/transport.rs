@@ -239,11 +239,7 @@ impl Transport {
         if pairs.is_empty() {
             url.set_query(None);
         } else {
-            let mut ser = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &pairs {
-                ser.append_pair(k, v);
-            }
-            url.set_query(Some(&ser.finish()));
+            url.set_query(Some(&crate::request::encode_query(&pairs)));
         }
         let mut headers = self.default_headers.clone();
         if cross_origin {

@@ -47,6 +47,8 @@
 //! * `DS_TEST_SERVER_LOG`: when set to anything but `0` or empty, every
 //!   line the servers print is echoed to stderr.
 
+pub mod fault_proxy;
+
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;

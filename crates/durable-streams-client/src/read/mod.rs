@@ -18,6 +18,8 @@ mod guard;
 mod session;
 pub(crate) mod sse;
 
+pub(crate) use session::fuzz_entry_control;
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;

@@ -1020,6 +1020,12 @@ fn parse_control(data: &[u8]) -> Result<Control> {
     })
 }
 
+/// Fuzzing entry: [`parse_control`] on server bytes, as
+/// `(next offset, cursor, up to date, closed)`.
+pub(crate) fn fuzz_entry_control(data: &[u8]) -> Result<(Offset, Option<String>, bool, bool)> {
+    parse_control(data).map(|c| (c.next_offset, c.cursor, c.up_to_date, c.closed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
