@@ -271,7 +271,11 @@ Exactly once: the producer numbers its requests (Producer-Id, -Epoch, -Seq),
 so retries after network errors never duplicate data. Without --epoch the
 epoch is the current time in milliseconds (each run starts a newer epoch, and
 a stale clock is corrected with auto-claim); with --epoch a stale epoch is an
-error (exit code 4).
+error (exit code 4). Failed requests are retried with backoff for up to 2
+minutes per batch, so a server restart only delays the load. If the server
+loses the producer state (a crash of a server without durable producer
+state), the unacknowledged batches are re-sent in a new epoch and the number
+of messages that may have been stored twice is printed on stderr.
 
 On a terminal a progress bar shows messages/s and MB/s; a summary line
 follows. ctrl-c stops reading, flushes what was sent and exits with 130.")]

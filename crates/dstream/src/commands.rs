@@ -426,7 +426,7 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
             "url": stream.url().as_str(),
             "messages": messages,
             "bytes": bytes,
-            "next_offset": result.next_offset.as_str(),
+            "next_offset": result.next_offset.as_ref().map(|o| o.as_str()),
             "closed": result.closed,
         });
         return println_out(&obj.to_string());
@@ -435,7 +435,10 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
     println_out(&format!(
         "appended {messages} message{plural} ({bytes} bytes) to {} (next offset {})",
         stream.url(),
-        result.next_offset
+        result
+            .next_offset
+            .as_ref()
+            .map_or("unknown".to_owned(), |o| o.to_string())
     ))
 }
 

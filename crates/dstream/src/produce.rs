@@ -28,14 +28,16 @@ fn default_producer_id() -> String {
     format!("dstream-{}-{nanos:08x}", std::process::id())
 }
 
-/// The default epoch: milliseconds since the Unix epoch, so that every run
-/// starts a newer epoch than the last.
-fn default_epoch() -> u64 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    u64::try_from(ms).unwrap_or(0).min((1 << 53) - 1)
+/// Tell (on stderr) what recoveries happened: a server that lost the
+/// producer state, and how many messages may therefore be stored twice.
+fn report_recoveries(name: &str, producer: &Producer) {
+    let stats = producer.stats();
+    if stats.state_losses > 0 || stats.possible_duplicate_messages > 0 {
+        eprintln!(
+            "dstream: produce {name}: the server lost the producer state {} time(s); re-sent unacknowledged batches in a new epoch; possible duplicates: {} messages ({} batches in flight at the loss)",
+            stats.state_losses, stats.possible_duplicate_messages, stats.possible_duplicate_batches,
+        );
+    }
 }
 
 /// Strip the line terminator; `None` for a blank line.
@@ -95,13 +97,17 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
         ));
     }
     let producer_id = args.producer_id.clone().unwrap_or_else(default_producer_id);
-    let epoch = args.epoch.unwrap_or_else(default_epoch);
-    let producer = Producer::builder(&stream, &producer_id)
-        .epoch(epoch)
+    // Without --epoch: the library's default, the clock in milliseconds.
+    let mut builder = Producer::builder(&stream, &producer_id)
         .auto_claim(args.epoch.is_none())
-        .content_type(&content_type)
-        .build()
-        .map_err(api("produce", name))?;
+        // A server that lost the producer state (restart without durable
+        // producer state) is recovered from; possible duplicates are reported.
+        .recover_lost_state(true)
+        .content_type(&content_type);
+    if let Some(epoch) = args.epoch {
+        builder = builder.epoch(epoch);
+    }
+    let producer = builder.build().map_err(api("produce", name))?;
 
     let (input, total): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = match &args.file {
         Some(path) => {
@@ -203,6 +209,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     let closed = producer.close().await;
     pb.finish_and_clear();
     let elapsed = started.elapsed();
+    report_recoveries(name, &producer);
     if let Some(failure) = failure {
         return Err(failure);
     }
@@ -219,6 +226,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
             "mb_per_sec": mbps,
             "producer_id": producer_id,
             "epoch": producer.epoch(),
+            "possible_duplicates": producer.possible_duplicates(),
             "interrupted": interrupted,
         });
         println_out(&obj.to_string())?;
@@ -262,8 +270,6 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert!(default_epoch() > 1_600_000_000_000);
-        assert!(default_epoch() < 1 << 53);
         assert!(default_producer_id().starts_with("dstream-"));
     }
 }

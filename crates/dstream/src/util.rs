@@ -38,11 +38,13 @@ pub mod exit {
 pub fn exit_code(kind: &ErrorKind) -> u8 {
     match kind {
         ErrorKind::NotFound | ErrorKind::Gone => exit::NOT_FOUND,
-        ErrorKind::Conflict(_) | ErrorKind::SequenceGap { .. } | ErrorKind::StaleEpoch { .. } => {
-            exit::CONFLICT
-        }
+        ErrorKind::Conflict(_)
+        | ErrorKind::SequenceGap { .. }
+        | ErrorKind::StaleEpoch { .. }
+        | ErrorKind::ProducerIdCollision { .. }
+        | ErrorKind::ProducerStateLost { .. } => exit::CONFLICT,
         ErrorKind::StreamClosed { .. } => exit::STREAM_CLOSED,
-        ErrorKind::Network | ErrorKind::Timeout => exit::NETWORK,
+        ErrorKind::Network | ErrorKind::Timeout | ErrorKind::DeliveryTimeout => exit::NETWORK,
         ErrorKind::Server { .. } | ErrorKind::RateLimited { .. } => exit::SERVER,
         ErrorKind::BadRequest | ErrorKind::PayloadTooLarge | ErrorKind::InvalidArgument { .. } => {
             exit::BAD_REQUEST
@@ -284,6 +286,12 @@ mod tests {
                 exit::CONFLICT,
             ),
             (ErrorKind::StaleEpoch { current: 3 }, exit::CONFLICT),
+            (
+                ErrorKind::ProducerIdCollision { epoch: 1, seq: 0 },
+                exit::CONFLICT,
+            ),
+            (ErrorKind::ProducerStateLost { epoch: 1 }, exit::CONFLICT),
+            (ErrorKind::DeliveryTimeout, exit::NETWORK),
             (
                 ErrorKind::SequenceGap {
                     expected: 1,

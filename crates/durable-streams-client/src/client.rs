@@ -9,6 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
 use crate::stream::Stream;
+use crate::transport::{RedirectPolicy, Transport};
 
 /// Default limit for any response body the client buffers (64 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -29,14 +30,7 @@ pub struct Client {
 }
 
 pub(crate) struct ClientInner {
-    /// The pool, or why it could not be built (reported by every operation so
-    /// that `Client::new()` itself never fails).
-    pub(crate) http: std::result::Result<reqwest::Client, String>,
-    pub(crate) default_headers: HeaderMap,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) request_timeout: Option<Duration>,
-    pub(crate) live_idle_timeout: Duration,
-    pub(crate) max_response_bytes: usize,
+    pub(crate) transport: Transport,
 }
 
 impl Client {
@@ -49,12 +43,7 @@ impl Client {
                 let settings = ClientBuilder::default();
                 Client {
                     inner: Arc::new(ClientInner {
-                        http: Err(err.to_string()),
-                        default_headers: settings.default_headers,
-                        retry: settings.retry,
-                        request_timeout: settings.request_timeout,
-                        live_idle_timeout: settings.live_idle_timeout,
-                        max_response_bytes: settings.max_response_bytes,
+                        transport: settings.transport(Err(err.to_string())),
                     }),
                 }
             }
@@ -82,18 +71,16 @@ impl Client {
 
     /// The retry policy used for requests and live-read reconnects.
     pub fn retry_policy(&self) -> &RetryPolicy {
-        &self.inner.retry
+        &self.inner.transport.retry
     }
 
     /// The configured limit for buffered response bodies.
     pub fn max_response_bytes(&self) -> usize {
-        self.inner.max_response_bytes
+        self.inner.transport.max_response_bytes
     }
 
-    pub(crate) fn http(&self) -> Result<&reqwest::Client> {
-        self.inner.http.as_ref().map_err(|why| {
-            Error::new(ErrorKind::Network).with_message(format!("HTTP client unavailable: {why}"))
-        })
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.inner.transport
     }
 }
 
@@ -105,15 +92,14 @@ impl Default for Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.inner.transport;
         f.debug_struct("Client")
-            .field(
-                "default_headers",
-                &RedactedHeaders(&self.inner.default_headers),
-            )
-            .field("retry", &self.inner.retry)
-            .field("request_timeout", &self.inner.request_timeout)
-            .field("live_idle_timeout", &self.inner.live_idle_timeout)
-            .field("max_response_bytes", &self.inner.max_response_bytes)
+            .field("default_headers", &RedactedHeaders(&t.default_headers))
+            .field("retry", &t.retry)
+            .field("request_timeout", &t.request_timeout)
+            .field("live_idle_timeout", &t.live_idle_timeout)
+            .field("max_response_bytes", &t.max_response_bytes)
+            .field("redirects", &t.redirects)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +158,13 @@ pub struct ClientBuilder {
     http2_prior_knowledge: bool,
     retry: RetryPolicy,
     max_response_bytes: usize,
+    redirects: RedirectPolicy,
+    root_certificates: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+    proxy: Option<reqwest::Proxy>,
+    no_proxy: bool,
+    tls_error: Option<Error>,
+    http_client: Option<reqwest::Client>,
 }
 
 impl Default for ClientBuilder {
@@ -197,6 +190,13 @@ impl Default for ClientBuilder {
             http2_prior_knowledge: false,
             retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            redirects: RedirectPolicy::default(),
+            root_certificates: Vec::new(),
+            identity: None,
+            proxy: None,
+            no_proxy: false,
+            tls_error: None,
+            http_client: None,
         }
     }
 }
@@ -209,6 +209,15 @@ impl fmt::Debug for ClientBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("live_idle_timeout", &self.live_idle_timeout)
             .field("retry", &self.retry)
+            .field("redirects", &self.redirects)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("proxy", &self.proxy.as_ref().map(|_| "<set>"))
+            .field("no_proxy", &self.no_proxy)
+            .field(
+                "http_client",
+                &self.http_client.as_ref().map(|_| "<preconfigured>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -305,9 +314,117 @@ impl ClientBuilder {
         self
     }
 
+    /// Which redirects reads follow (default: same origin only). Writes
+    /// follow only 307/308 to the same origin, re-sending the whole body;
+    /// nothing follows a redirect from https to http. A refused redirect is
+    /// an [`ErrorKind::Redirect`] error.
+    pub fn redirects(mut self, policy: RedirectPolicy) -> Self {
+        self.redirects = policy;
+        self
+    }
+
+    /// Trust extra root certificates (PEM, one or more), e.g. a private CA,
+    /// in addition to the platform's roots. May be called more than once.
+    pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Self {
+        match reqwest::Certificate::from_pem_bundle(pem) {
+            Ok(certs) if !certs.is_empty() => self.root_certificates.extend(certs),
+            Ok(_) => {
+                self.tls_error.get_or_insert(Error::invalid_argument(
+                    "root_certificate",
+                    "no PEM certificate found",
+                ));
+            }
+            Err(e) => {
+                self.tls_error.get_or_insert(
+                    Error::invalid_argument("root_certificate", "not a PEM certificate")
+                        .with_source(e),
+                );
+            }
+        }
+        self
+    }
+
+    /// Present a client certificate (mutual TLS): the PEM certificate chain
+    /// and the PEM private key (PKCS#8, PKCS#1 or SEC1 with rustls; PKCS#8
+    /// with `native-tls`).
+    pub fn client_certificate_pem(mut self, cert_chain: &[u8], private_key: &[u8]) -> Self {
+        #[cfg(feature = "rustls")]
+        let identity = {
+            let mut pem = cert_chain.to_vec();
+            pem.push(b'\n');
+            pem.extend_from_slice(private_key);
+            reqwest::Identity::from_pem(&pem)
+        };
+        #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
+        let identity = reqwest::Identity::from_pkcs8_pem(cert_chain, private_key);
+        match identity {
+            Ok(identity) => self.identity = Some(identity),
+            Err(e) => {
+                self.tls_error.get_or_insert(
+                    Error::invalid_argument(
+                        "client_certificate",
+                        "not a PEM certificate chain and private key",
+                    )
+                    .with_source(e),
+                );
+            }
+        }
+        self
+    }
+
+    /// Send every request through this proxy (`http://`, `https://` or
+    /// `socks5://` URL; credentials may be in the URL). Without it the
+    /// standard environment variables are honoured: `HTTP_PROXY`,
+    /// `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (lower case too).
+    pub fn proxy(mut self, url: &str) -> Self {
+        match reqwest::Proxy::all(url) {
+            Ok(proxy) => self.proxy = Some(proxy),
+            Err(e) => {
+                self.tls_error.get_or_insert(
+                    Error::invalid_argument("proxy", "not a proxy URL")
+                        .with_source(e.without_url()),
+                );
+            }
+        }
+        self
+    }
+
+    /// Use no proxy, not even one from the environment.
+    pub fn no_proxy(mut self) -> Self {
+        self.no_proxy = true;
+        self
+    }
+
+    /// Escape hatch: use this preconfigured `reqwest` client (TLS, proxies,
+    /// DNS, ...) instead of building one. Connection, TLS, proxy and timeout
+    /// settings of this builder are then not applied (request timeouts,
+    /// headers, retries, redirects and limits still are). Build it with
+    /// `redirect(reqwest::redirect::Policy::none())`: a client that follows
+    /// redirects itself is detected and its answers refused, since it may
+    /// turn a write into a GET.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    fn transport(&self, http: std::result::Result<reqwest::Client, String>) -> Transport {
+        Transport {
+            http,
+            default_headers: self.default_headers.clone(),
+            retry: self.retry.clone(),
+            request_timeout: self.request_timeout,
+            live_idle_timeout: self.live_idle_timeout,
+            max_response_bytes: self.max_response_bytes,
+            redirects: self.redirects,
+        }
+    }
+
     /// Validate the settings and build the client.
-    pub fn build(self) -> Result<Client> {
-        if let Some(e) = self.header_error {
+    pub fn build(mut self) -> Result<Client> {
+        if let Some(e) = self.header_error.take() {
+            return Err(e);
+        }
+        if let Some(e) = self.tls_error.take() {
             return Err(e);
         }
         self.retry.validate()?;
@@ -335,29 +452,44 @@ impl ClientBuilder {
                 "must be greater than zero",
             ));
         }
+        let http = match self.http_client.take() {
+            Some(http) => http,
+            None => self.build_http()?,
+        };
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                transport: self.transport(Ok(http)),
+            }),
+        })
+    }
+
+    fn build_http(&mut self) -> Result<reqwest::Client> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.live_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .pool_idle_timeout(self.pool_idle_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // The transport decides per request which redirects to follow.
+            .redirect(reqwest::redirect::Policy::none());
         if self.http2_prior_knowledge {
             http = http.http2_prior_knowledge();
         }
-        let http = http.build().map_err(|e| {
+        for cert in self.root_certificates.drain(..) {
+            http = http.add_root_certificate(cert);
+        }
+        if let Some(identity) = self.identity.take() {
+            http = http.identity(identity);
+        }
+        if self.no_proxy {
+            http = http.no_proxy();
+        } else if let Some(proxy) = self.proxy.take() {
+            http = http.proxy(proxy);
+        }
+        http.build().map_err(|e| {
             Error::new(ErrorKind::Network)
                 .with_message("could not build the HTTP client")
                 .with_source(e)
-        })?;
-        Ok(Client {
-            inner: Arc::new(ClientInner {
-                http: Ok(http),
-                default_headers: self.default_headers,
-                retry: self.retry,
-                request_timeout: self.request_timeout,
-                live_idle_timeout: self.live_idle_timeout,
-                max_response_bytes: self.max_response_bytes,
-            }),
         })
     }
 }

@@ -37,14 +37,21 @@
 //!
 //! # Retries and write safety
 //!
-//! Every request is retried with exponential backoff and jitter when the
-//! connection could not be made, or when the server answered 5xx or 429
-//! (honouring `Retry-After`). Reads, HEAD, DELETE, create and close are also
-//! retried when a connection drops or a body is truncated. A plain append whose
-//! connection drops after the body was sent has an unknown outcome: it is not
-//! retried (unless [`AppendOptions::retry_unknown_outcome`]) and the error
-//! says so ([`Error::is_outcome_unknown`]). The [`Producer`] retries every
-//! failure safely, because the server deduplicates its numbered requests.
+//! A write is reported done only when the server answered it with a 2xx.
+//! Requests are retried with exponential backoff and jitter (one budget per
+//! operation, [`RetryPolicy`]) when the connection could not be made, or
+//! when the server answered 429, 500 or 503 (honouring `Retry-After`).
+//! Reads, HEAD, DELETE, create, close and producer appends are also retried
+//! after 502/504, timeouts, dropped connections and truncated bodies. A
+//! plain append in those cases has an unknown outcome: it is not retried
+//! (unless [`AppendOptions::retry_unknown_outcome`]) and the error says so
+//! ([`Error::is_outcome_unknown`]). The [`Producer`] retries every failure
+//! safely, because the server deduplicates its numbered requests.
+//!
+//! Writes never follow a redirect other than a 307/308 to the same origin;
+//! reads follow same-origin redirects ([`RedirectPolicy`]); credentials are
+//! never sent to another origin. 401/403 are [`ErrorKind::Unauthorized`],
+//! or call a refresh hook first ([`Stream::with_auth_refresh`]).
 //!
 //! [Durable Streams]: https://github.com/durable-streams/durable-streams
 
@@ -65,13 +72,17 @@ mod retry;
 mod stream;
 pub mod supervisor;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
+mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
 pub use offset::Offset;
 pub use producer::{
-    Ack, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BUFFERED_BYTES,
-    DEFAULT_MAX_IN_FLIGHT, FailedBatch, Producer, ProducerBuilder, Receipt,
+    Ack, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, FailedBatch, Producer, ProducerBuilder,
+    ProducerStats, Receipt,
 };
 pub use read::{
     Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, TextChunk, TextStream,
@@ -82,6 +93,7 @@ pub use stream::{
     AppendOptions, AppendResult, CloseResult, CreateOptions, CreateResult, Expiry, ForkOptions,
     JSON_CONTENT_TYPE, Stream, StreamInfo,
 };
+pub use transport::{RedirectPolicy, RefreshFuture};
 
 /// Entry points for fuzzing internal parsers. Not a stable API.
 #[doc(hidden)]

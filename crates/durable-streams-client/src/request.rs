@@ -1,21 +1,20 @@
-//! The one place that builds, sends and retries requests, and turns responses
-//! into protocol metadata or an [`Error`].
+//! The protocol's request and response model: what one request is
+//! ([`RequestSpec`]), the metadata its response carries ([`ResponseMeta`]),
+//! and how a failed response becomes an [`Error`]. Sending lives in
+//! [`crate::transport`].
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
-use tracing::Instrument;
 
 use crate::error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
-use crate::retry::{Backoff, parse_retry_after};
-use crate::stream::StreamInner;
+use crate::retry::parse_retry_after;
 
 /// Protocol header names.
 pub(crate) mod names {
@@ -51,7 +50,7 @@ pub(crate) enum ValueSource {
 }
 
 impl ValueSource {
-    async fn resolve(&self) -> String {
+    pub(crate) async fn resolve(&self) -> String {
         match self {
             ValueSource::Static(v) => v.clone(),
             ValueSource::Sync(f) => f(),
@@ -217,8 +216,29 @@ impl ResponseMeta {
     }
 }
 
-/// Longest server error text kept in an error message.
-const MAX_ERROR_TEXT: usize = 512;
+/// Longest server error text kept in an error message (characters).
+const MAX_ERROR_TEXT: usize = 300;
+
+/// A server body as quoted in an error: short, trimmed, with control
+/// characters escaped so a hostile body cannot forge log lines or
+/// terminal sequences.
+fn quoted_server_text(body: &[u8]) -> String {
+    let head = &body[..body.len().min(MAX_ERROR_TEXT * 4)];
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for (i, c) in text.trim().chars().enumerate() {
+        if i == MAX_ERROR_TEXT {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Map a non-success response to an [`Error`] with the right kind.
 pub(crate) fn error_from_response(
@@ -228,9 +248,7 @@ pub(crate) fn error_from_response(
     body: &[u8],
 ) -> Error {
     let code = status.as_u16();
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_TEXT)])
-        .trim()
-        .to_owned();
+    let text = quoted_server_text(body);
     let kind = match code {
         400 => ErrorKind::BadRequest,
         404 => ErrorKind::NotFound,
@@ -244,6 +262,10 @@ pub(crate) fn error_from_response(
                 Ok(Some(current)) => ErrorKind::StaleEpoch { current },
                 _ => ErrorKind::UnexpectedStatus { status: code },
             }
+        }
+        401 => ErrorKind::Unauthorized { status: code },
+        403 if !headers.contains_key(names::PRODUCER_EPOCH) => {
+            ErrorKind::Unauthorized { status: code }
         }
         409 if header_is_true(headers, names::CLOSED) => ErrorKind::StreamClosed {
             final_offset: header_str(headers, names::NEXT_OFFSET)
@@ -282,219 +304,6 @@ fn conflict_reason(spec: &RequestSpec, text: &str) -> ConflictReason {
         ConflictReason::SequenceRegression
     } else {
         ConflictReason::Other
-    }
-}
-
-fn retryable_status(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
-}
-
-fn transport_error(err: reqwest::Error, spec: &RequestSpec, body_sent: bool) -> Error {
-    let kind = if err.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Network
-    };
-    let mut e = Error::new(kind).with_source(err);
-    if body_sent && spec.idempotency == Idempotency::Unsafe {
-        e = e.with_outcome_unknown();
-    }
-    e
-}
-
-impl StreamInner {
-    /// Resolve static and dynamic headers and parameters into a request.
-    async fn build(&self, spec: &RequestSpec) -> Result<reqwest::Request> {
-        let http = self.client.http()?;
-        let mut url = self.url.clone();
-        let mut pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        for (key, source) in &self.params {
-            let value = source.resolve().await;
-            pairs.retain(|(k, _)| k != key);
-            pairs.push((key.clone(), value));
-        }
-        for (key, value) in &spec.query {
-            pairs.retain(|(k, _)| k != key);
-            pairs.push(((*key).to_owned(), value.clone()));
-        }
-        // Lexicographic key order (PROTOCOL.md 10.1) keeps CDN cache keys stable.
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        if pairs.is_empty() {
-            url.set_query(None);
-        } else {
-            let mut ser = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &pairs {
-                ser.append_pair(k, v);
-            }
-            url.set_query(Some(&ser.finish()));
-        }
-        let mut builder = http.request(spec.method.clone(), url);
-        let mut headers = self.client.inner.default_headers.clone();
-        for (name, source) in &self.headers {
-            let value = source.resolve().await;
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Error::invalid_argument("header", format!("invalid header name {name:?}"))
-            })?;
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                Error::invalid_argument("header", format!("invalid value for header {name}"))
-            })?;
-            if source.is_dynamic() || crate::client::is_secret_header(name.as_str()) {
-                value.set_sensitive(true);
-            }
-            headers.insert(name, value);
-        }
-        for (name, value) in &spec.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        builder = builder.headers(headers);
-        if !spec.live
-            && let Some(timeout) = self.client.inner.request_timeout
-        {
-            builder = builder.timeout(timeout);
-        }
-        if let Some(body) = &spec.body {
-            builder = builder.body(body.clone());
-        } else if spec.method == Method::POST || spec.method == Method::PUT {
-            builder = builder.body(Bytes::new());
-        }
-        builder.build().map_err(|e| {
-            Error::invalid_argument("url", "could not build the request").with_source(e)
-        })
-    }
-
-    /// Send with retries until response headers arrive, with a fresh
-    /// [`Backoff`] of the client's policy.
-    #[allow(dead_code)] // reads now pass their own Backoff (send_retrying)
-    pub(crate) async fn send(&self, spec: &RequestSpec) -> Result<reqwest::Response> {
-        let mut backoff = Backoff::new(&self.client.inner.retry);
-        self.send_retrying(spec, &mut backoff).await
-    }
-
-    /// Send and read the whole body (bounded by the client's limit), with a
-    /// fresh [`Backoff`] of the client's policy.
-    pub(crate) async fn send_buffered(&self, spec: &RequestSpec) -> Result<BufferedResponse> {
-        let mut backoff = Backoff::new(&self.client.inner.retry);
-        self.send_buffered_retrying(spec, &mut backoff).await
-    }
-
-    /// Send and read the whole body, retrying truncated bodies of
-    /// idempotent requests. Retries of the request and of its body draw on
-    /// the one `backoff`.
-    pub(crate) async fn send_buffered_retrying(
-        &self,
-        spec: &RequestSpec,
-        backoff: &mut Backoff,
-    ) -> Result<BufferedResponse> {
-        let limit = self.client.inner.max_response_bytes;
-        loop {
-            let resp = self.send_retrying(spec, backoff).await?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            match read_body_limited(resp, limit).await {
-                Ok(body) => {
-                    return Ok(BufferedResponse {
-                        status,
-                        headers,
-                        body,
-                    });
-                }
-                Err(BodyError::TooLarge) => {
-                    return Err(Error::new(ErrorKind::ResponseTooLarge { limit })
-                        .with_status(status.as_u16())
-                        .with_url(&self.url));
-                }
-                Err(BodyError::Transport(err)) => {
-                    let e = transport_error(err, spec, true).with_url(&self.url);
-                    if spec.idempotency == Idempotency::Unsafe {
-                        return Err(e.with_status(status.as_u16()));
-                    }
-                    let Some(wait) = backoff.next_delay(None) else {
-                        return Err(e.with_status(status.as_u16()));
-                    };
-                    tracing::debug!(operation = spec.operation, retry = backoff.retries(), wait_ms = wait.as_millis() as u64, error = %e, "retrying after a broken response body");
-                    crate::telemetry::retry(spec.operation, "body");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-
-    /// The retry loop: send until response headers arrive. Retries connect
-    /// failures always, 5xx/429 always (the server did not do it), and other
-    /// transport failures only for idempotent requests; every wait comes
-    /// from the caller's `backoff` (one budget per operation).
-    pub(crate) async fn send_retrying(
-        &self,
-        spec: &RequestSpec,
-        backoff: &mut Backoff,
-    ) -> Result<reqwest::Response> {
-        let path = self.url.path().to_owned();
-        loop {
-            let attempt = backoff.retries() + 1;
-            let request = self.build(spec).await.map_err(|e| e.with_url(&self.url))?;
-            let span = tracing::debug_span!(
-                "durable_streams.request",
-                method = %spec.method,
-                operation = spec.operation,
-                path = %path,
-                attempt,
-                status = tracing::field::Empty,
-                duration_ms = tracing::field::Empty,
-            );
-            let started = Instant::now();
-            let http = self.client.http().map_err(|e| e.with_url(&self.url))?;
-            let outcome = http.execute(request).instrument(span.clone()).await;
-            let elapsed = started.elapsed();
-            span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
-            let (error, wait) = match outcome {
-                Ok(resp) => {
-                    let status = resp.status();
-                    span.record("status", status.as_u16());
-                    crate::telemetry::request_done(spec.operation, status.as_u16(), elapsed);
-                    if !retryable_status(status) {
-                        return Ok(resp);
-                    }
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
-                    let Some(wait) = backoff.next_delay(retry_after) else {
-                        let headers = resp.headers().clone();
-                        let body = read_body_limited(resp, 4096).await.unwrap_or_default();
-                        return Err(
-                            error_from_response(spec, status, &headers, &body).with_url(&self.url)
-                        );
-                    };
-                    (format!("HTTP {status}"), wait)
-                }
-                Err(err) => {
-                    crate::telemetry::request_failed(spec.operation, elapsed);
-                    let safe = err.is_connect() || spec.idempotency == Idempotency::Safe;
-                    let e = transport_error(err, spec, true).with_url(&self.url);
-                    if !safe {
-                        return Err(e);
-                    }
-                    let Some(wait) = backoff.next_delay(None) else {
-                        return Err(e);
-                    };
-                    (e.to_string(), wait)
-                }
-            };
-            tracing::debug!(
-                operation = spec.operation,
-                path = %path,
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                reason = %error,
-                "retrying request"
-            );
-            crate::telemetry::retry(spec.operation, "response");
-            tokio::time::sleep(wait).await;
-        }
     }
 }
 
@@ -632,7 +441,30 @@ mod tests {
             &HeaderMap::new(),
             &long,
         );
-        assert!(e.message().unwrap().len() <= MAX_ERROR_TEXT);
+        assert!(e.message().unwrap().chars().count() <= MAX_ERROR_TEXT + 1);
+        let e = error_from_response(
+            &spec(Method::GET),
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            b"bad\r\n\x1b[31mforged log line",
+        );
+        let m = e.message().unwrap();
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+        assert!(m.contains("\\r\\n"), "{m:?}");
+        let e = error_from_response(
+            &spec(Method::GET),
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            b"",
+        );
+        assert_eq!(e.kind(), &ErrorKind::Unauthorized { status: 401 });
+        let e = error_from_response(
+            &spec(Method::GET),
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            b"",
+        );
+        assert_eq!(e.kind(), &ErrorKind::Unauthorized { status: 403 });
     }
 
     #[test]

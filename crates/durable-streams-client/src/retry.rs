@@ -173,6 +173,10 @@ pub(crate) struct Backoff {
     /// any length (live reads, consumers), whose delay is still capped.
     budget: Option<u32>,
     deadline: Option<Instant>,
+    /// An attempt of this operation may have been applied although no
+    /// success was seen (broken connection after sending, timeout, 5xx other
+    /// than 503): set by the transport, read by the idempotent producer.
+    outcome_unknown: bool,
 }
 
 impl Backoff {
@@ -183,6 +187,7 @@ impl Backoff {
             retries: 0,
             budget: Some(policy.max_retries),
             deadline: None,
+            outcome_unknown: false,
         }
     }
 
@@ -196,10 +201,21 @@ impl Backoff {
     }
 
     /// No retry starts after `at`.
-    #[allow(dead_code)] // not wired yet outside tests
     pub(crate) fn with_deadline(mut self, at: Instant) -> Self {
         self.deadline = Some(at);
         self
+    }
+
+    /// Record that an attempt may have been applied without a success
+    /// answer (see [`Backoff::take_outcome_unknown`]).
+    pub(crate) fn note_outcome_unknown(&mut self) {
+        self.outcome_unknown = true;
+    }
+
+    /// Whether an attempt since the last call may have been applied without
+    /// a success answer; clears the record. Not cleared by [`Backoff::reset`].
+    pub(crate) fn take_outcome_unknown(&mut self) -> bool {
+        std::mem::take(&mut self.outcome_unknown)
     }
 
     /// Retries taken since the last reset.
@@ -250,7 +266,6 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// against the response's own `Date` header when it has one (the local
 /// clock may be wrong or have jumped), else against the local clock. Past
 /// dates give zero; values are capped at [`MAX_RETRY_AFTER`].
-#[allow(dead_code)] // not wired yet outside tests
 pub(crate) fn parse_retry_after_at(value: &str, date: Option<&str>) -> Option<Duration> {
     let value = value.trim();
     if value.parse::<f64>().is_ok() {
@@ -424,6 +439,16 @@ mod tests {
         assert_eq!(u.retries(), 100);
         let mut d = Backoff::unbounded(&policy).with_deadline(Instant::now());
         assert_eq!(d.next_delay(None), None, "past the deadline");
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_reported_once_and_survives_resets() {
+        let mut b = Backoff::unbounded(&RetryPolicy::default());
+        assert!(!b.take_outcome_unknown());
+        b.note_outcome_unknown();
+        b.reset();
+        assert!(b.take_outcome_unknown());
+        assert!(!b.take_outcome_unknown(), "taken");
     }
 
     proptest! {

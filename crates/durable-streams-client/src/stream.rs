@@ -18,6 +18,8 @@ use crate::request::{
     BufferedResponse, Idempotency, RequestSpec, ResponseMeta, ValueSource, error_from_response,
     header_str, names,
 };
+use crate::retry::Backoff;
+use crate::transport::{Auth, RefreshFuture, Target};
 
 /// The JSON content type, which has message semantics (PROTOCOL.md 9.1).
 pub const JSON_CONTENT_TYPE: &str = "application/json";
@@ -59,6 +61,50 @@ pub(crate) struct StreamInner {
     /// a later catch-up from the same offset sends `If-None-Match`, and a 304
     /// means "still nothing new" without transferring a body.
     pub(crate) tail_etag: Arc<std::sync::Mutex<Option<(Offset, String)>>>,
+    /// Credential refresh hook and the value it last set, shared by clones.
+    pub(crate) auth: Auth,
+}
+
+impl StreamInner {
+    fn target(&self) -> Target<'_> {
+        Target {
+            url: &self.url,
+            headers: &self.headers,
+            params: &self.params,
+            auth: &self.auth,
+        }
+    }
+
+    fn transport(&self) -> &crate::transport::Transport {
+        self.client.transport()
+    }
+
+    /// Send until response headers arrive; retries draw on `backoff`.
+    pub(crate) async fn send_retrying(
+        &self,
+        spec: &RequestSpec,
+        backoff: &mut Backoff,
+    ) -> Result<reqwest::Response> {
+        self.transport().send(&self.target(), spec, backoff).await
+    }
+
+    /// Send and read the whole body, with a fresh [`Backoff`].
+    pub(crate) async fn send_buffered(&self, spec: &RequestSpec) -> Result<BufferedResponse> {
+        let mut backoff = Backoff::new(self.client.retry_policy());
+        self.send_buffered_retrying(spec, &mut backoff).await
+    }
+
+    /// Send and read the whole body; retries (of the request and of a
+    /// broken body) draw on `backoff`.
+    pub(crate) async fn send_buffered_retrying(
+        &self,
+        spec: &RequestSpec,
+        backoff: &mut Backoff,
+    ) -> Result<BufferedResponse> {
+        self.transport()
+            .send_buffered(&self.target(), spec, backoff)
+            .await
+    }
 }
 
 impl fmt::Debug for Stream {
@@ -101,6 +147,7 @@ impl Stream {
                 content_type: None,
                 learned_content_type: Arc::new(RwLock::new(None)),
                 tail_etag: Arc::new(std::sync::Mutex::new(None)),
+                auth: Auth::default(),
             }),
         }
     }
@@ -148,6 +195,37 @@ impl Stream {
         let name = name.into();
         let source = ValueSource::Async(Arc::new(move || Box::pin(value())));
         self.modify(|s| set_source(&mut s.headers, name, source))
+    }
+
+    /// Call `refresh` when the server refuses the credentials (401, or 403
+    /// that is not a producer's stale epoch), then retry the request, at most
+    /// twice per request. The hook may return a new `Authorization` value
+    /// (kept for every clone of this handle and sent from then on), or
+    /// `None` after updating whatever a computed header reads. An error from
+    /// the hook, or a third refusal, ends the operation with
+    /// [`ErrorKind::Unauthorized`](crate::ErrorKind::Unauthorized). Applies
+    /// to every request: reads and live reads, consumers, producers.
+    ///
+    /// ```no_run
+    /// # fn demo(client: durable_streams_client::Client) -> durable_streams_client::Result<()> {
+    /// let stream = client
+    ///     .stream("http://127.0.0.1:4437/v1/stream/orders")?
+    ///     .with_header("authorization", "Bearer expiring")
+    ///     .with_auth_refresh(|| async { Ok(Some(format!("Bearer {}", "fresh"))) });
+    /// # drop(stream); Ok(()) }
+    /// ```
+    pub fn with_auth_refresh<F, Fut>(self, refresh: F) -> Stream
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<String>>> + Send + 'static,
+    {
+        let hook = Arc::new(move || -> RefreshFuture { Box::pin(refresh()) });
+        self.modify(|s| {
+            s.auth = Auth {
+                refresh: Some(hook),
+                authorization: Arc::new(RwLock::new(None)),
+            };
+        })
     }
 
     /// Add a static query parameter to every request for this stream.
@@ -358,12 +436,18 @@ impl Stream {
         if !resp.status.is_success() {
             return Err(self.error_for(&spec, &resp));
         }
-        let meta = self.meta(&resp)?;
+        // The server applied the write: a missing or malformed header must
+        // not turn it into an error that a caller would retry (and duplicate).
+        let next_offset = match header_str(&resp.headers, names::NEXT_OFFSET) {
+            Some(v) => Offset::from_server(v).ok(),
+            None => None,
+        };
+        if next_offset.is_none() {
+            tracing::warn!(path = %self.inner.url.path(), "append succeeded without a valid Stream-Next-Offset (a proxy may strip it); the new offset is unknown");
+        }
         Ok(AppendResult {
-            next_offset: meta
-                .require_next_offset()
-                .map_err(|e| e.with_url(&self.inner.url))?,
-            closed: meta.closed,
+            next_offset,
+            closed: crate::request::header_is_true(&resp.headers, names::CLOSED),
         })
     }
 
@@ -418,7 +502,7 @@ impl Stream {
             )
             .await?;
         Ok(CloseResult {
-            final_offset: Some(r.next_offset),
+            final_offset: r.next_offset,
         })
     }
 
@@ -435,7 +519,7 @@ impl Stream {
             };
             let r = self.append_with(body?, options).await?;
             Ok(CloseResult {
-                final_offset: Some(r.next_offset),
+                final_offset: r.next_offset,
             })
         }
     }
@@ -688,8 +772,10 @@ pub struct CreateResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AppendResult {
-    /// The new tail offset.
-    pub next_offset: Offset,
+    /// The new tail offset. `None` when the server applied the write but its
+    /// answer carried no valid `Stream-Next-Offset` (a proxy stripping
+    /// headers): the write is done, only its offset is unknown.
+    pub next_offset: Option<Offset>,
     /// Whether the stream is now closed.
     pub closed: bool,
 }

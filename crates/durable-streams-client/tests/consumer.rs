@@ -240,7 +240,7 @@ async fn consumer_killed_and_restarted_ten_times_under_load_handles_everything()
                     .await
                     .unwrap();
                 if b + 1 == TOTAL / BATCH {
-                    *final_tail_w.lock().unwrap() = Some(appended.next_offset);
+                    *final_tail_w.lock().unwrap() = appended.next_offset;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -136,7 +136,7 @@ async fn repeated_tail_reads_are_conditional() {
             .replace(server.base_url(), &proxy.base_url);
         let s = client.stream(&url).unwrap().with_content_type("text/plain");
         s.create().await.unwrap();
-        let tail = s.append("x").await.unwrap().next_offset;
+        let tail = s.append("x").await.unwrap().next_offset.unwrap();
         let first = s.read().offset(tail.clone()).collect_bytes().await.unwrap();
         assert!(first.is_empty());
         let second = s.read().offset(tail.clone()).collect_bytes().await.unwrap();

@@ -84,6 +84,8 @@ const INSTALL_HINT: &str = "run scripts/install-servers.sh";
 const LOG_LINES: usize = 500;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
+mod crash;
+
 /// Which server implementation to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServerKind {
@@ -265,6 +267,8 @@ pub struct TestServer {
     child: Child,
     log: OutputLog,
     watchdog: Option<Watchdog>,
+    /// The options it was started with (for [`TestServer::restart`]).
+    options: ServerOptions,
     // Declared last: removed after the process is gone.
     data_dir: Option<TempDir>,
 }
@@ -488,6 +492,7 @@ fn start_node(opts: &ServerOptions) -> Result<TestServer, String> {
         child,
         log,
         watchdog: None,
+        options: opts.clone(),
         data_dir: None,
     })
 }
@@ -540,6 +545,7 @@ fn start_rust(opts: &ServerOptions) -> Result<TestServer, String> {
                     child,
                     log,
                     watchdog,
+                    options: opts.clone(),
                     data_dir: Some(data_dir),
                 });
             }

@@ -109,7 +109,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -993,11 +993,8 @@ async fn run<T: Send + 'static>(
         None => (None, false),
         Some(DeadLetterTarget::Producer(p)) => (Some(p), false),
         Some(DeadLetterTarget::Stream(s)) => {
-            let epoch = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            // The default epoch comes from the clock: each run is newer.
             let producer = Producer::builder(&s, format!("{}-dead-letters", c.name))
-                .epoch(epoch)
                 .auto_claim(true)
                 .content_type(JSON_CONTENT_TYPE)
                 .linger(Duration::from_millis(1))

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::Receipt;
 use crate::error::Result;
+use crate::retry::Backoff;
 
 /// How messages are framed into one request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +209,9 @@ impl OpenBatch {
             outcome: self.outcome.take(),
             close: false,
             sent_after_all_lower_acked: false,
+            uncertain: false,
+            first_sent: None,
+            backoff: None,
         };
         self.messages = 0;
         self.payload_bytes = 0;
@@ -233,6 +237,16 @@ pub(crate) struct Batch {
     /// Every lower sequence was acknowledged when this attempt was sent, so a
     /// sequence gap answer cannot be a reordering race.
     pub(crate) sent_after_all_lower_acked: bool,
+    /// An attempt with the current `(epoch, seq)` may have been applied
+    /// without this producer seeing a success (broken connection after
+    /// sending, timeout, 500/502/504), so a duplicate answer is expected
+    /// rather than a sign of another writer. Cleared when the batch gets a
+    /// new sequence number in a new epoch.
+    pub(crate) uncertain: bool,
+    /// When the batch was first sent: its delivery timeout counts from here.
+    pub(crate) first_sent: Option<Instant>,
+    /// The batch's retry state (deadline: `first_sent + delivery_timeout`).
+    pub(crate) backoff: Option<Backoff>,
 }
 
 impl Batch {
@@ -256,6 +270,9 @@ impl Batch {
             outcome: Some(outcome),
             close,
             sent_after_all_lower_acked: false,
+            uncertain: false,
+            first_sent: None,
+            backoff: None,
         };
         (batch, receiver)
     }

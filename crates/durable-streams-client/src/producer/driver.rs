@@ -14,18 +14,20 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
 use super::{FailedBatch, MAX_SAFE_INTEGER, Receipt, Shared};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::request::{
     BufferedResponse, Idempotency, RequestSpec, error_from_response, header_is_true, header_str,
-    names,
+    header_u64, names,
 };
+use crate::retry::Backoff;
 
 /// Requests from the [`super::Producer`] handle to its task.
 #[derive(Debug)]
@@ -41,6 +43,7 @@ struct Sent {
     epoch: u64,
     spec: RequestSpec,
     started: Instant,
+    backoff: Backoff,
     result: Result<BufferedResponse>,
 }
 
@@ -52,6 +55,8 @@ enum Outcome {
         offset: Option<Offset>,
     },
     Gap(Error),
+    /// A duplicate answer to a tuple no attempt of ours could have written.
+    Collision,
     Stale {
         current: u64,
         error: Error,
@@ -225,6 +230,10 @@ impl Driver {
                 Some((epoch, seq)) if batch.close && epoch == self.epoch => Some(seq),
                 _ => None,
             };
+            if batch.seq.is_none() && repeat_close.is_some() {
+                // The tuple of our own earlier close: a duplicate is expected.
+                batch.uncertain = true;
+            }
             let seq = match batch.seq.or(repeat_close) {
                 Some(seq) => seq,
                 None => {
@@ -266,17 +275,53 @@ impl Driver {
         Ok(spec)
     }
 
-    fn launch(&mut self, batch: Batch, spec: RequestSpec) {
+    fn launch(&mut self, mut batch: Batch, spec: RequestSpec) {
         let inner = Arc::clone(&self.shared.stream.inner);
         let epoch = self.epoch;
+        let first_sent = *batch.first_sent.get_or_insert_with(Instant::now);
+        let deadline = first_sent + self.shared.delivery_timeout;
+        if Instant::now() >= deadline {
+            // Waited too long for lower seqs or an epoch change: not sent again.
+            let mut error = Error::new(ErrorKind::DeliveryTimeout)
+                .with_message(format!(
+                    "batch ({} messages) not acknowledged within the delivery timeout of {:?}",
+                    batch.messages, self.shared.delivery_timeout
+                ))
+                .with_url(&self.shared.stream.inner.url);
+            if batch.uncertain {
+                error = error.with_outcome_unknown();
+            }
+            self.fail(batch, error);
+            return;
+        }
+        // One retry state per batch, bounded by its delivery deadline rather
+        // than a retry count: an outage is ridden out, backing off.
+        let mut backoff = batch
+            .backoff
+            .take()
+            .unwrap_or_else(|| Backoff::unbounded(&self.shared.retry).with_deadline(deadline));
+        // Each send follows a definite answer (or is the first): its retries
+        // start from the initial delay; the deadline stays.
+        backoff.reset();
         self.in_flight.push(Box::pin(async move {
             let started = Instant::now();
-            let result = inner.send_buffered(&spec).await;
+            // The deadline also bounds an attempt that hangs (a client
+            // without request timeout, a stopped server).
+            let attempt = inner.send_buffered_retrying(&spec, &mut backoff);
+            let result = match tokio::time::timeout_at(deadline.into(), attempt).await {
+                Ok(result) => result,
+                Err(_) => {
+                    backoff.note_outcome_unknown();
+                    Err(Error::new(ErrorKind::Timeout)
+                        .with_message("an attempt was still running at the delivery deadline"))
+                }
+            };
             Sent {
                 batch,
                 epoch,
                 spec,
                 started,
+                backoff,
                 result,
             }
         }));
@@ -284,12 +329,29 @@ impl Driver {
 
     fn classify(&self, sent: &Sent) -> Outcome {
         let url = &self.shared.stream.inner.url;
+        let batch = &sent.batch;
+        let seq = batch.seq.unwrap_or_default();
         match &sent.result {
-            Ok(resp) if resp.status.is_success() => Outcome::Acked {
-                duplicate: resp.status == StatusCode::NO_CONTENT && !sent.batch.close,
-                offset: header_str(&resp.headers, names::NEXT_OFFSET)
-                    .and_then(|v| Offset::from_server(v).ok()),
-            },
+            Ok(resp) if resp.status.is_success() => {
+                // A close without a body is answered 204 as a matter of course.
+                let close_only = batch.close && batch.body.is_empty();
+                let duplicate = resp.status == StatusCode::NO_CONTENT && !close_only;
+                if let Err(error) =
+                    check_echo(&resp.headers, resp.status, sent.epoch, seq, close_only)
+                {
+                    return Outcome::Fatal(error.with_status(resp.status.as_u16()).with_url(url));
+                }
+                if is_collision(duplicate, batch.uncertain, self.shared.detect_collisions) {
+                    return Outcome::Collision;
+                }
+                Outcome::Acked {
+                    duplicate,
+                    // A missing or unreadable offset is not a failure: the
+                    // write is done (PROTOCOL.md 5.2.1 acknowledges by status).
+                    offset: header_str(&resp.headers, names::NEXT_OFFSET)
+                        .and_then(|v| Offset::from_server(v).ok()),
+                }
+            }
             Ok(resp) => {
                 let error = error_from_response(&sent.spec, resp.status, &resp.headers, &resp.body)
                     .with_url(url);
@@ -304,21 +366,45 @@ impl Driver {
                     {
                         Outcome::Gap(error)
                     }
+                    // "A new epoch must start at seq 0" for seq > 0: the
+                    // server does not know this epoch (any more); judged
+                    // like a gap (lost state once seq 0 was acknowledged).
+                    ErrorKind::BadRequest if seq > 0 && mentions_epoch(&error) => {
+                        Outcome::Gap(error)
+                    }
                     _ => Outcome::Fatal(error),
                 }
+            }
+            // Retryable failures were retried until the delivery deadline.
+            Err(error) if error.is_retryable() => {
+                let mut timeout = Error::new(ErrorKind::DeliveryTimeout)
+                    .with_message(format!(
+                        "batch (epoch {}, seq {seq}, {} messages) not acknowledged within the \
+                         delivery timeout of {:?}; last error: {error}",
+                        sent.epoch, batch.messages, self.shared.delivery_timeout
+                    ))
+                    .with_source(error.clone())
+                    .with_url(url);
+                if batch.uncertain {
+                    timeout = timeout.with_outcome_unknown();
+                }
+                Outcome::Fatal(timeout)
             }
             Err(error) => Outcome::Fatal(error.clone()),
         }
     }
 
-    fn on_sent(&mut self, sent: Sent) {
+    fn on_sent(&mut self, mut sent: Sent) {
+        sent.batch.uncertain |= sent.backoff.take_outcome_unknown();
         let outcome = self.classify(&sent);
         let Sent {
             mut batch,
             epoch,
             started,
+            backoff,
             ..
         } = sent;
+        batch.backoff = Some(backoff);
         let seq = batch.seq.unwrap_or_default();
         let old_epoch = epoch != self.epoch || self.pending_epoch.is_some();
         match outcome {
@@ -329,6 +415,15 @@ impl Driver {
                 self.window.on_ack();
                 if batch.close {
                     self.closed_at = Some((epoch, seq));
+                }
+                if !duplicate && seq == 0 && batch.uncertain {
+                    // A server without state for this producer (restarted
+                    // without it) accepts a repeat of seq 0 as new: if the
+                    // unknown attempt was applied, it is now stored twice.
+                    self.stats(|s| {
+                        s.possible_duplicate_batches += 1;
+                        s.possible_duplicate_messages += batch.messages as u64;
+                    });
                 }
                 crate::telemetry::producer_batch_sent(
                     batch.messages,
@@ -347,11 +442,78 @@ impl Driver {
                 batch.resolve(&Ok(receipt));
                 self.release(&batch);
             }
-            Outcome::Gap(_) | Outcome::Stale { .. } if self.poisoned.is_some() => {
+            Outcome::Gap(_) | Outcome::Stale { .. } | Outcome::Collision
+                if self.poisoned.is_some() =>
+            {
                 let error = self.poisoned.clone().unwrap_or_else(closed_error);
                 self.fail(batch, error);
             }
-            Outcome::Gap(_) if old_epoch => self.reclaim.push(batch),
+            Outcome::Gap(_) | Outcome::Collision if old_epoch => self.reclaim.push(batch),
+            Outcome::Collision => {
+                self.stats(|s| s.collisions += 1);
+                if self.shared.auto_claim && epoch < MAX_SAFE_INTEGER {
+                    tracing::warn!(
+                        producer_id = %self.shared.producer_id,
+                        epoch,
+                        seq,
+                        "producer id collision: another writer already used this (id, epoch, seq); claiming the next epoch"
+                    );
+                    self.claim(epoch + 1);
+                    self.reclaim.push(batch);
+                } else {
+                    let error = Error::new(ErrorKind::ProducerIdCollision { epoch, seq })
+                        .with_status(204)
+                        .with_message(format!(
+                            "the server answered the first attempt of (id {:?}, epoch {epoch}, seq {seq}) \
+                             as a duplicate, so it holds another writer's batch under that tuple; \
+                             this batch was not stored. Give each run a higher epoch (the default epoch \
+                             comes from the clock), use a unique producer id per instance, or enable \
+                             auto_claim",
+                            self.shared.producer_id
+                        ))
+                        .with_url(&self.shared.stream.inner.url);
+                    self.fail(batch, error);
+                }
+            }
+            Outcome::Gap(error)
+                if state_lost(&error, self.established, batch.sent_after_all_lower_acked) =>
+            {
+                self.stats(|s| s.state_losses += 1);
+                if self.shared.recover_lost_state && epoch < MAX_SAFE_INTEGER {
+                    tracing::warn!(
+                        producer_id = %self.shared.producer_id,
+                        epoch,
+                        acknowledged_below = self.acked_below,
+                        error = %error,
+                        "the server lost this producer's state; claiming the next epoch and re-sending unacknowledged batches"
+                    );
+                    self.claim(epoch + 1);
+                    self.reclaim.push(batch);
+                } else {
+                    let answer = match error.kind() {
+                        ErrorKind::SequenceGap { expected, received } => {
+                            format!("the server expects seq {expected} for seq {received}")
+                        }
+                        _ => format!(
+                            "the server no longer knows epoch {epoch} (it answered {:?} to seq {seq})",
+                            error.message().unwrap_or("400")
+                        ),
+                    };
+                    let error = Error::new(ErrorKind::ProducerStateLost { epoch })
+                        .with_status(409)
+                        .with_message(format!(
+                            "{answer} although seqs below {} \
+                             of this epoch were acknowledged: it forgot them (restarted without durable \
+                             producer state?). Acknowledged batches are stored; the unacknowledged ones \
+                             fail (those in flight at the loss may have been stored). \
+                             recover_lost_state(true) re-sends them in a new epoch instead (those in flight \
+                             at the loss may then be stored twice)",
+                            self.acked_below
+                        ))
+                        .with_url(&self.shared.stream.inner.url);
+                    self.fail(batch, error);
+                }
+            }
             Outcome::Gap(error) => {
                 self.window.on_gap();
                 if batch.sent_after_all_lower_acked {
@@ -370,8 +532,7 @@ impl Driver {
             }
             Outcome::Stale { current, error } => {
                 if self.shared.auto_claim && current < MAX_SAFE_INTEGER {
-                    let claim = current + 1;
-                    self.pending_epoch = Some(self.pending_epoch.map_or(claim, |p| p.max(claim)));
+                    self.claim(current + 1);
                     self.reclaim.push(batch);
                 } else {
                     self.fenced_by = Some(self.fenced_by.map_or(current, |f| f.max(current)));
@@ -382,6 +543,15 @@ impl Driver {
         }
         self.release_parked();
         self.maybe_switch_epoch();
+    }
+
+    /// Move to `epoch` (or higher) once the current epoch's requests resolve.
+    fn claim(&mut self, epoch: u64) {
+        self.pending_epoch = Some(self.pending_epoch.map_or(epoch, |p| p.max(epoch)));
+    }
+
+    fn stats(&self, update: impl FnOnce(&mut super::ProducerStats)) {
+        update(&mut self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Resend parked batches whose lower seqs are all acknowledged.
@@ -428,8 +598,31 @@ impl Driver {
         unsent.extend(self.resend.drain(..));
         unsent.extend(self.queue.drain(..));
         unsent.sort_by_key(|b| b.ordinal);
+        let (mut dup_batches, mut dup_messages) = (0u64, 0u64);
         for batch in &mut unsent {
+            if batch.uncertain {
+                // It may be stored under the old epoch; under the new one
+                // the server cannot recognise it.
+                dup_batches += 1;
+                dup_messages += batch.messages as u64;
+            }
+            batch.uncertain = false;
             batch.seq = None;
+        }
+        self.stats(|s| {
+            s.possible_duplicate_batches += dup_batches;
+            s.possible_duplicate_messages += dup_messages;
+            if !restarted {
+                s.epochs_claimed += 1;
+            }
+        });
+        if dup_batches > 0 {
+            tracing::warn!(
+                producer_id = %self.shared.producer_id,
+                batches = dup_batches,
+                messages = dup_messages,
+                "re-sending batches whose outcome was unknown in the old epoch: they may be stored twice"
+            );
         }
         self.queue = unsent.into();
         tracing::info!(
@@ -487,6 +680,12 @@ impl Driver {
     /// until [`super::Producer::restart`].
     fn fail(&mut self, mut batch: Batch, error: Error) {
         let first = self.poisoned.is_none();
+        // This batch may be stored although it failed.
+        let own_error = if batch.uncertain && !error.is_outcome_unknown() {
+            error.clone().with_outcome_unknown()
+        } else {
+            error.clone()
+        };
         if first {
             tracing::warn!(
                 producer_id = %self.shared.producer_id,
@@ -503,11 +702,11 @@ impl Driver {
             }
         }
         crate::telemetry::producer_batch_failed(batch.messages);
-        batch.resolve(&Err(error.clone()));
+        batch.resolve(&Err(own_error.clone()));
         self.release(&batch);
         if let Some(callback) = &self.shared.on_error {
             let failed = FailedBatch {
-                error: error.clone(),
+                error: own_error,
                 messages: batch.messages,
                 body: batch.body.clone(),
                 epoch: self.epoch,
@@ -530,6 +729,84 @@ impl Driver {
                 self.fail(other, error.clone());
             }
         }
+    }
+}
+
+/// Whether a sequence gap answer means the server forgot this epoch's
+/// state: it expects seq 0 although seq 0 was acknowledged (`established`),
+/// or it expects less than a seq sent after every lower one was
+/// acknowledged. Other gaps are requests overtaking each other.
+fn state_lost(error: &Error, established: bool, sent_after_all_lower_acked: bool) -> bool {
+    match error.kind() {
+        // Only classified as a gap for seq > 0 (see `classify`).
+        ErrorKind::BadRequest => established,
+        ErrorKind::SequenceGap { expected, received } => {
+            (*expected == 0 && *received > 0 && established)
+                || (sent_after_all_lower_acked && expected < received)
+        }
+        _ => false,
+    }
+}
+
+/// A duplicate answer is another writer's batch unless an attempt of ours
+/// with this tuple may have been applied (PROTOCOL.md 5.2.1: `204` means the
+/// server already has `(id, epoch, seq)`).
+fn is_collision(duplicate: bool, uncertain: bool, detect: bool) -> bool {
+    duplicate && !uncertain && detect
+}
+
+/// A `400` about the epoch (PROTOCOL.md 5.2.1: an epoch the server sees as
+/// new must start at seq 0).
+fn mentions_epoch(error: &Error) -> bool {
+    error
+        .message()
+        .is_some_and(|m| m.to_ascii_lowercase().contains("epoch"))
+}
+
+/// Check the producer headers a server echoes on success (PROTOCOL.md
+/// 5.2.1): `Producer-Epoch` is the request's epoch; `Producer-Seq` is the
+/// highest accepted seq, so the request's seq on `200` and at least it on a
+/// duplicate `204`. Absent headers are not checked (older servers).
+fn check_echo(
+    headers: &HeaderMap,
+    status: StatusCode,
+    epoch: u64,
+    seq: u64,
+    close_only: bool,
+) -> Result<()> {
+    let mismatch = |what: String| {
+        Err(Error::decode(
+            DecodeKind::Header,
+            format!(
+                "the server acknowledged producer (epoch {epoch}, seq {seq}) but {what}; \
+                 not counted as written"
+            ),
+        ))
+    };
+    let echoed_epoch = match header_u64(headers, names::PRODUCER_EPOCH) {
+        Ok(v) => v,
+        Err(e) => return mismatch(format!("sent an unreadable Producer-Epoch ({e})")),
+    };
+    if let Some(echoed) = echoed_epoch
+        && echoed != epoch
+    {
+        return mismatch(format!("echoed Producer-Epoch {echoed}"));
+    }
+    if close_only {
+        return Ok(());
+    }
+    let echoed_seq = match header_u64(headers, names::PRODUCER_SEQ) {
+        Ok(v) => v,
+        Err(e) => return mismatch(format!("sent an unreadable Producer-Seq ({e})")),
+    };
+    match echoed_seq {
+        Some(echoed) if status == StatusCode::NO_CONTENT && echoed < seq => mismatch(format!(
+            "echoed Producer-Seq {echoed} on a duplicate answer"
+        )),
+        Some(echoed) if status != StatusCode::NO_CONTENT && echoed != seq => {
+            mismatch(format!("echoed Producer-Seq {echoed}"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -589,7 +866,71 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use super::Window;
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn echoed_producer_headers_must_match() {
+        let ok = StatusCode::OK;
+        let dup = StatusCode::NO_CONTENT;
+        let echo = |e: &str, s: &str| headers(&[("producer-epoch", e), ("producer-seq", s)]);
+        assert!(check_echo(&echo("7", "3"), ok, 7, 3, false).is_ok());
+        // A duplicate echoes the highest accepted seq: ours or later.
+        assert!(check_echo(&echo("7", "5"), dup, 7, 3, false).is_ok());
+        assert!(check_echo(&echo("7", "2"), dup, 7, 3, false).is_err());
+        // New data must be acknowledged as exactly this tuple.
+        let err = check_echo(&echo("7", "4"), ok, 7, 3, false).unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Decode(DecodeKind::Header));
+        assert!(err.to_string().contains("Producer-Seq 4"), "{err}");
+        let err = check_echo(&echo("8", "3"), ok, 7, 3, false).unwrap_err();
+        assert!(err.to_string().contains("Producer-Epoch 8"), "{err}");
+        assert!(check_echo(&echo("x", "3"), ok, 7, 3, false).is_err());
+        // Servers that echo nothing are not second-guessed.
+        assert!(check_echo(&HeaderMap::new(), ok, 7, 3, false).is_ok());
+        // A close without a body: only the epoch is checked.
+        assert!(check_echo(&echo("7", "0"), dup, 7, 3, true).is_ok());
+        assert!(check_echo(&echo("6", "3"), dup, 7, 3, true).is_err());
+    }
+
+    #[test]
+    fn only_a_duplicate_of_a_first_attempt_is_a_collision() {
+        assert!(is_collision(true, false, true));
+        // An earlier attempt may have been applied: our own repeat.
+        assert!(!is_collision(true, true, true));
+        assert!(!is_collision(false, false, true));
+        assert!(!is_collision(true, false, false), "detection off");
+    }
+
+    #[test]
+    fn lost_state_is_told_apart_from_reordering() {
+        let gap = |expected, received| Error::new(ErrorKind::SequenceGap { expected, received });
+        // Seq 0 was acknowledged, the server expects it again: forgotten.
+        assert!(state_lost(&gap(0, 7), true, false));
+        // Before seq 0 is acknowledged an expected 0 is plain reordering.
+        assert!(!state_lost(&gap(0, 1), false, false));
+        // A lower expected seq for a request sent after every lower seq was
+        // acknowledged: the server went back.
+        assert!(state_lost(&gap(3, 7), true, true));
+        // The same answer to a pipelined request: reordering.
+        assert!(!state_lost(&gap(3, 7), true, false));
+        // A server that went back to an older epoch: "new epoch must start
+        // at seq 0" for an established epoch.
+        let bad = Error::new(ErrorKind::BadRequest)
+            .with_message("new producer epoch must start at seq 0");
+        assert!(mentions_epoch(&bad));
+        assert!(state_lost(&bad, true, false));
+        assert!(!state_lost(&bad, false, true));
+        assert!(!mentions_epoch(&Error::new(ErrorKind::BadRequest)));
+        assert!(!state_lost(&Error::new(ErrorKind::NotFound), true, true));
+    }
 
     #[test]
     fn window_drops_on_a_gap_and_grows_back() {

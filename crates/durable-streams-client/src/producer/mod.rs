@@ -11,25 +11,52 @@
 //! # Guarantees and choices
 //!
 //! * **Exactly once within an epoch.** Network errors, 5xx and 429 are
-//!   retried with the same `(id, epoch, seq)` under the client's
-//!   [`RetryPolicy`](crate::RetryPolicy); a `204` answer is a duplicate the
-//!   server already had and counts as success ([`Receipt::duplicate`]). A
-//!   sequence gap (requests reordered on the way) waits for the lower
-//!   sequences and resends.
+//!   retried with the same `(id, epoch, seq)`, backing off under the
+//!   client's [`RetryPolicy`](crate::RetryPolicy) schedule until the batch's
+//!   delivery timeout ([`ProducerBuilder::delivery_timeout`], 2 minutes by
+//!   default) expires ([`ErrorKind::DeliveryTimeout`]); an outage shorter
+//!   than that only delays. A `204` answer after an attempt whose outcome
+//!   was unknown (connection broken after sending, timeout, 500/502/504) is
+//!   the server dropping our own repeat and counts as success
+//!   ([`Receipt::duplicate`]). A sequence gap (requests reordered on the
+//!   way) waits for the lower sequences and resends.
+//! * **Proof of success.** A batch counts as written only on a `2xx` whose
+//!   echoed `Producer-Epoch` / `Producer-Seq` (when sent) match the request;
+//!   a mismatch is an error ([`DecodeKind::Header`](crate::DecodeKind)). A
+//!   missing `Stream-Next-Offset` is not an error: [`Receipt::offset`] is
+//!   then `None`.
+//! * **Collisions.** A `204` to the first attempt of a tuple (no earlier
+//!   attempt could have been applied) means another instance or an earlier
+//!   run already wrote that `(id, epoch, seq)`: it is never reported as
+//!   success but fails with [`ErrorKind::ProducerIdCollision`], or, with
+//!   `auto_claim`, claims the next epoch and re-sends
+//!   ([`ProducerBuilder::detect_collisions`] turns this off for deliberate
+//!   re-sends of identical batches). Until seq 0 of an
+//!   epoch is acknowledged only one request is in flight, so a collision
+//!   is caught at the first batch, before anything later is written.
+//! * **Lost server state.** A server that forgets producer state (restart
+//!   without durable producer state) answers a sequence gap expecting seq 0:
+//!   [`ErrorKind::ProducerStateLost`], or with
+//!   [`ProducerBuilder::recover_lost_state`], a new epoch and a re-send of
+//!   every unacknowledged batch in order; batches whose outcome was unknown
+//!   at the loss may then be stored twice ([`Producer::stats`],
+//!   [`Producer::possible_duplicates`]).
 //! * **Order.** Messages reach the stream in the order they were appended.
-//! * **One failure fails the epoch.** After a batch fails for good (retries
-//!   exhausted, stale epoch without auto-claim, closed stream, 4xx), every
+//! * **One failure fails the epoch.** After a batch fails for good (delivery
+//!   timeout, stale epoch without auto-claim, collision, lost state without
+//!   recovery, closed stream, 4xx), every
 //!   later batch would hit a sequence gap, so pending and new messages fail at
 //!   once with the same error (on the receipts, [`ProducerBuilder::on_error`]
 //!   and the next [`Producer::flush`]) until [`Producer::restart`] moves to
 //!   the next epoch. Nothing is dropped silently.
-//! * **Epochs.** A new producer starts at its configured epoch with seq 0.
-//!   Two producer instances with the same id and epoch share the server's
-//!   sequence state: the second one's early batches would be taken for
-//!   duplicates. Give each run a higher epoch (or [`Producer::restart`]), or
-//!   use `auto_claim` for ephemeral writers: on `403` it moves to the
-//!   server's epoch + 1 once the old epoch's requests have resolved and
-//!   resends what was not acknowledged, in order.
+//! * **Epochs.** A new producer starts at its epoch with seq 0; the default
+//!   epoch is [`clock_epoch`] (milliseconds since the Unix epoch), so a
+//!   program restarted with a fixed producer id starts a newer session
+//!   instead of having its batches taken for duplicates of the previous
+//!   run's. Set [`ProducerBuilder::epoch`] when you persist epochs (each run
+//!   higher), or use `auto_claim` for ephemeral writers: on `403` it moves
+//!   to the server's epoch + 1 once the old epoch's requests have resolved
+//!   and resends what was not acknowledged, in order.
 //! * **Memory.** Appended-but-unacknowledged bytes are bounded by
 //!   `max_buffered_bytes`; `append` answers [`ErrorKind::BufferFull`] when
 //!   there is no room, `send` waits for room.
@@ -44,7 +71,7 @@
 //! let client = Client::new();
 //! let stream = client.stream("http://127.0.0.1:4437/v1/stream/orders")?;
 //! stream.create_with(CreateOptions::json()).await?;
-//! let producer = Producer::builder(&stream, "order-service-1").epoch(0).build()?;
+//! let producer = Producer::builder(&stream, "order-service-1").build()?;
 //! producer.append_json(&serde_json::json!({"event": "created"}))?;
 //! let receipt = producer.send_json(&serde_json::json!({"event": "paid"})).await?.await?;
 //! println!("written up to {:?}", receipt.offset);
@@ -88,6 +115,50 @@ pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 5;
 /// Default `max_buffered_bytes`: 64 MiB.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// Default `delivery_timeout`: 2 minutes.
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The default epoch of a new producer: milliseconds since the Unix epoch
+/// (capped at 2^53-1). A program restarted with the same producer id thus
+/// starts a higher epoch than its previous run (the server accepts it as a
+/// new session at seq 0) instead of repeating the previous run's
+/// `(id, epoch, seq)` tuples, which the server would drop as duplicates. A
+/// clock set back between two runs gives a lower epoch: the server answers
+/// `403` (stale epoch), which `auto_claim` resolves; two instances built in
+/// the same millisecond collide, which the producer detects
+/// ([`ErrorKind::ProducerIdCollision`]).
+pub fn clock_epoch() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(ms)
+        .unwrap_or(MAX_SAFE_INTEGER)
+        .min(MAX_SAFE_INTEGER)
+}
+
+/// Counters of a producer's recoveries, see [`Producer::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerStats {
+    /// Batches re-sent in a new epoch although an attempt in the old epoch
+    /// had an unknown outcome (it may have been written): each may now be
+    /// stored twice. Only epoch changes (`recover_lost_state`, `auto_claim`,
+    /// [`Producer::restart`]) can duplicate; retries within an epoch are
+    /// deduplicated by the server.
+    pub possible_duplicate_batches: u64,
+    /// The messages of those batches.
+    pub possible_duplicate_messages: u64,
+    /// Times the server lost this producer's state
+    /// ([`ErrorKind::ProducerStateLost`]).
+    pub state_losses: u64,
+    /// Times another writer had already used this producer's
+    /// `(id, epoch, seq)` ([`ErrorKind::ProducerIdCollision`]).
+    pub collisions: u64,
+    /// Epochs claimed automatically (stale epoch with `auto_claim`,
+    /// collision with `auto_claim`, lost state with `recover_lost_state`).
+    pub epochs_claimed: u64,
+}
 
 type ErrorCallback = Arc<dyn Fn(FailedBatch) + Send + Sync>;
 
@@ -153,8 +224,11 @@ impl IntoFuture for Ack {
 pub struct ProducerBuilder {
     stream: Stream,
     producer_id: String,
-    epoch: u64,
+    epoch: Option<u64>,
     auto_claim: bool,
+    delivery_timeout: Duration,
+    recover_lost_state: bool,
+    detect_collisions: bool,
     max_batch_bytes: usize,
     max_batch_items: Option<usize>,
     linger: Duration,
@@ -171,6 +245,9 @@ impl fmt::Debug for ProducerBuilder {
             .field("producer_id", &self.producer_id)
             .field("epoch", &self.epoch)
             .field("auto_claim", &self.auto_claim)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("recover_lost_state", &self.recover_lost_state)
+            .field("detect_collisions", &self.detect_collisions)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_batch_items", &self.max_batch_items)
             .field("linger", &self.linger)
@@ -182,18 +259,62 @@ impl fmt::Debug for ProducerBuilder {
 }
 
 impl ProducerBuilder {
-    /// The starting epoch (default 0). Use a higher epoch for each new run
-    /// of the same logical producer.
+    /// The starting epoch. Default: [`clock_epoch`], milliseconds since the
+    /// Unix epoch, so that each run of a program with a fixed producer id
+    /// starts a newer epoch than the last. Set it explicitly when the epoch
+    /// is persisted; each new run of the same logical producer must use a
+    /// higher one (a repeated epoch is detected as a
+    /// [`ErrorKind::ProducerIdCollision`]).
     pub fn epoch(mut self, epoch: u64) -> Self {
-        self.epoch = epoch;
+        self.epoch = Some(epoch);
         self
     }
 
-    /// On a stale-epoch answer (403), move to the server's epoch + 1 and
-    /// resend instead of failing (default false). For ephemeral writers; a
+    /// Move to a new epoch and resend instead of failing (default false) on
+    /// a stale-epoch answer (403: to the server's epoch + 1) and on a
+    /// producer id collision (to this epoch + 1). For ephemeral writers; a
     /// zombie and its successor would keep fencing each other.
     pub fn auto_claim(mut self, auto_claim: bool) -> Self {
         self.auto_claim = auto_claim;
+        self
+    }
+
+    /// How long a batch may take to be acknowledged, counted from its first
+    /// send (default [`DEFAULT_DELIVERY_TIMEOUT`], 2 minutes; like Kafka's
+    /// `delivery.timeout.ms`). Network errors, 5xx and 429 are retried with
+    /// the same `(id, epoch, seq)`, backing off under the client's
+    /// [`RetryPolicy`](crate::RetryPolicy) schedule (its `max_retries` does
+    /// not apply), until this expires; then the batch fails with
+    /// [`ErrorKind::DeliveryTimeout`]. Meanwhile the buffer fills up:
+    /// `send` waits and `append` answers [`ErrorKind::BufferFull`].
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
+    /// When the server lost this producer's state (it expects seq 0 again
+    /// after acknowledging higher seqs, as a server restarted without
+    /// durable producer state does), claim the next epoch and re-send every
+    /// unacknowledged batch in order instead of failing with
+    /// [`ErrorKind::ProducerStateLost`] (default false). Batches whose
+    /// outcome was unknown when the state was lost (in flight at a crash)
+    /// may have been written already and are then stored twice: their
+    /// number is reported by [`Producer::stats`] and
+    /// [`Producer::possible_duplicates`].
+    pub fn recover_lost_state(mut self, recover: bool) -> Self {
+        self.recover_lost_state = recover;
+        self
+    }
+
+    /// Whether a duplicate answer (`204`) to the first attempt of a batch is
+    /// a [`ErrorKind::ProducerIdCollision`] (default true). Turn it off only
+    /// when a new instance deliberately re-sends, with the same id, epoch
+    /// and batching, exactly the batches an earlier instance sent, relying
+    /// on the server to skip those it has: the duplicates are then
+    /// acknowledged as written ([`Receipt::duplicate`]). Otherwise a batch
+    /// the server never stored would be reported as written.
+    pub fn detect_collisions(mut self, detect: bool) -> Self {
+        self.detect_collisions = detect;
         self
     }
 
@@ -257,10 +378,16 @@ impl ProducerBuilder {
                 "the producer id must be visible ASCII (it is sent as a header)",
             ));
         }
-        if self.epoch > MAX_SAFE_INTEGER {
+        if self.epoch.is_some_and(|e| e > MAX_SAFE_INTEGER) {
             return Err(Error::invalid_argument(
                 "epoch",
                 "epoch must be at most 2^53-1",
+            ));
+        }
+        if self.delivery_timeout.is_zero() {
+            return Err(Error::invalid_argument(
+                "delivery_timeout",
+                "delivery_timeout must be greater than zero",
             ));
         }
         if self.max_batch_bytes == 0 {
@@ -315,6 +442,8 @@ impl ProducerBuilder {
             Framing::Concat
         };
         let (resolved, _) = watch::channel(0);
+        let epoch = self.epoch.unwrap_or_else(clock_epoch);
+        let retry = self.stream.client().retry_policy().clone();
         let shared = Arc::new(Shared {
             stream: self.stream,
             producer_id: self.producer_id,
@@ -327,6 +456,11 @@ impl ProducerBuilder {
             linger: self.linger,
             max_in_flight: self.max_in_flight,
             auto_claim: self.auto_claim,
+            delivery_timeout: self.delivery_timeout,
+            recover_lost_state: self.recover_lost_state,
+            detect_collisions: self.detect_collisions,
+            retry,
+            stats: Mutex::new(ProducerStats::default()),
             max_buffered_bytes: self.max_buffered_bytes,
             on_error: self.on_error,
             state: Mutex::new(State {
@@ -341,12 +475,12 @@ impl ProducerBuilder {
             budget: Semaphore::new(self.max_buffered_bytes),
             resolved,
             done: CancellationToken::new(),
-            epoch: AtomicU64::new(self.epoch),
+            epoch: AtomicU64::new(epoch),
             next_seq: AtomicU64::new(0),
         });
         let (control_tx, control_rx) = mpsc::channel(4);
         let cancel = CancellationToken::new();
-        let driver = Driver::new(Arc::clone(&shared), control_rx, cancel.clone(), self.epoch);
+        let driver = Driver::new(Arc::clone(&shared), control_rx, cancel.clone(), epoch);
         let task = runtime.spawn(driver.run());
         Ok(Producer {
             shared,
@@ -367,6 +501,12 @@ pub(crate) struct Shared {
     pub(crate) linger: Duration,
     pub(crate) max_in_flight: usize,
     pub(crate) auto_claim: bool,
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) recover_lost_state: bool,
+    pub(crate) detect_collisions: bool,
+    /// The client's retry schedule, for resends within the delivery timeout.
+    pub(crate) retry: crate::retry::RetryPolicy,
+    pub(crate) stats: Mutex<ProducerStats>,
     max_buffered_bytes: usize,
     pub(crate) on_error: Option<ErrorCallback>,
     state: Mutex<State>,
@@ -448,8 +588,11 @@ impl Producer {
         ProducerBuilder {
             stream: stream.clone(),
             producer_id: producer_id.into(),
-            epoch: 0,
+            epoch: None,
             auto_claim: false,
+            delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
+            recover_lost_state: false,
+            detect_collisions: true,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_items: None,
             linger: DEFAULT_LINGER,
@@ -478,6 +621,20 @@ impl Producer {
     /// Appended payload bytes not yet acknowledged (or failed).
     pub fn buffered_bytes(&self) -> usize {
         self.shared.unacknowledged_bytes()
+    }
+
+    /// Counters of recoveries so far: epochs claimed, lost server state,
+    /// collisions, and batches that may have been stored twice.
+    pub fn stats(&self) -> ProducerStats {
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Messages that may have been stored twice: they were re-sent in a new
+    /// epoch after an attempt with an unknown outcome (see
+    /// [`ProducerBuilder::recover_lost_state`]). Zero unless the producer
+    /// changed epochs with such batches outstanding.
+    pub fn possible_duplicates(&self) -> u64 {
+        self.stats().possible_duplicate_messages
     }
 
     /// Append one message without waiting. For JSON streams `data` must be
