@@ -521,6 +521,9 @@ impl Session {
         elapsed: Duration,
     ) -> Result<()> {
         let (meta, next) = self.response_meta(&resp, long_poll)?;
+        // The next offset arrives with the headers: a backwards one fails
+        // before any of the body is delivered.
+        check_forward(&self.offset, &next, false)?;
         if !long_poll {
             self.stream.learn_content_type(meta.content_type.as_deref());
         }
@@ -559,6 +562,8 @@ impl Session {
             // A full piece, or more than one piece left at the end: hand out
             // a piece. Its offset is where the response started.
             if body.pending_len >= piece_limit && !(body.ended && body.pending_len == piece_limit) {
+                // Data is delivered only when the offset moves forward.
+                check_forward(&self.offset, &body.next, true)?;
                 let (data, units, messages) = body.take_pending(piece_limit);
                 body.delivered += units;
                 let cursor = body.meta.cursor.clone();
