@@ -49,7 +49,8 @@ pub fn exit_code(kind: &ErrorKind) -> u8 {
         ErrorKind::BadRequest | ErrorKind::PayloadTooLarge | ErrorKind::InvalidArgument { .. } => {
             exit::BAD_REQUEST
         }
-        ErrorKind::UnexpectedStatus { status: 401 | 403 } => exit::AUTH,
+        ErrorKind::Unauthorized { .. } => exit::AUTH,
+        ErrorKind::Redirect { .. } | ErrorKind::NoProgress { .. } => exit::OTHER,
         ErrorKind::UnexpectedStatus { .. } => exit::OTHER,
         _ => exit::OTHER,
     }
@@ -500,8 +501,8 @@ mod tests {
                 ErrorKind::InvalidArgument { field: "offset" },
                 exit::BAD_REQUEST,
             ),
-            (ErrorKind::UnexpectedStatus { status: 401 }, exit::AUTH),
-            (ErrorKind::UnexpectedStatus { status: 403 }, exit::AUTH),
+            (ErrorKind::Unauthorized { status: 401 }, exit::AUTH),
+            (ErrorKind::Unauthorized { status: 403 }, exit::AUTH),
             (ErrorKind::UnexpectedStatus { status: 405 }, exit::OTHER),
             (ErrorKind::ProducerClosed, exit::OTHER),
         ];
