@@ -1433,6 +1433,47 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn sse_connections_are_renewed_at_their_maximum_age_despite_keepalives() {
+            let server = ScriptedServer::start(|_, _| {
+                let mut parts = vec![(
+                    Duration::ZERO,
+                    b"event: control\ndata: {\"streamNextOffset\":\"0001\",\"streamCursor\":\"1\",\"upToDate\":true}\n\n"
+                        .to_vec(),
+                )];
+                // Comments keep the connection alive for 10 s.
+                parts.extend((0..200).map(|_| (Duration::from_millis(50), b": keepalive\n\n".to_vec())));
+                Reply::Stream {
+                    status: 200,
+                    headers: vec![("content-type".into(), "text/event-stream".into())],
+                    parts,
+                }
+            })
+            .await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let mut chunks = stream
+                .read()
+                .offset(Offset::parse("0001").unwrap())
+                .live(LiveMode::Sse)
+                .sse_max_age(Duration::from_millis(1200))
+                .bytes();
+            let first = chunks.next().await.unwrap().unwrap();
+            assert!(first.up_to_date);
+            let _ = tokio::time::timeout(Duration::from_millis(3000), chunks.next()).await;
+            let n = server.count();
+            // Renewed about every 1.2 s, never in a hot loop.
+            assert!((2..=4).contains(&n), "{n} connections in 3 s");
+            let targets: Vec<String> = server.requests().into_iter().map(|r| r.target).collect();
+            assert!(
+                targets.iter().all(|t| t.contains("offset=0001")),
+                "{targets:?}"
+            );
+            assert!(
+                targets.iter().all(|t| !t.contains("_nc=")),
+                "healthy: {targets:?}"
+            );
+        }
+
+        #[tokio::test]
         async fn a_backwards_offset_delivers_nothing() {
             let server = ScriptedServer::start(|_, _| at("0000").with_body(b"stale")).await;
             let stream = client().stream(server.url("/s")).unwrap();
