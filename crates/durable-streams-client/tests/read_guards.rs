@@ -270,3 +270,54 @@ async fn sse_connections_cut_after_their_first_event_back_off_and_end_or_fall_ba
         assert!(lines.len() < 40, "no hot loop: {} requests", lines.len());
     }
 }
+
+/// Live reads ride out an outage far longer than the client's retry budget
+/// (5 retries, at most 200 ms apart: about 1 s) and resume from the last
+/// delivered offset: nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reads_ride_out_a_crash_and_an_outage() {
+    if !test_servers::ServerKind::Rust.is_available() {
+        return;
+    }
+    for mode in [LiveMode::LongPoll, LiveMode::Sse] {
+        let mut server = TestServer::start(test_servers::ServerKind::Rust);
+        let client = common::client();
+        let s = common::stream(&server, &client, "outage").with_content_type("text/plain");
+        s.create().await.unwrap();
+        s.append("before|").await.unwrap();
+        let mut chunks = s.read().live(mode).bytes();
+        let mut got = Vec::new();
+        loop {
+            let c = tokio::time::timeout(Duration::from_secs(10), chunks.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            got.extend_from_slice(&c.data);
+            if c.up_to_date {
+                break;
+            }
+        }
+        let reader = tokio::spawn(async move {
+            let mut got = got;
+            while let Some(c) = chunks.next().await {
+                let c = c.expect("no error during the outage");
+                got.extend_from_slice(&c.data);
+                if c.closed {
+                    break;
+                }
+            }
+            got
+        });
+        server.kill().unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        server.restart().unwrap();
+        s.append("after|").await.unwrap();
+        s.close().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("the read resumes after the outage")
+            .unwrap();
+        assert_eq!(got, b"before|after|", "{mode:?}");
+    }
+}

@@ -42,7 +42,10 @@
 //! batch and committing it means the batch is delivered again on the next
 //! start or reconnect. Handlers must therefore tolerate duplicates (be
 //! idempotent, or deduplicate by position). Within one run, batches arrive in
-//! stream order without gaps or repeats.
+//! stream order without gaps or repeats. Only exact resume positions are
+//! committed ([`Batch::exact`]): the pieces of one large response share the
+//! response's start offset, so a restart may deliver up to one response
+//! again. A checkpoint never moves backwards.
 //!
 //! # Bytes or JSON
 //!

@@ -14,8 +14,9 @@
 //!   [`StartFrom`] position (by default the checkpoint saved under the
 //!   pipeline's name in a [`CheckpointStore`], exactly like a
 //!   [consumer](crate::consumer)), reconnecting with a [`RetryPolicy`] after
-//!   retryable errors (resuming after the last chunk it read, which is
-//!   tracked). Other read errors, and a JSON response that is not an array,
+//!   retryable errors (resuming from the last exact position it read: the
+//!   pieces of one large response share its start offset, so up to one
+//!   response is read again). Other read errors, and a JSON response that is not an array,
 //!   stop the pipeline with that error after a drain. JSON streams yield one
 //!   [`Message`] per JSON message ([`Pipeline::json`]); byte streams one
 //!   message per read chunk ([`Pipeline::bytes`]).

@@ -1339,6 +1339,187 @@ mod tests {
         assert_eq!(s.phase, Phase::Sse);
     }
 
+    mod scripted {
+        use super::*;
+        use crate::testing::{Reply, ScriptedServer};
+        use futures::StreamExt;
+
+        fn client() -> crate::Client {
+            crate::Client::builder()
+                .retry_policy(
+                    crate::RetryPolicy::default()
+                        .with_initial_delay(Duration::from_millis(10))
+                        .with_max_delay(Duration::from_millis(100)),
+                )
+                .build()
+                .unwrap()
+        }
+
+        fn at(next: &str) -> Reply {
+            Reply::status(200)
+                .with_header("content-type", "text/plain")
+                .with_header("stream-next-offset", next)
+        }
+
+        #[tokio::test]
+        async fn a_cache_replaying_an_empty_long_poll_answer_gets_a_handful_of_requests() {
+            // Catch-up: up to date at 0001; every long-poll: the same
+            // cached 204, at once, whatever the query.
+            let server = ScriptedServer::start(|req, _| {
+                if req.target.contains("live=long-poll") {
+                    Reply::status(204)
+                        .with_header("stream-next-offset", "0001")
+                        .with_header("stream-cursor", "5")
+                        .with_header("stream-up-to-date", "true")
+                } else {
+                    at("0001").with_header("stream-up-to-date", "true")
+                }
+            })
+            .await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let started = Instant::now();
+            let mut chunks = stream
+                .read()
+                .offset(Offset::parse("0001").unwrap())
+                .live(LiveMode::LongPoll)
+                .max_no_progress(5)
+                .bytes();
+            let mut err = None;
+            while let Some(item) = chunks.next().await {
+                if let Err(e) = item {
+                    err = Some(e);
+                }
+            }
+            let err = err.expect("NoProgress");
+            assert_eq!(err.kind(), &ErrorKind::NoProgress { attempts: 5 });
+            let polls: Vec<String> = server
+                .requests()
+                .into_iter()
+                .filter(|r| r.target.contains("live=long-poll"))
+                .map(|r| r.target)
+                .collect();
+            assert_eq!(polls.len(), 5, "{polls:?}");
+            assert!(!polls[0].contains("_nc="));
+            assert!(polls[1..].iter().all(|p| p.contains("_nc=")), "{polls:?}");
+            assert!(started.elapsed() >= Duration::from_millis(40), "backed off");
+        }
+
+        #[tokio::test]
+        async fn stripped_headers_end_the_read_with_a_typed_error() {
+            // A catch-up answer without Stream-Next-Offset.
+            let server = ScriptedServer::start(|_, _| {
+                Reply::status(200)
+                    .with_header("content-type", "text/plain")
+                    .with_body(b"data")
+            })
+            .await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let e = stream.read().collect_bytes().await.unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));
+            assert!(e.to_string().contains("Stream-Next-Offset"), "{e}");
+            // A long-poll 204 without Stream-Cursor on an open stream.
+            let server = ScriptedServer::start(|req, _| {
+                if req.target.contains("live=long-poll") {
+                    Reply::status(204)
+                        .with_header("stream-next-offset", "0001")
+                        .with_header("stream-up-to-date", "true")
+                } else {
+                    at("0001").with_header("stream-up-to-date", "true")
+                }
+            })
+            .await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let mut chunks = stream.read().live(LiveMode::LongPoll).bytes();
+            let first = chunks.next().await.unwrap().unwrap();
+            assert!(first.up_to_date);
+            let e = chunks.next().await.unwrap().unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));
+            assert!(e.to_string().contains("Stream-Cursor"), "{e}");
+            assert!(chunks.next().await.is_none(), "the read ended");
+        }
+
+        #[tokio::test]
+        async fn sse_connections_are_renewed_at_their_maximum_age_despite_keepalives() {
+            let server = ScriptedServer::start(|_, _| {
+                let mut parts = vec![(
+                    Duration::ZERO,
+                    b"event: control\ndata: {\"streamNextOffset\":\"0001\",\"streamCursor\":\"1\",\"upToDate\":true}\n\n"
+                        .to_vec(),
+                )];
+                // Comments keep the connection alive for 10 s.
+                parts.extend((0..200).map(|_| (Duration::from_millis(50), b": keepalive\n\n".to_vec())));
+                Reply::Stream {
+                    status: 200,
+                    headers: vec![("content-type".into(), "text/event-stream".into())],
+                    parts,
+                }
+            })
+            .await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let mut chunks = stream
+                .read()
+                .offset(Offset::parse("0001").unwrap())
+                .live(LiveMode::Sse)
+                .sse_max_age(Duration::from_millis(1200))
+                .bytes();
+            let first = chunks.next().await.unwrap().unwrap();
+            assert!(first.up_to_date);
+            let _ = tokio::time::timeout(Duration::from_millis(3000), chunks.next()).await;
+            let n = server.count();
+            // Renewed about every 1.2 s, never in a hot loop.
+            assert!((2..=4).contains(&n), "{n} connections in 3 s");
+            let targets: Vec<String> = server.requests().into_iter().map(|r| r.target).collect();
+            assert!(
+                targets.iter().all(|t| t.contains("offset=0001")),
+                "{targets:?}"
+            );
+            assert!(
+                targets.iter().all(|t| !t.contains("_nc=")),
+                "healthy: {targets:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_backwards_offset_delivers_nothing() {
+            let server = ScriptedServer::start(|_, _| at("0000").with_body(b"stale")).await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let mut chunks = stream.read().offset(Offset::parse("0001").unwrap()).bytes();
+            let e = chunks.next().await.unwrap().unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Offset));
+            assert!(e.to_string().contains("0000") && e.to_string().contains("0001"));
+            assert!(chunks.next().await.is_none());
+        }
+
+        #[tokio::test]
+        async fn a_message_that_is_an_empty_array_is_delivered_from_a_streamed_body() {
+            let server = ScriptedServer::start(|_, _| Reply::Stream {
+                status: 200,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("stream-next-offset".into(), "0002".into()),
+                    ("stream-up-to-date".into(), "true".into()),
+                ],
+                parts: vec![
+                    (Duration::ZERO, b"[[".to_vec()),
+                    (Duration::from_millis(5), b"],{}]".to_vec()),
+                ],
+            })
+            .await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let mut batches = stream
+                .read()
+                .offset(Offset::parse("0001").unwrap())
+                .json::<serde_json::Value>();
+            let batch = batches.next().await.unwrap().unwrap();
+            assert_eq!(
+                batch.items,
+                vec![serde_json::json!([]), serde_json::json!({})]
+            );
+            assert!(batch.exact);
+            assert_eq!(batch.offset.as_str(), "0002");
+        }
+    }
+
     #[test]
     fn read_options_have_sensible_defaults() {
         let o = ReadOptions::default();
