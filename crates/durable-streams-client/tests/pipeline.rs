@@ -143,7 +143,21 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
             .build()
             .unwrap()
             .spawn();
-        fill(&stream, TOTAL / 2..TOTAL, KEYS, 100).await;
+        // One append at a time, each waited for until the reader has handed
+        // it out as a read chunk of its own: on a loaded machine a writer
+        // running ahead would merge them into a few big responses.
+        for start in (TOTAL / 2..TOTAL).step_by(100) {
+            let before = chunks.lock().unwrap().len();
+            fill(&stream, start..start + 100, KEYS, 100).await;
+            let waited = Instant::now();
+            while chunks.lock().unwrap().len() == before {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(20),
+                    "the append at {start} was never read"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         let end = tail(&stream).await;
         let mut committed = handle.subscribe();
         tokio::time::timeout(
