@@ -246,7 +246,7 @@ struct State {
 
 #[derive(Debug)]
 struct Shared {
-    upstream: SocketAddr,
+    upstream: Mutex<SocketAddr>,
     state: Mutex<State>,
     next_rule: AtomicU64,
 }
@@ -264,7 +264,6 @@ pub struct FaultProxy {
     shared: Arc<Shared>,
     addr: SocketAddr,
     base_url: String,
-    upstream_base_url: String,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -285,7 +284,7 @@ impl FaultProxy {
     /// If the proxy cannot bind a local port or start its thread.
     pub fn start_for(upstream: SocketAddr) -> FaultProxy {
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: Mutex::new(upstream),
             state: Mutex::new(State::default()),
             next_rule: AtomicU64::new(1),
         });
@@ -318,7 +317,6 @@ impl FaultProxy {
             shared,
             addr,
             base_url: format!("http://{addr}"),
-            upstream_base_url: format!("http://{upstream}"),
             shutdown: Some(shutdown_tx),
         }
     }
@@ -336,15 +334,35 @@ impl FaultProxy {
 
     /// The upstream server's base URL, e.g. for a cross-origin
     /// [`Fault::Redirect`].
-    pub fn upstream_base_url(&self) -> &str {
-        &self.upstream_base_url
+    pub fn upstream_base_url(&self) -> String {
+        format!("http://{}", self.upstream())
+    }
+
+    /// The upstream server's address.
+    pub fn upstream(&self) -> SocketAddr {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forwards all later requests to `upstream` instead, e.g. to a server
+    /// restarted on another port. Connections already forwarding stay as
+    /// they are.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = upstream;
     }
 
     /// `url` on the proxy: an upstream URL (e.g. from
     /// [`TestServer::unique_stream_url`]) with its origin replaced by the
     /// proxy's; a path (`/v1/stream/x`) is prefixed with the proxy's base.
     pub fn url_of(&self, url: &str) -> String {
-        if let Some(rest) = url.strip_prefix(&self.upstream_base_url) {
+        if let Some(rest) = url.strip_prefix(&self.upstream_base_url()) {
             format!("{}{rest}", self.base_url)
         } else if url.starts_with('/') {
             format!("{}{url}", self.base_url)
@@ -652,7 +670,8 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    parts.uri = match format!("http://{}{path_and_query}", shared.upstream).parse() {
+    let upstream = *shared.upstream.lock().unwrap_or_else(|e| e.into_inner());
+    parts.uri = match format!("http://{upstream}{path_and_query}").parse() {
         Ok(uri) => uri,
         Err(e) => return Err(upstream_error(e)),
     };

@@ -361,3 +361,23 @@ fn redirect_to_a_path_on_the_proxy() {
     let followed = read_all(&proxy.url_of(location));
     assert_eq!(followed.body, b"t");
 }
+
+#[test]
+fn upstream_can_be_switched() {
+    let first = TestServer::start(ServerKind::Rust);
+    let second = TestServer::start(ServerKind::Rust);
+    let proxy = FaultProxy::start(&first);
+    assert_eq!(proxy.upstream(), first.addr());
+    assert_eq!(proxy.upstream_base_url(), first.base_url());
+    let name = first.unique_stream_url("switch");
+    let path = url_path(&name).to_owned();
+    create(&proxy.url_of(&name));
+    proxy.set_upstream(second.addr());
+    // The stream exists on the first server only.
+    assert_eq!(read_all(&proxy.url_of(&path)).status, 404);
+    create(&proxy.url_of(&path));
+    assert_eq!(
+        read_all(&format!("{}{path}", second.base_url())).status,
+        200
+    );
+}
