@@ -81,6 +81,8 @@
 
 mod batch;
 mod driver;
+#[cfg(test)]
+mod scripted_tests;
 
 use std::collections::VecDeque;
 use std::fmt;
