@@ -48,6 +48,23 @@ fn upstream_tail(url: &str) -> String {
 }
 
 /// The client's handle for `upstream_url`, through the proxy.
+/// The read failed with `expected`, after at most `max_gets` GETs of `path`.
+fn assert_typed_and_bounded(
+    proxy: &FaultProxy,
+    path: &str,
+    err: &durable_streams_client::Error,
+    expected: ErrorKind,
+    max_gets: u64,
+    kind: impl std::fmt::Display,
+) {
+    assert_eq!(err.kind(), &expected, "{kind}: {err:?}");
+    assert!(
+        proxy.requests("GET", path) <= max_gets,
+        "{kind}: {:?}",
+        proxy.request_log()
+    );
+}
+
 fn via(proxy: &FaultProxy, client: &Client, upstream_url: &str) -> Stream {
     client
         .stream(proxy.url_of(upstream_url))
@@ -403,16 +420,8 @@ async fn next_offset_going_backwards_is_a_typed_decode_error() {
             .collect_bytes()
             .await
             .expect_err("the offset went backwards");
-        assert_eq!(
-            err.kind(),
-            &ErrorKind::Decode(DecodeKind::Offset),
-            "{kind}: {err:?}"
-        );
-        assert!(
-            proxy.requests("GET", &path) <= 2,
-            "{kind}: {:?}",
-            proxy.request_log()
-        );
+        let expected = ErrorKind::Decode(DecodeKind::Offset);
+        assert_typed_and_bounded(&proxy, &path, &err, expected, 2, kind);
     }
 }
 
@@ -434,16 +443,8 @@ async fn missing_next_offset_is_a_typed_decode_error() {
             .collect_bytes()
             .await
             .expect_err("no Stream-Next-Offset");
-        assert_eq!(
-            err.kind(),
-            &ErrorKind::Decode(DecodeKind::Header),
-            "{kind}: {err:?}"
-        );
-        assert!(
-            proxy.requests("GET", &path) <= 2,
-            "{kind}: {:?}",
-            proxy.request_log()
-        );
+        let expected = ErrorKind::Decode(DecodeKind::Header);
+        assert_typed_and_bounded(&proxy, &path, &err, expected, 2, kind);
     }
 }
 
