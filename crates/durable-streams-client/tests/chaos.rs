@@ -249,6 +249,10 @@ async fn stale_long_poll_replay_is_bounded_and_ends_in_no_progress() {
         );
         let polls = gets_with(&proxy, &path, "live=long-poll");
         let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "figure: {kind}: stale long-poll replay: {polls_in_3s} long-polls in 3 s, {polls} in all, {:?} after {elapsed:.1} s",
+            err.kind()
+        );
         assert!(
             polls as f64 <= 15.0 + 5.0 * elapsed,
             "{kind}: {polls} long-polls in {elapsed:.1} s"
@@ -299,6 +303,10 @@ async fn stale_catch_up_replay_is_bounded_and_fails_typed() {
         );
         let gets = proxy.requests("GET", &path);
         let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "figure: {kind}: stale catch-up replay: {gets} reads, {:?} after {elapsed:.1} s",
+            err.kind()
+        );
         assert!(
             gets as f64 <= 15.0 + 5.0 * elapsed,
             "{kind}: {gets} reads in {elapsed:.1} s"
@@ -339,6 +347,10 @@ async fn sse_cut_after_each_control_event_reconnects_boundedly() {
             }
         }
         let sse = gets_with(&proxy, &path, "live=sse");
+        println!(
+            "figure: {kind}: SSE cut after each control event: {sse} connections in 3 s, outcome {:?}",
+            outcome.as_ref().map(|e| e.kind().clone())
+        );
         assert!(sse <= 15, "{kind}: {sse} SSE connections in 3 s");
         assert!(sse >= 2, "{kind}: did not reconnect ({sse})");
         assert_eq!(delivered, b"a", "{kind}: delivered twice or lost");
@@ -382,6 +394,9 @@ async fn auto_falls_back_to_long_poll_when_sse_keeps_being_cut() {
         writer.await.unwrap();
         let sse = gets_with(&proxy, &path, "live=sse");
         let long_polls = gets_with(&proxy, &path, "live=long-poll");
+        println!(
+            "figure: {kind}: auto with SSE always cut: {sse} SSE connections, then {long_polls} long-polls"
+        );
         assert!(
             sse <= 10,
             "{kind}: {sse} SSE connections before falling back"
