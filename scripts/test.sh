@@ -22,6 +22,8 @@ cargo fmt --all --check
 
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# dstream's `bench` feature (off by default) too.
+cargo clippy -p dstream --all-targets --features bench -- -D warnings
 
 section "cargo doc (library, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client
@@ -30,6 +32,9 @@ section "cargo test --workspace"
 # The runner's own tests drive the real adapter binary in its broken mode.
 cargo build -q -p conformance-adapter
 cargo test --workspace
+
+section "cargo test -p dstream --features bench --test bench (bench smoke test)"
+cargo test -p dstream --features bench --test bench
 
 # --- conformance suite -------------------------------------------------------
 section "conformance suite"
