@@ -28,6 +28,9 @@ cargo clippy -p dstream --all-targets --features bench -- -D warnings
 section "cargo doc (library, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client
 
+section "cargo package --list (library package metadata stays valid)"
+cargo package -q -p durable-streams-client --allow-dirty --list >/dev/null
+
 section "cargo test --workspace"
 # The runner's own tests drive the real adapter binary in its broken mode.
 cargo build -q -p conformance-adapter
