@@ -17,6 +17,9 @@ section() {
 section "install servers (scripts/install-servers.sh)"
 scripts/install-servers.sh
 
+section "install cargo-deny (scripts/install-cargo-deny.sh)"
+scripts/install-cargo-deny.sh
+
 section "cargo fmt --all --check"
 cargo fmt --all --check
 
@@ -27,6 +30,9 @@ cargo clippy -p dstream --all-targets --features bench -- -D warnings
 
 section "cargo doc (library, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client
+
+section "cargo deny check licenses bans (deny.toml)"
+"$DS_TOOLS_DIR/cargo/bin/cargo-deny" check licenses bans
 
 section "cargo package --list (library package metadata stays valid)"
 cargo package -q -p durable-streams-client --allow-dirty --list >/dev/null
