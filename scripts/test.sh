@@ -17,19 +17,33 @@ section() {
 section "install servers (scripts/install-servers.sh)"
 scripts/install-servers.sh
 
+section "install cargo-deny (scripts/install-cargo-deny.sh)"
+scripts/install-cargo-deny.sh
+
 section "cargo fmt --all --check"
 cargo fmt --all --check
 
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# dstream's `bench` feature (off by default) too.
+cargo clippy -p dstream --all-targets --features bench -- -D warnings
 
 section "cargo doc (library, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client
+
+section "cargo deny check licenses bans (deny.toml)"
+"$DS_TOOLS_DIR/cargo/bin/cargo-deny" check licenses bans
+
+section "cargo package --list (library package metadata stays valid)"
+cargo package -q -p durable-streams-client --allow-dirty --list >/dev/null
 
 section "cargo test --workspace"
 # The runner's own tests drive the real adapter binary in its broken mode.
 cargo build -q -p conformance-adapter
 cargo test --workspace
+
+section "cargo test -p dstream --features bench --test bench (bench smoke test)"
+cargo test -p dstream --features bench --test bench
 
 # --- conformance suite -------------------------------------------------------
 section "conformance suite"

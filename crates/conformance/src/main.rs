@@ -14,7 +14,8 @@
 //! with the line `N passed, N failed, N skipped`. The exit status is 1 when a
 //! case failed, 2 on a usage or start-up error, 0 otherwise. When the default
 //! cases directory (`shared/conformance/test-cases` beside the workspace) is
-//! absent, it says so and exits 0.
+//! absent, it says so and exits 2, or 0 when `DS_SKIP_CONFORMANCE=1` (the
+//! project's one opt-out for a checkout without the shared/ cases).
 //!
 //! The formats it implements are `shared/conformance/CASE-FORMAT.md` (YAML)
 //! and `shared/conformance/ADAPTER.md` (adapter protocol).
@@ -200,12 +201,18 @@ fn main() -> ExitCode {
         None => {
             let dir = default_cases_dir();
             if !dir.is_dir() {
-                println!(
+                let skip = std::env::var_os("DS_SKIP_CONFORMANCE").is_some_and(|v| v == "1");
+                let message = format!(
                     "conformance: no cases to run: the default cases directory {} does not exist \
                      (it is the shared/ checkout beside the workspace; pass --cases DIR to use another)",
                     dir.display()
                 );
-                return ExitCode::SUCCESS;
+                if skip {
+                    println!("{message}; skipped (DS_SKIP_CONFORMANCE=1)");
+                    return ExitCode::SUCCESS;
+                }
+                eprintln!("{message}; set DS_SKIP_CONFORMANCE=1 to skip the conformance suite");
+                return ExitCode::from(2);
             }
             dir
         }

@@ -9,7 +9,9 @@
 //! (ADAPTER §5); this runner's strict checks must not.
 //!
 //! Needs the Node reference server (`scripts/install-servers.sh`); the runner
-//! exits with a clear message when it is missing.
+//! exits with a clear message when it is missing. Needs the public cases
+//! (`../shared/conformance/test-cases`): fails without them unless
+//! `DS_SKIP_CONFORMANCE=1`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,8 +37,26 @@ while IFS= read -r line; do
 done
 "#;
 
-fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/test-cases")
+/// The public cases (`shared/conformance/test-cases` beside the workspace).
+/// When they are absent the test fails, unless `DS_SKIP_CONFORMANCE=1` opts
+/// out (a fresh clone without the shared/ checkout); then it returns `None`.
+fn cases_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/test-cases");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var_os("DS_SKIP_CONFORMANCE").is_some_and(|v| v == "1") {
+        eprintln!(
+            "skipped (DS_SKIP_CONFORMANCE=1): no conformance cases at {}",
+            dir.display()
+        );
+        return None;
+    }
+    panic!(
+        "no conformance cases at {} (the shared/ checkout beside the workspace is absent); \
+         set DS_SKIP_CONFORMANCE=1 to skip the conformance tests",
+        dir.display()
+    );
 }
 
 /// Parses the closing `N passed, N failed, N skipped` line.
@@ -99,14 +119,7 @@ fn assert_run_fails(label: &str, adapter: &Path, envs: &[(&str, &str)], cases: &
 
 #[test]
 fn broken_adapter_fails_most_cases() {
-    let cases = cases_dir();
-    if !cases.is_dir() {
-        eprintln!(
-            "skipping: no conformance cases at {} (the shared/ checkout is absent)",
-            cases.display()
-        );
-        return;
-    }
+    let Some(cases) = cases_dir() else { return };
 
     let work_dir = std::env::temp_dir().join(format!("conformance-broken-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir).unwrap();
@@ -121,26 +134,17 @@ fn broken_adapter_fails_most_cases() {
 /// mode: with `CONFORMANCE_ADAPTER_BROKEN=1` it answers `init` normally and
 /// every other command with an error, exactly like [`BROKEN_ADAPTER`]. Uses
 /// the binary beside this runner's (`cargo build -p conformance-adapter`
-/// first); skipped when it has not been built.
+/// first); fails when it has not been built.
 #[test]
 fn real_adapter_in_broken_mode_fails_most_cases() {
-    let cases = cases_dir();
-    if !cases.is_dir() {
-        eprintln!(
-            "skipping: no conformance cases at {} (the shared/ checkout is absent)",
-            cases.display()
-        );
-        return;
-    }
+    let Some(cases) = cases_dir() else { return };
     let adapter =
         Path::new(env!("CARGO_BIN_EXE_conformance")).with_file_name("conformance-adapter");
-    if !adapter.is_file() {
-        eprintln!(
-            "skipping: {} is not built (cargo build -p conformance-adapter)",
-            adapter.display()
-        );
-        return;
-    }
+    assert!(
+        adapter.is_file(),
+        "{} is not built: run `cargo build -p conformance-adapter` first (scripts/test.sh does)",
+        adapter.display()
+    );
     assert_run_fails(
         "conformance-adapter with CONFORMANCE_ADAPTER_BROKEN=1",
         &adapter,

@@ -117,6 +117,7 @@ pub enum Command {
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Benchmark the client against real servers, next to a raw HTTP baseline.
+    #[cfg(feature = "bench")]
     Bench(crate::bench::BenchArgs),
 }
 

@@ -94,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         clap_complete::generate(args.shell, &mut cmd, "dstream", &mut out);
         return out.flush().map_err(|e| CliError::io("stdout", &e));
     }
+    #[cfg(feature = "bench")]
     if let Command::Bench(args) = cli.command {
         return crate::bench::run(args).await;
     }
@@ -108,7 +109,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Delete(NameArg { name }) => delete(&ctx, &name).await,
         Command::Fork(args) => fork(&ctx, args).await,
         Command::Produce(args) => crate::produce::produce(&ctx, args).await,
-        Command::Completions(_) | Command::Bench(_) => Ok(()),
+        Command::Completions(_) => Ok(()),
+        #[cfg(feature = "bench")]
+        Command::Bench(_) => Ok(()),
     }
 }
 

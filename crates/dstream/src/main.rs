@@ -1,6 +1,7 @@
 //! `dstream`: a command line client for Durable Streams servers, a thin
 //! layer over the public API of `durable-streams-client`.
 
+#[cfg(feature = "bench")]
 mod bench;
 mod cli;
 mod commands;

@@ -48,12 +48,10 @@ fn positive(summary: &Value, what: &str) {
 
 #[test]
 fn quick_bench_writes_json_and_svg() {
-    if !ServerKind::Rust.is_available() {
-        eprintln!(
-            "skipping: the Rust server (durable-streams-server) is not installed; run scripts/install-servers.sh"
-        );
-        return;
-    }
+    assert!(
+        ServerKind::Rust.is_available(),
+        "the Rust server (durable-streams-server) is not installed; run scripts/install-servers.sh"
+    );
     let out = temp_dir();
     let output = Command::new(BIN)
         .args(["bench", "--quick", "--server", "rust", "--out"])

@@ -12,14 +12,10 @@ use test_servers::{ServerKind, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dstream");
 
-fn server() -> Option<TestServer> {
-    if !ServerKind::Rust.is_available() {
-        eprintln!(
-            "skipping: the Rust server (durable-streams-server) is not installed; run scripts/install-servers.sh"
-        );
-        return None;
-    }
-    Some(TestServer::start(ServerKind::Rust))
+/// Starts the Rust server; panics with the install hint
+/// (`scripts/install-servers.sh`) when it is not installed.
+fn server() -> TestServer {
+    TestServer::start(ServerKind::Rust)
 }
 
 /// A unique bare stream name on `server`.
@@ -116,7 +112,7 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
 
 #[test]
 fn bytes_round_trip_with_args_files_and_stdin() {
-    let Some(server) = server() else { return };
+    let server = server();
     let name = unique_name(&server, "bytes");
     let created = text(&ok(
         &server,
@@ -166,7 +162,7 @@ fn bytes_round_trip_with_args_files_and_stdin() {
 
 #[test]
 fn json_round_trip_one_message_per_value() {
-    let Some(server) = server() else { return };
+    let server = server();
     let name = unique_name(&server, "json");
     let created = json_lines(&ok(
         &server,
@@ -220,7 +216,7 @@ fn json_round_trip_one_message_per_value() {
 
 #[test]
 fn produce_10000_json_lines_and_read_back_in_order() {
-    let Some(server) = server() else { return };
+    let server = server();
     let name = unique_name(&server, "produce");
     ok(&server, &["create", &name, "--json"]);
     let file = temp_path("produce.jsonl");
@@ -289,7 +285,7 @@ fn produce_10000_json_lines_and_read_back_in_order() {
 }
 
 fn tail_until_closed(live: &str) {
-    let Some(server) = server() else { return };
+    let server = server();
     let name = unique_name(&server, &format!("tail-{live}"));
     ok(&server, &["create", &name, "--json"]);
     ok(&server, &["append", &name, r#"{"i":0}"#]);
@@ -320,7 +316,7 @@ fn tail_long_poll_ends_when_the_stream_is_closed() {
 
 #[test]
 fn tail_auto_on_a_byte_stream_with_json_output() {
-    let Some(server) = server() else { return };
+    let server = server();
     let name = unique_name(&server, "tail-bytes");
     ok(&server, &["create", &name, "--content-type", "text/plain"]);
     let child = command(&server, &["tail", &name, "--output", "json"])
@@ -340,7 +336,7 @@ fn tail_auto_on_a_byte_stream_with_json_output() {
 
 #[test]
 fn head_close_fork_delete() {
-    let Some(server) = server() else { return };
+    let server = server();
     let name = unique_name(&server, "head");
     ok(&server, &["create", &name, "--json", "--ttl", "3600"]);
     ok(&server, &["append", &name, "1", "2"]);
@@ -377,7 +373,7 @@ fn head_close_fork_delete() {
 
 #[test]
 fn exit_codes_and_error_lines() {
-    let Some(server) = server() else { return };
+    let server = server();
     let missing = unique_name(&server, "missing");
     for args in [
         vec!["read", missing.as_str()],
@@ -545,7 +541,7 @@ fn url_credentials_and_query_values_are_never_echoed() {
     check(&out, "an invalid URL");
 
     // Success, against a real server.
-    let Some(server) = server() else { return };
+    let server = server();
     let name = unique_name(&server, "redact");
     let authority = server.base_url().strip_prefix("http://").unwrap();
     let url =

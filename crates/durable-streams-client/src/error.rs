@@ -392,7 +392,10 @@ impl Error {
         )
     }
 
-    /// The server's `Retry-After`, for 429 and 503 responses that carried one.
+    /// The server's `Retry-After` of a final 429 ([`ErrorKind::RateLimited`])
+    /// that carried one; `None` for every other error, including a 503
+    /// ([`ErrorKind::Server`]). While retrying, the transport honours
+    /// `Retry-After` on any retried status, 503 included.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.inner.kind {
             ErrorKind::RateLimited { retry_after } => retry_after,

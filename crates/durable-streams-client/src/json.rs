@@ -48,7 +48,7 @@ pub(crate) fn batch_body<T: Serialize, I: IntoIterator<Item = T>>(values: I) -> 
 /// Split a JSON array response into its messages without building a tree:
 /// zero-copy slices of `body`.
 pub(crate) fn split_messages(body: &Bytes) -> Result<Vec<Bytes>> {
-    let trimmed = trim_ascii(body);
+    let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
@@ -78,18 +78,6 @@ pub(crate) fn decode_message<T: DeserializeOwned>(message: &[u8]) -> Result<T> {
 /// Deserialize split messages into the caller's type.
 pub(crate) fn decode_slices<T: DeserializeOwned>(items: &[Bytes]) -> Result<Vec<T>> {
     items.iter().map(|m| decode_message(m)).collect()
-}
-
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &b[start..end]
 }
 
 /// Splits a JSON array response into its top-level elements while it

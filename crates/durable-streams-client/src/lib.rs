@@ -87,10 +87,9 @@ pub use producer::{
 pub use read::{
     Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, TextChunk, TextStream,
 };
-pub use request::ValueFuture;
 pub use retry::RetryPolicy;
 pub use stream::{
-    AppendOptions, AppendResult, CloseResult, CreateOptions, CreateResult, Expiry, ForkOptions,
+    AppendOptions, AppendResult, CloseResult, CreateOptions, CreateResult, ForkOptions,
     JSON_CONTENT_TYPE, Stream, StreamInfo,
 };
 pub use transport::{RedirectPolicy, RefreshFuture};

@@ -37,7 +37,7 @@ pub(crate) mod names {
 }
 
 /// A boxed future of a computed header or parameter value.
-pub type ValueFuture = Pin<Box<dyn Future<Output = String> + Send + 'static>>;
+pub(crate) type ValueFuture = Pin<Box<dyn Future<Output = String> + Send + 'static>>;
 
 /// A header or query parameter value: fixed, or computed for every request
 /// (for example a token that is refreshed). Computed values are never shown in

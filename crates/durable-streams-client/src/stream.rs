@@ -607,7 +607,7 @@ pub(crate) fn is_json_content_type(ct: &str) -> bool {
 
 /// When a stream expires.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Expiry {
+pub(crate) enum Expiry {
     /// No expiry (the default).
     #[default]
     Never,

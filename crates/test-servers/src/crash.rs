@@ -102,10 +102,6 @@ mod tests {
 
     #[test]
     fn rust_server_survives_kill_and_restart_with_its_data() {
-        if !ServerKind::Rust.is_available() {
-            eprintln!("skipped: the Rust server is not installed");
-            return;
-        }
         let mut server = TestServer::start(ServerKind::Rust);
         let url = server.stream_url("crash");
         let ct = [("content-type", "text/plain")];

@@ -412,13 +412,28 @@ mod tests {
 
     #[test]
     fn utf8_split_across_chunks_is_carried() {
-        let euro = "€".as_bytes();
         let mut carry = Utf8Carry::default();
         let a = carry.decode(chunk(&[b'a', 0xE2, 0x82], false)).unwrap();
         assert_eq!(a.text, "a");
+        // Carried bytes: the chunk's offset is past them, no resume point.
+        assert!(!a.exact);
         let b = carry.decode(chunk(&[0xAC, b'b'], false)).unwrap();
         assert_eq!(b.text, "€b");
-        assert_eq!(euro, [0xE2, 0x82, 0xAC]);
+        assert!(b.exact);
+    }
+
+    #[test]
+    fn every_split_point_of_multibyte_text_round_trips() {
+        const TEXT: &str = "a€ü𝄞b";
+        let bytes: &'static [u8] = TEXT.as_bytes();
+        for cut in 0..=bytes.len() {
+            let mut carry = Utf8Carry::default();
+            let first = carry.decode(chunk(&bytes[..cut], false)).unwrap();
+            let second = carry.decode(chunk(&bytes[cut..], true)).unwrap();
+            assert_eq!(first.text + &second.text, TEXT, "cut at {cut}");
+            assert_eq!(first.exact, TEXT.is_char_boundary(cut), "cut at {cut}");
+            assert!(second.exact, "cut at {cut}");
+        }
     }
 
     #[test]
