@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,7 @@ use crate::consumer::{Consumer, Handler};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Pipeline;
 use crate::retry::{Backoff, RetryPolicy};
+use crate::runtime::{OnDrop, TaskHandle, join_error};
 use crate::telemetry::event_names;
 
 /// When a child that ended is started again.
@@ -263,41 +264,42 @@ pub struct Supervisor {
 
 /// Controls a spawned supervisor.
 ///
-/// Dropping the handle does **not** stop the supervisor; call
-/// [`shutdown`](SupervisorHandle::shutdown).
-#[derive(Debug)]
-pub struct SupervisorHandle {
-    task: JoinHandle<Result<()>>,
-    token: CancellationToken,
+/// Dropping the handle does **not** stop the supervisor (unlike a
+/// [`ConsumerHandle`](crate::consumer::ConsumerHandle) or
+/// [`PipelineHandle`](crate::pipeline::PipelineHandle), which abort their
+/// task): a supervisor is the root of a process's long-running work, and
+/// aborting it would kill every child without the graceful shutdown it
+/// exists for. Call [`shutdown`](SupervisorHandle::shutdown).
+pub struct SupervisorHandle(TaskHandle<(), ()>);
+
+impl fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorHandle")
+            .field("finished", &self.0.is_finished())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SupervisorHandle {
     /// Ask for a graceful shutdown without waiting.
     pub fn request_shutdown(&self) {
-        self.token.cancel();
+        self.0.request_shutdown();
     }
 
     /// Shut every child down gracefully (within the shutdown timeout) and wait.
     pub async fn shutdown(self) -> Result<()> {
-        self.token.cancel();
-        self.join().await
+        self.0.shutdown().await
     }
 
     /// Wait until the supervisor stops: `Ok` after a shutdown or once no
     /// child is left to run, `Err` when the restart intensity was exceeded.
     pub async fn join(self) -> Result<()> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(Error::new(ErrorKind::Handler {
-                panicked: e.is_panic(),
-            })
-            .with_message(format!("the supervisor task ended abnormally: {e}"))),
-        }
+        self.0.join().await
     }
 
     /// Whether the supervisor has stopped.
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.0.is_finished()
     }
 }
 
@@ -324,9 +326,13 @@ impl Supervisor {
 
     /// Run on a new tokio task.
     pub fn spawn(self) -> SupervisorHandle {
-        let token = CancellationToken::new();
-        let task = tokio::spawn(self.run(token.clone()));
-        SupervisorHandle { task, token }
+        SupervisorHandle(TaskHandle::spawn(
+            "the supervisor task",
+            "supervisor",
+            (),
+            OnDrop::Detach,
+            |token, _progress| self.run(token),
+        ))
     }
 
     /// Run in the current task until `shutdown` is cancelled (or ctrl-c),
@@ -376,20 +382,7 @@ impl Supervisor {
             };
             let (id, result) = match joined {
                 Ok((id, result)) => (id, result),
-                Err(e) => {
-                    let id = e.id();
-                    let panicked = e.is_panic();
-                    let message = if panicked {
-                        panic_message(e.into_panic())
-                    } else {
-                        "cancelled".to_owned()
-                    };
-                    (
-                        id,
-                        Err(Error::new(ErrorKind::Handler { panicked })
-                            .with_message(format!("child panicked: {message}"))),
-                    )
-                }
+                Err(e) => (e.id(), Err(join_error("child", e))),
             };
             let Some(index) = running.remove(&id) else {
                 continue;
@@ -510,14 +503,6 @@ fn start(
         span,
     ));
     handle.id()
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 #[cfg(test)]

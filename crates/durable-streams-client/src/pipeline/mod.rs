@@ -118,20 +118,18 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::ack::AckTracker;
-use crate::consumer::{
-    CheckpointStore, DynCheckpointStore, StartFrom, StopReason, default_retry_policy, guard,
-    resolve_start,
-};
+use crate::consumer::{CheckpointStore, DynCheckpointStore, StartFrom, StopReason};
 use crate::error::{DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::producer::Producer;
 use crate::read::{Chunk, LiveMode, Session};
 use crate::retry::{Backoff, RetryPolicy};
+use crate::runtime::{OnDrop, ReaderConfig, TaskHandle, guard, internal, join_error};
 use crate::stream::{JSON_CONTENT_TYPE, Stream};
 
 /// Default [`PipelineBuilder::max_in_flight_messages`]: 10,000.
@@ -387,12 +385,7 @@ enum DeadLetterTarget {
 /// Configures a [`Pipeline`]. Made by [`Pipeline::json`] or [`Pipeline::bytes`].
 #[must_use]
 pub struct PipelineBuilder<T> {
-    stream: Stream,
-    name: String,
-    start: StartFrom,
-    live: LiveMode,
-    retry: RetryPolicy,
-    store: Option<Arc<dyn DynCheckpointStore>>,
+    reader: ReaderConfig,
     json: bool,
     decode: DecodeFn<T>,
     processors: usize,
@@ -409,10 +402,10 @@ pub struct PipelineBuilder<T> {
 impl<T> fmt::Debug for PipelineBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineBuilder")
-            .field("stream", &self.stream)
-            .field("name", &self.name)
-            .field("start", &self.start)
-            .field("live", &self.live)
+            .field("stream", &self.reader.stream)
+            .field("name", &self.reader.name)
+            .field("start", &self.reader.start)
+            .field("live", &self.reader.live)
             .field("json", &self.json)
             .field("processors", &self.processors)
             .field("partitioned", &self.partition.is_some())
@@ -431,12 +424,7 @@ impl<T> fmt::Debug for PipelineBuilder<T> {
 impl<T: Send + 'static> PipelineBuilder<T> {
     fn new(stream: Stream, json: bool, decode: DecodeFn<T>) -> Self {
         PipelineBuilder {
-            stream,
-            name: "pipeline".to_owned(),
-            start: StartFrom::Checkpoint,
-            live: LiveMode::Auto,
-            retry: default_retry_policy(),
-            store: None,
+            reader: ReaderConfig::new(stream, "pipeline"),
             json,
             decode,
             processors: 1,
@@ -454,13 +442,13 @@ impl<T: Send + 'static> PipelineBuilder<T> {
     /// The pipeline's name: its checkpoint key, dead-letter producer id
     /// prefix and telemetry label (default `"pipeline"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.reader.name = name.into();
         self
     }
 
     /// Where to start (default [`StartFrom::Checkpoint`]).
     pub fn start_from(mut self, start: StartFrom) -> Self {
-        self.start = start;
+        self.reader.start = start;
         self
     }
 
@@ -468,21 +456,21 @@ impl<T: Send + 'static> PipelineBuilder<T> {
     /// [`LiveMode::Off`] the pipeline drains and stops at the tail with
     /// [`StopReason::CaughtUp`].
     pub fn live(mut self, live: LiveMode) -> Self {
-        self.live = live;
+        self.reader.live = live;
         self
     }
 
     /// Reconnect backoff and give-up limit for read errors (default
-    /// [`default_retry_policy`]).
+    /// [`default_retry_policy`](crate::consumer::default_retry_policy)).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.reader.retry = policy;
         self
     }
 
     /// Persist committed offsets here (default: none; the committed offset
     /// is only shown by [`PipelineHandle::offset`]).
     pub fn checkpoint_store(mut self, store: impl CheckpointStore) -> Self {
-        self.store = Some(Arc::new(store));
+        self.reader.store = Some(Arc::new(store));
         self
     }
 
@@ -595,16 +583,7 @@ impl<T: Send + 'static> PipelineBuilder<T> {
     /// `batcher` (empty or duplicate name), `max_in_flight_messages`,
     /// `max_in_flight_bytes`, `channel_capacity`, or the retry policy's.
     pub fn build(self) -> Result<Pipeline<T>> {
-        self.retry.validate()?;
-        if self.name.is_empty() {
-            return Err(Error::invalid_argument(
-                "name",
-                "pipeline name must not be empty",
-            ));
-        }
-        if let Some(store) = &self.store {
-            store.validate_name_dyn(&self.name)?;
-        }
+        self.reader.validate("pipeline")?;
         if self.processors == 0 {
             return Err(Error::invalid_argument(
                 "processors",
@@ -713,16 +692,14 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Run the pipeline on a new tokio task. Must be called inside a tokio
     /// runtime.
     pub fn spawn(self) -> PipelineHandle {
-        let token = CancellationToken::new();
-        let (tx, rx) = watch::channel(None);
-        let name: Arc<str> = Arc::from(self.config.name.as_str());
-        let task = tokio::spawn(self.run_with(token.clone(), tx));
-        PipelineHandle {
-            task: Some(task),
-            token,
-            offset: rx,
-            name,
-        }
+        let name = self.config.reader.name.clone();
+        PipelineHandle(TaskHandle::spawn(
+            "the pipeline task",
+            &name,
+            None,
+            OnDrop::Abort,
+            |token, tx| self.run_with(token, tx),
+        ))
     }
 
     /// Run the pipeline in the current task until it stops; cancelling
@@ -743,8 +720,8 @@ impl<T: Send + 'static> Pipeline<T> {
     ) -> impl Future<Output = Result<StopReason>> + Send + 'static {
         let span = tracing::info_span!(
             "durable_streams.pipeline",
-            pipeline = %self.config.name,
-            path = %self.config.stream.url().path(),
+            pipeline = %self.config.reader.name,
+            path = %self.config.reader.stream.url().path(),
         );
         run(self.config, token, committed).instrument(span)
     }
@@ -756,91 +733,61 @@ impl<T: Send + 'static> Pipeline<T> {
 /// committed and will be processed again); use
 /// [`shutdown`](PipelineHandle::shutdown) to drain or
 /// [`detach`](PipelineHandle::detach) to let it run on its own.
-pub struct PipelineHandle {
-    task: Option<JoinHandle<Result<StopReason>>>,
-    token: CancellationToken,
-    offset: watch::Receiver<Option<Offset>>,
-    name: Arc<str>,
-}
+pub struct PipelineHandle(TaskHandle<StopReason>);
 
 impl fmt::Debug for PipelineHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PipelineHandle")
-            .field("name", &self.name)
-            .field("offset", &self.offset())
-            .field("finished", &self.is_finished())
-            .finish()
+        self.0.debug("PipelineHandle", f)
     }
 }
 
 impl PipelineHandle {
     /// The pipeline's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.0.name()
     }
 
     /// The last committed offset (loaded from the checkpoint store at start,
     /// or saved since); `None` before either.
     pub fn offset(&self) -> Option<Offset> {
-        self.offset.borrow().clone()
+        self.0.progress()
     }
 
     /// A receiver that sees every committed offset.
     pub fn subscribe(&self) -> watch::Receiver<Option<Offset>> {
-        self.offset.clone()
+        self.0.subscribe()
     }
 
     /// Whether the pipeline has stopped.
     pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(|t| t.is_finished())
+        self.0.is_finished()
     }
 
     /// Ask the pipeline to drain and stop without waiting.
     pub fn request_shutdown(&self) {
-        self.token.cancel();
+        self.0.request_shutdown();
     }
 
     /// Drain and wait: stop reading, finish every message already read,
     /// flush the batchers, commit. Returns why it stopped.
     pub async fn shutdown(self) -> Result<StopReason> {
-        self.token.cancel();
-        self.join().await
+        self.0.shutdown().await
     }
 
     /// Wait until the pipeline stops on its own (end of a non-live read,
     /// closed stream, a fatal error, or a shutdown request).
-    pub async fn join(mut self) -> Result<StopReason> {
-        let Some(task) = self.task.take() else {
-            return Err(Error::new(ErrorKind::Handler { panicked: false })
-                .with_message("the pipeline task is gone"));
-        };
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(Error::new(ErrorKind::Handler {
-                panicked: e.is_panic(),
-            })
-            .with_message(format!("the pipeline task ended abnormally: {e}"))),
-        }
+    pub async fn join(self) -> Result<StopReason> {
+        self.0.join().await
     }
 
     /// Kill the pipeline immediately (nothing more is committed).
-    pub fn abort(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub fn abort(self) {
+        self.0.abort();
     }
 
     /// Let the pipeline run without a handle.
-    pub fn detach(mut self) {
-        self.task.take();
-    }
-}
-
-impl Drop for PipelineHandle {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub fn detach(self) {
+        self.0.detach();
     }
 }
 
@@ -982,20 +929,15 @@ async fn run<T: Send + 'static>(
     committed: watch::Sender<Option<Offset>>,
 ) -> Result<StopReason> {
     let stop = token.child_token();
-    let (start, loaded) = tokio::select! {
-        biased;
-        _ = stop.cancelled() => return Ok(StopReason::Shutdown),
-        r = resolve_start(&c.stream, &c.start, c.store.as_deref(), &c.name) => r?,
+    let Some(start) = c.reader.start_offset(&stop, &committed).await? else {
+        return Ok(StopReason::Shutdown);
     };
-    if loaded {
-        committed.send_replace(Some(start.clone()));
-    }
     let (dead_letters, own_producer) = match c.dead_letter {
         None => (None, false),
         Some(DeadLetterTarget::Producer(p)) => (Some(p), false),
         Some(DeadLetterTarget::Stream(s)) => {
             // The default epoch comes from the clock: each run is newer.
-            let producer = Producer::builder(&s, format!("{}-dead-letters", c.name))
+            let producer = Producer::builder(&s, format!("{}-dead-letters", c.reader.name))
                 .auto_claim(true)
                 .content_type(JSON_CONTENT_TYPE)
                 .linger(Duration::from_millis(1))
@@ -1005,7 +947,7 @@ async fn run<T: Send + 'static>(
     };
     let (ackable_tx, ackable_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
-        name: Arc::from(c.name.as_str()),
+        name: Arc::from(c.reader.name.as_str()),
         json: c.json,
         tracker: Mutex::new(AckTracker::default()),
         ackable: ackable_tx,
@@ -1021,7 +963,7 @@ async fn run<T: Send + 'static>(
     committer_set.spawn(
         commit_loop(
             ackable_rx,
-            c.store.clone(),
+            c.reader.store.clone(),
             Arc::clone(&shared.name),
             committed,
         )
@@ -1097,10 +1039,10 @@ async fn run<T: Send + 'static>(
     drop(routing);
 
     let reader = Reader {
-        stream: c.stream,
-        live: c.live,
+        stream: c.reader.stream,
+        live: c.reader.live,
         json: c.json,
-        retry: c.retry,
+        retry: c.reader.retry,
         decode: c.decode,
         partition: c.partition,
         dispatch,
@@ -1119,12 +1061,7 @@ async fn run<T: Send + 'static>(
     for set in [&mut worker_set, &mut batcher_set] {
         while let Some(joined) = set.join_next().await {
             if let Err(e) = joined {
-                task_error.get_or_insert(
-                    Error::new(ErrorKind::Handler {
-                        panicked: e.is_panic(),
-                    })
-                    .with_message(format!("a pipeline task ended abnormally: {e}")),
-                );
+                task_error.get_or_insert(join_error("a pipeline task", e));
             }
         }
     }
@@ -1245,10 +1182,7 @@ async fn worker<T: Send + 'static>(
                         .await
                         .is_err()
                     {
-                        shared.set_fatal(
-                            Error::new(ErrorKind::Handler { panicked: false })
-                                .with_message(format!("batcher `{batcher}` is gone")),
-                        );
+                        shared.set_fatal(internal(format!("batcher `{batcher}` is gone")));
                     }
                     continue;
                 }
@@ -1456,10 +1390,7 @@ impl<T: Send + 'static> Reader<T> {
                 _ = stop.cancelled() => return Ok(false),
                 permits = acquire => permits,
             };
-            let closed = || {
-                Error::new(ErrorKind::Handler { panicked: false })
-                    .with_message("pipeline window closed")
-            };
+            let closed = || internal("pipeline window closed");
             Some((
                 m.map_err(|_| closed())?,
                 b.transpose().map_err(|_| closed())?,
@@ -1515,8 +1446,7 @@ impl<T: Send + 'static> Reader<T> {
                 }
             };
             if sent.is_err() {
-                return Err(Error::new(ErrorKind::Handler { panicked: false })
-                    .with_message("pipeline processors are gone"));
+                return Err(internal("pipeline processors are gone"));
             }
         }
         Ok(true)
