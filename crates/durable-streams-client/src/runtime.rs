@@ -4,7 +4,7 @@
 //! * [`TaskHandle`]: a spawned task with a shutdown token, a progress
 //!   channel (the committed offset) and the same join, abort, detach and
 //!   drop behaviour everywhere;
-//! * [`guard`], [`panic_message`] and [`join_error`]: how a panic or a task
+//! * [`catch_panic`], [`panic_message`] and [`join_error`]: how a panic or a task
 //!   that ended abnormally becomes an [`Error`];
 //! * [`ReaderConfig`]: the reader settings of the consumer and pipeline
 //!   builders (stream, name, start, live mode, retry policy, checkpoint
@@ -42,7 +42,7 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Run a handler future, turning a panic into an [`ErrorKind::Handler`] error.
-pub(crate) async fn guard<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
+pub(crate) async fn catch_panic<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
     AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
         Error::new(ErrorKind::Handler { panicked: true })
             .with_message(format!("{what} panicked: {}", panic_message(&*panic)))

@@ -107,7 +107,7 @@ use crate::offset::Offset;
 use crate::read::{Chunk, LiveMode, Session};
 use crate::retry::{Backoff, RetryPolicy};
 pub(crate) use crate::runtime::reason_label;
-use crate::runtime::{OnDrop, ReaderConfig, TaskHandle, guard};
+use crate::runtime::{OnDrop, ReaderConfig, TaskHandle, catch_panic};
 use crate::stream::Stream;
 use crate::telemetry::event_names;
 pub(crate) use checkpoint::DynCheckpointStore;
@@ -542,7 +542,8 @@ impl<H: Handler> Runner<H> {
                 }
                 Err(e) => e,
             };
-            let action = match guard("handle_error", self.handler.handle_error(&error)).await {
+            let action = match catch_panic("handle_error", self.handler.handle_error(&error)).await
+            {
                 Ok(action) => action,
                 Err(panic) => {
                     tracing::error!(%error, %panic, "consumer handle_error panicked; stopping");
@@ -644,7 +645,7 @@ impl<H: Handler> Runner<H> {
                 offset = %batch.offset,
                 "consumer batch"
             );
-            flow = guard("handle_batch", self.handler.handle_batch(&batch)).await??;
+            flow = catch_panic("handle_batch", self.handler.handle_batch(&batch)).await??;
         }
         if batch.exact {
             self.commit(&batch.offset).await?;
@@ -653,14 +654,14 @@ impl<H: Handler> Runner<H> {
             return Ok(Some(StopReason::Handler));
         }
         if batch.closed {
-            guard("on_closed", self.handler.on_closed(&batch.offset)).await?;
+            catch_panic("on_closed", self.handler.on_closed(&batch.offset)).await?;
             return Ok(Some(StopReason::Closed));
         }
         if !batch.up_to_date {
             self.up_to_date = false;
         } else if !self.up_to_date {
             self.up_to_date = true;
-            guard("on_up_to_date", self.handler.on_up_to_date(&batch.offset)).await?;
+            catch_panic("on_up_to_date", self.handler.on_up_to_date(&batch.offset)).await?;
         }
         Ok(None)
     }

@@ -41,7 +41,7 @@ pub(super) struct BatcherSpec<T> {
     pub(super) name: Arc<str>,
     pub(super) batch_size: usize,
     pub(super) batch_timeout: Duration,
-    pub(super) handler: BatchFn<T>,
+    pub(super) batch_fn: BatchFn<T>,
 }
 
 pub(super) enum DeadLetterTarget {
@@ -195,7 +195,7 @@ impl<T: Send + 'static> PipelineBuilder<T> {
             name: Arc::from(name.into()),
             batch_size,
             batch_timeout,
-            handler: Arc::new(move |info, batch| Box::pin(handler(info, batch))),
+            batch_fn: Arc::new(move |info, batch| Box::pin(handler(info, batch))),
         });
         self
     }

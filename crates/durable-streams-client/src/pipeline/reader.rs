@@ -25,7 +25,9 @@ pub(super) type Hold = Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit
 
 /// How the reader hands messages to the processors.
 pub(super) enum Dispatch<T> {
-    Shared(mpsc::Sender<Envelope<T>>),
+    /// One queue that every worker takes from.
+    AnyWorker(mpsc::Sender<Envelope<T>>),
+    /// One queue per worker; the partition key picks it.
     Partitioned(Vec<mpsc::Sender<Envelope<T>>>),
 }
 
@@ -36,7 +38,7 @@ pub(super) struct Reader<T> {
     pub(super) retry: RetryPolicy,
     pub(super) decode: DecodeFn<T>,
     pub(super) partition: Option<KeyFn<T>>,
-    pub(super) dispatch: Dispatch<T>,
+    pub(super) to_processors: Dispatch<T>,
     pub(super) shared: Arc<Shared>,
     pub(super) messages: Arc<Semaphore>,
     pub(super) max_messages: usize,
@@ -71,7 +73,7 @@ impl<T: Send + 'static> Reader<T> {
                 if chunk.exact && crate::read::checkpoint_moves(Some(&position), &chunk.offset) {
                     position = chunk.offset.clone();
                 }
-                match self.dispatch(chunk, chunk_start, stop).await {
+                match self.forward_chunk(chunk, chunk_start, stop).await {
                     Ok(true) => {}
                     Ok(false) => return Ok(StopReason::Shutdown),
                     Err(e) => return Err(e),
@@ -101,7 +103,7 @@ impl<T: Send + 'static> Reader<T> {
 
     /// Register one chunk and hand its messages to the processors. `false`
     /// when stopped while waiting for window room (nothing registered).
-    async fn dispatch(
+    async fn forward_chunk(
         &self,
         chunk: Chunk,
         chunk_start: Offset,
@@ -181,8 +183,8 @@ impl<T: Send + 'static> Reader<T> {
                     payload,
                 },
             };
-            let sent = match &self.dispatch {
-                Dispatch::Shared(tx) => tx.send(envelope).await,
+            let sent = match &self.to_processors {
+                Dispatch::AnyWorker(tx) => tx.send(envelope).await,
                 Dispatch::Partitioned(txs) => {
                     let key = (self.partition.as_ref().expect("partitioned"))(&envelope.message);
                     txs[(key % txs.len() as u64) as usize].send(envelope).await

@@ -80,7 +80,7 @@ pub(super) async fn run<T: Send + 'static>(
         retry: c.reader.retry,
         decode: c.decode,
         partition: c.partition,
-        dispatch,
+        to_processors: dispatch,
         shared: Arc::clone(&shared),
         messages: Arc::new(Semaphore::new(c.max_in_flight_messages)),
         max_messages: c.max_in_flight_messages,

@@ -16,7 +16,7 @@ use super::reader::Dispatch;
 use super::run::Shared;
 use super::{BatchInfo, BatchTrigger, Failure, Message, Processed, Stage};
 use crate::error::Error;
-use crate::runtime::{guard, internal};
+use crate::runtime::{catch_panic, internal};
 
 /// Start one task per batcher; returns the processors' routing table.
 pub(super) fn spawn_batchers<T: Send + 'static>(
@@ -89,7 +89,7 @@ pub(super) fn spawn_workers<T: Send + 'static>(
         for _ in 0..processors {
             spawn(Arc::clone(&rx));
         }
-        Dispatch::Shared(tx)
+        Dispatch::AnyWorker(tx)
     }
 }
 
@@ -119,7 +119,9 @@ pub(super) async fn worker<T: Send + 'static>(
         };
         let position = message.position.clone();
         let payload = message.payload.clone();
-        let outcome = guard("process", process(message)).await.and_then(|r| r);
+        let outcome = catch_panic("process", process(message))
+            .await
+            .and_then(|r| r);
         let error = match outcome {
             Ok(Processed::Done) => {
                 shared.complete(seq, 1);
@@ -210,7 +212,7 @@ async fn flush<T: Send + 'static>(
         trigger,
     };
     let started = Instant::now();
-    let result = guard("batch", (spec.handler)(info, messages))
+    let result = catch_panic("batch", (spec.batch_fn)(info, messages))
         .await
         .and_then(|r| r);
     crate::telemetry::pipeline_batch(&shared.name, &spec.name, size, started.elapsed());
