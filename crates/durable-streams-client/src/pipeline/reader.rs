@@ -101,6 +101,43 @@ impl<T: Send + 'static> Reader<T> {
         }
     }
 
+    /// Wait for read-ahead window room for a chunk of `count` messages and
+    /// `bytes` bytes (a larger chunk takes the whole window); `None` when
+    /// stopped first.
+    async fn window_room(
+        &self,
+        count: usize,
+        bytes: usize,
+        stop: &CancellationToken,
+    ) -> Result<Option<Hold>> {
+        if count == 0 {
+            return Ok(Some(None));
+        }
+        let want_messages = count.min(self.max_messages) as u32;
+        let want_bytes = bytes.min(self.max_bytes) as u32;
+        let acquire = async {
+            let m = Arc::clone(&self.messages)
+                .acquire_many_owned(want_messages)
+                .await;
+            let b = if want_bytes == 0 {
+                None
+            } else {
+                Some(Arc::clone(&self.bytes).acquire_many_owned(want_bytes).await)
+            };
+            (m, b)
+        };
+        let (m, b) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(None),
+            permits = acquire => permits,
+        };
+        let closed = || internal("pipeline window closed");
+        Ok(Some(Some((
+            m.map_err(|_| closed())?,
+            b.transpose().map_err(|_| closed())?,
+        ))))
+    }
+
     /// Register one chunk and hand its messages to the processors. `false`
     /// when stopped while waiting for window room (nothing registered).
     async fn forward_chunk(
@@ -114,32 +151,8 @@ impl<T: Send + 'static> Reader<T> {
         let count = items.len();
         let bytes = chunk.data.len();
         drop(chunk.data);
-        let hold = if count == 0 {
-            None
-        } else {
-            let want_messages = count.min(self.max_messages) as u32;
-            let want_bytes = bytes.min(self.max_bytes) as u32;
-            let acquire = async {
-                let m = Arc::clone(&self.messages)
-                    .acquire_many_owned(want_messages)
-                    .await;
-                let b = if want_bytes == 0 {
-                    None
-                } else {
-                    Some(Arc::clone(&self.bytes).acquire_many_owned(want_bytes).await)
-                };
-                (m, b)
-            };
-            let (m, b) = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Ok(false),
-                permits = acquire => permits,
-            };
-            let closed = || internal("pipeline window closed");
-            Some((
-                m.map_err(|_| closed())?,
-                b.transpose().map_err(|_| closed())?,
-            ))
+        let Some(hold) = self.window_room(count, bytes, stop).await? else {
+            return Ok(false);
         };
         let (seq, advance) = {
             let mut tracker = self
