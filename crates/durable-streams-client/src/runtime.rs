@@ -9,6 +9,13 @@
 //! * [`ReaderConfig`]: the reader settings of the consumer and pipeline
 //!   builders (stream, name, start, live mode, retry policy, checkpoint
 //!   store), their validation and the start-offset resolution.
+//!
+//! The public handles ([`ConsumerHandle`](crate::consumer::ConsumerHandle),
+//! [`PipelineHandle`](crate::pipeline::PipelineHandle),
+//! [`SupervisorHandle`](crate::supervisor::SupervisorHandle)) are thin
+//! wrappers over [`TaskHandle`] whose methods delegate in one line each, so
+//! that each keeps its own documentation; likewise the builders keep their
+//! own reader setters (one line each) over a shared [`ReaderConfig`].
 
 use std::any::Any;
 use std::fmt;
