@@ -13,9 +13,10 @@
 //! The public handles ([`ConsumerHandle`](crate::consumer::ConsumerHandle),
 //! [`PipelineHandle`](crate::pipeline::PipelineHandle),
 //! [`SupervisorHandle`](crate::supervisor::SupervisorHandle)) are thin
-//! wrappers over [`TaskHandle`] whose methods delegate in one line each, so
-//! that each keeps its own documentation; likewise the builders keep their
-//! own reader setters (one line each) over a shared [`ReaderConfig`].
+//! wrappers over [`TaskHandle`]; the reader handles get their methods from
+//! [`reader_handle!`](reader_handle), which takes each method's documentation
+//! from the caller. The builders keep their own reader setters (one line
+//! each, documented per builder) over a shared [`ReaderConfig`].
 
 use std::any::Any;
 use std::fmt;
@@ -302,3 +303,75 @@ async fn resolve_start(
         }
     }
 }
+
+/// The `Debug` impl and the methods of a public reader handle (a
+/// one-field tuple struct over `TaskHandle<R>`): each method delegates to
+/// the [`TaskHandle`]; the caller writes every method's documentation.
+macro_rules! reader_handle {
+    (
+        $handle:ident -> $r:ty;
+        $(#[$name:meta])* name;
+        $(#[$offset:meta])* offset;
+        $(#[$subscribe:meta])* subscribe;
+        $(#[$finished:meta])* is_finished;
+        $(#[$request:meta])* request_shutdown;
+        $(#[$shutdown:meta])* shutdown;
+        $(#[$join:meta])* join;
+        $(#[$abort:meta])* abort;
+        $(#[$detach:meta])* detach;
+    ) => {
+        impl ::std::fmt::Debug for $handle {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.0.debug(stringify!($handle), f)
+            }
+        }
+
+        impl $handle {
+            $(#[$name])*
+            pub fn name(&self) -> &str {
+                self.0.name()
+            }
+
+            $(#[$offset])*
+            pub fn offset(&self) -> Option<$crate::Offset> {
+                self.0.progress()
+            }
+
+            $(#[$subscribe])*
+            pub fn subscribe(&self) -> ::tokio::sync::watch::Receiver<Option<$crate::Offset>> {
+                self.0.subscribe()
+            }
+
+            $(#[$finished])*
+            pub fn is_finished(&self) -> bool {
+                self.0.is_finished()
+            }
+
+            $(#[$request])*
+            pub fn request_shutdown(&self) {
+                self.0.request_shutdown();
+            }
+
+            $(#[$shutdown])*
+            pub async fn shutdown(self) -> $crate::Result<$r> {
+                self.0.shutdown().await
+            }
+
+            $(#[$join])*
+            pub async fn join(self) -> $crate::Result<$r> {
+                self.0.join().await
+            }
+
+            $(#[$abort])*
+            pub fn abort(self) {
+                self.0.abort();
+            }
+
+            $(#[$detach])*
+            pub fn detach(self) {
+                self.0.detach();
+            }
+        }
+    };
+}
+pub(crate) use reader_handle;

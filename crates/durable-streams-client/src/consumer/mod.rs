@@ -458,65 +458,34 @@ impl<H: Handler> Consumer<H> {
 /// [`detach`](ConsumerHandle::detach) to let it run on its own.
 pub struct ConsumerHandle(TaskHandle<StopReason>);
 
-impl fmt::Debug for ConsumerHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.debug("ConsumerHandle", f)
-    }
-}
-
-impl ConsumerHandle {
+crate::runtime::reader_handle! {
+    ConsumerHandle -> StopReason;
     /// The consumer's name.
-    pub fn name(&self) -> &str {
-        self.0.name()
-    }
-
+    name;
     /// The last committed offset: the one loaded from the checkpoint store at
     /// start, or the end of the last batch the handler finished. `None` before
     /// either.
-    pub fn offset(&self) -> Option<Offset> {
-        self.0.progress()
-    }
-
+    offset;
     /// A receiver that sees every committed offset.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Offset>> {
-        self.0.subscribe()
-    }
-
+    subscribe;
     /// Whether the consumer has stopped.
-    pub fn is_finished(&self) -> bool {
-        self.0.is_finished()
-    }
-
+    is_finished;
     /// Ask the consumer to stop without waiting: it finishes and commits the
     /// batch in hand, then ends with [`StopReason::Shutdown`].
-    pub fn request_shutdown(&self) {
-        self.0.request_shutdown();
-    }
-
+    request_shutdown;
     /// Stop cleanly and wait: finish the current batch, commit it, stop.
     /// Returns why the consumer stopped (another reason if it had already
     /// stopped on its own).
-    pub async fn shutdown(self) -> Result<StopReason> {
-        self.0.shutdown().await
-    }
-
+    shutdown;
     /// Wait until the consumer stops on its own. `Err` when it stopped
     /// because of an error (see [`Handler::handle_error`]).
-    pub async fn join(self) -> Result<StopReason> {
-        self.0.join().await
-    }
-
+    join;
     /// Kill the consumer immediately, like a crash: the batch in hand is not
     /// committed and will be delivered again by the next consumer with the
     /// same checkpoint.
-    pub fn abort(self) {
-        self.0.abort();
-    }
-
+    abort;
     /// Let the consumer run without a handle (it stops on its own only).
-    pub fn detach(self) {
-        self.0.detach();
-    }
+    detach;
 }
 
 #[cfg(test)]

@@ -366,60 +366,29 @@ impl<T: Send + 'static> Pipeline<T> {
 /// [`detach`](PipelineHandle::detach) to let it run on its own.
 pub struct PipelineHandle(TaskHandle<StopReason>);
 
-impl fmt::Debug for PipelineHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.debug("PipelineHandle", f)
-    }
-}
-
-impl PipelineHandle {
+crate::runtime::reader_handle! {
+    PipelineHandle -> StopReason;
     /// The pipeline's name.
-    pub fn name(&self) -> &str {
-        self.0.name()
-    }
-
+    name;
     /// The last committed offset (loaded from the checkpoint store at start,
     /// or saved since); `None` before either.
-    pub fn offset(&self) -> Option<Offset> {
-        self.0.progress()
-    }
-
+    offset;
     /// A receiver that sees every committed offset.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Offset>> {
-        self.0.subscribe()
-    }
-
+    subscribe;
     /// Whether the pipeline has stopped.
-    pub fn is_finished(&self) -> bool {
-        self.0.is_finished()
-    }
-
+    is_finished;
     /// Ask the pipeline to drain and stop without waiting.
-    pub fn request_shutdown(&self) {
-        self.0.request_shutdown();
-    }
-
+    request_shutdown;
     /// Drain and wait: stop reading, finish every message already read,
     /// flush the batchers, commit. Returns why it stopped.
-    pub async fn shutdown(self) -> Result<StopReason> {
-        self.0.shutdown().await
-    }
-
+    shutdown;
     /// Wait until the pipeline stops on its own (end of a non-live read,
     /// closed stream, a fatal error, or a shutdown request).
-    pub async fn join(self) -> Result<StopReason> {
-        self.0.join().await
-    }
-
+    join;
     /// Kill the pipeline immediately (nothing more is committed).
-    pub fn abort(self) {
-        self.0.abort();
-    }
-
+    abort;
     /// Let the pipeline run without a handle.
-    pub fn detach(self) {
-        self.0.detach();
-    }
+    detach;
 }
 
 #[cfg(test)]
