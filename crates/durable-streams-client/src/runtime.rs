@@ -15,8 +15,8 @@
 //! [`SupervisorHandle`](crate::supervisor::SupervisorHandle)) are thin
 //! wrappers over [`TaskHandle`]; the reader handles get their methods from
 //! [`reader_handle!`](reader_handle), which takes each method's documentation
-//! from the caller. The builders keep their own reader setters (one line
-//! each, documented per builder) over a shared [`ReaderConfig`].
+//! from the caller; the builders get their reader setters (over a shared
+//! [`ReaderConfig`]) from [`reader_setters!`](reader_setters) the same way.
 
 use std::any::Any;
 use std::fmt;
@@ -375,3 +375,46 @@ macro_rules! reader_handle {
     };
 }
 pub(crate) use reader_handle;
+
+/// The reader setters of a builder with a `reader: ReaderConfig` field
+/// (inside its `impl` block); the caller writes every setter's documentation.
+macro_rules! reader_setters {
+    (
+        $(#[$name:meta])* name;
+        $(#[$start:meta])* start_from;
+        $(#[$live:meta])* live;
+        $(#[$retry:meta])* retry_policy;
+        $(#[$store:meta])* checkpoint_store;
+    ) => {
+        $(#[$name])*
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.reader.name = name.into();
+            self
+        }
+
+        $(#[$start])*
+        pub fn start_from(mut self, start: $crate::consumer::StartFrom) -> Self {
+            self.reader.start = start;
+            self
+        }
+
+        $(#[$live])*
+        pub fn live(mut self, live: $crate::LiveMode) -> Self {
+            self.reader.live = live;
+            self
+        }
+
+        $(#[$retry])*
+        pub fn retry_policy(mut self, policy: $crate::RetryPolicy) -> Self {
+            self.reader.retry = policy;
+            self
+        }
+
+        $(#[$store])*
+        pub fn checkpoint_store(mut self, store: impl $crate::consumer::CheckpointStore) -> Self {
+            self.reader.store = Some(::std::sync::Arc::new(store));
+            self
+        }
+    };
+}
+pub(crate) use reader_setters;

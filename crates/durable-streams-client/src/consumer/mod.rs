@@ -90,6 +90,7 @@ mod runner;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+#[cfg(test)]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +107,9 @@ pub use checkpoint::{CheckpointStore, FileCheckpointStore, MAX_NAME_LEN, MemoryC
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::offset::Offset;
-use crate::read::{Chunk, LiveMode};
+use crate::read::Chunk;
+#[cfg(doc)]
+use crate::read::LiveMode;
 use crate::retry::RetryPolicy;
 pub(crate) use crate::runtime::reason_label;
 use crate::runtime::{OnDrop, ReaderConfig, TaskHandle};
@@ -339,38 +342,21 @@ impl<H> fmt::Debug for ConsumerBuilder<H> {
 }
 
 impl<H: Handler> ConsumerBuilder<H> {
-    /// The consumer's name: its checkpoint key and telemetry label
-    /// (default `"consumer"`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.reader.name = name.into();
-        self
-    }
-
-    /// Where to start (default [`StartFrom::Checkpoint`]).
-    pub fn start_from(mut self, start: StartFrom) -> Self {
-        self.reader.start = start;
-        self
-    }
-
-    /// How to read once caught up (default [`LiveMode::Auto`]). With
-    /// [`LiveMode::Off`] the consumer stops at the tail with [`StopReason::CaughtUp`].
-    pub fn live(mut self, live: LiveMode) -> Self {
-        self.reader.live = live;
-        self
-    }
-
-    /// Reconnect backoff and give-up limit (default [`default_retry_policy`]).
-    /// Individual requests are still retried by the client's own policy first.
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.reader.retry = policy;
-        self
-    }
-
-    /// Persist committed offsets here (default: none, offsets live only in
-    /// memory and [`StartFrom::Checkpoint`] starts at the beginning).
-    pub fn checkpoint_store(mut self, store: impl CheckpointStore) -> Self {
-        self.reader.store = Some(Arc::new(store));
-        self
+    crate::runtime::reader_setters! {
+        /// The consumer's name: its checkpoint key and telemetry label
+        /// (default `"consumer"`).
+        name;
+        /// Where to start (default [`StartFrom::Checkpoint`]).
+        start_from;
+        /// How to read once caught up (default [`LiveMode::Auto`]). With
+        /// [`LiveMode::Off`] the consumer stops at the tail with [`StopReason::CaughtUp`].
+        live;
+        /// Reconnect backoff and give-up limit (default [`default_retry_policy`]).
+        /// Individual requests are still retried by the client's own policy first.
+        retry_policy;
+        /// Persist committed offsets here (default: none, offsets live only in
+        /// memory and [`StartFrom::Checkpoint`] starts at the beginning).
+        checkpoint_store;
     }
 
     /// Check the configuration: the retry policy and the name (which the

@@ -18,15 +18,17 @@ use super::{
 };
 #[cfg(doc)]
 use super::{DeadLetter, PipelineHandle, Stage};
+#[cfg(doc)]
 use crate::consumer::{CheckpointStore, StartFrom};
 #[cfg(doc)]
 use crate::consumer::{StopReason, default_retry_policy};
 use crate::error::{Error, Result};
 use crate::producer::Producer;
-use crate::read::{Chunk, LiveMode};
-use crate::retry::RetryPolicy;
+use crate::read::Chunk;
 use crate::runtime::ReaderConfig;
 use crate::stream::Stream;
+#[cfg(doc)]
+use crate::{read::LiveMode, retry::RetryPolicy};
 
 pub(super) type Decoded<T> = Vec<(Result<T>, Bytes)>;
 pub(super) type DecodeFn<T> = Arc<dyn Fn(&mut Chunk) -> Result<Decoded<T>> + Send + Sync>;
@@ -106,39 +108,22 @@ impl<T: Send + 'static> PipelineBuilder<T> {
         }
     }
 
-    /// The pipeline's name: its checkpoint key, dead-letter producer id
-    /// prefix and telemetry label (default `"pipeline"`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.reader.name = name.into();
-        self
-    }
-
-    /// Where to start (default [`StartFrom::Checkpoint`]).
-    pub fn start_from(mut self, start: StartFrom) -> Self {
-        self.reader.start = start;
-        self
-    }
-
-    /// How to read once caught up (default [`LiveMode::Auto`]). With
-    /// [`LiveMode::Off`] the pipeline drains and stops at the tail with
-    /// [`StopReason::CaughtUp`].
-    pub fn live(mut self, live: LiveMode) -> Self {
-        self.reader.live = live;
-        self
-    }
-
-    /// Reconnect backoff and give-up limit for read errors (default
-    /// [`default_retry_policy`]).
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.reader.retry = policy;
-        self
-    }
-
-    /// Persist committed offsets here (default: none; the committed offset
-    /// is only shown by [`PipelineHandle::offset`]).
-    pub fn checkpoint_store(mut self, store: impl CheckpointStore) -> Self {
-        self.reader.store = Some(Arc::new(store));
-        self
+    crate::runtime::reader_setters! {
+        /// The pipeline's name: its checkpoint key, dead-letter producer id
+        /// prefix and telemetry label (default `"pipeline"`).
+        name;
+        /// Where to start (default [`StartFrom::Checkpoint`]).
+        start_from;
+        /// How to read once caught up (default [`LiveMode::Auto`]). With
+        /// [`LiveMode::Off`] the pipeline drains and stops at the tail with
+        /// [`StopReason::CaughtUp`].
+        live;
+        /// Reconnect backoff and give-up limit for read errors (default
+        /// [`default_retry_policy`]).
+        retry_policy;
+        /// Persist committed offsets here (default: none; the committed offset
+        /// is only shown by [`PipelineHandle::offset`]).
+        checkpoint_store;
     }
 
     /// How many processor workers run concurrently (default 1).
