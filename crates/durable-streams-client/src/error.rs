@@ -188,6 +188,9 @@ pub enum ErrorKind {
     /// A [supervisor](crate::supervisor) restarted its children more often
     /// than its restart intensity allows and stopped.
     RestartIntensity,
+    /// A bug or an unexpected state inside the library: a background task
+    /// ended or failed unexpectedly; report it.
+    Internal,
 }
 
 impl ErrorKind {
@@ -258,6 +261,7 @@ impl ErrorKind {
             ErrorKind::Handler { panicked: true } => f.write_str("handler panicked"),
             ErrorKind::Checkpoint => f.write_str("checkpoint store failed"),
             ErrorKind::RestartIntensity => f.write_str("supervisor restart intensity exceeded"),
+            ErrorKind::Internal => f.write_str("internal error"),
         }
     }
 }

@@ -69,6 +69,7 @@ pub mod producer;
 mod read;
 mod request;
 mod retry;
+mod runtime;
 mod stream;
 pub mod supervisor;
 pub mod telemetry;

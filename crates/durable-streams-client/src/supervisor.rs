@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,7 @@ use crate::consumer::{Consumer, Handler};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Pipeline;
 use crate::retry::{Backoff, RetryPolicy};
+use crate::runtime::{OnDrop, TaskHandle, join_error};
 use crate::telemetry::event_names;
 
 /// When a child that ended is started again.
@@ -263,41 +264,42 @@ pub struct Supervisor {
 
 /// Controls a spawned supervisor.
 ///
-/// Dropping the handle does **not** stop the supervisor; call
-/// [`shutdown`](SupervisorHandle::shutdown).
-#[derive(Debug)]
-pub struct SupervisorHandle {
-    task: JoinHandle<Result<()>>,
-    token: CancellationToken,
+/// Dropping the handle does **not** stop the supervisor (unlike a
+/// [`ConsumerHandle`](crate::consumer::ConsumerHandle) or
+/// [`PipelineHandle`](crate::pipeline::PipelineHandle), which abort their
+/// task): a supervisor is the root of a process's long-running work, and
+/// aborting it would kill every child without the graceful shutdown it
+/// exists for. Call [`shutdown`](SupervisorHandle::shutdown).
+pub struct SupervisorHandle(TaskHandle<(), ()>);
+
+impl fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorHandle")
+            .field("finished", &self.0.is_finished())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SupervisorHandle {
     /// Ask for a graceful shutdown without waiting.
     pub fn request_shutdown(&self) {
-        self.token.cancel();
+        self.0.request_shutdown();
     }
 
     /// Shut every child down gracefully (within the shutdown timeout) and wait.
     pub async fn shutdown(self) -> Result<()> {
-        self.token.cancel();
-        self.join().await
+        self.0.shutdown().await
     }
 
     /// Wait until the supervisor stops: `Ok` after a shutdown or once no
     /// child is left to run, `Err` when the restart intensity was exceeded.
     pub async fn join(self) -> Result<()> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(Error::new(ErrorKind::Handler {
-                panicked: e.is_panic(),
-            })
-            .with_message(format!("the supervisor task ended abnormally: {e}"))),
-        }
+        self.0.join().await
     }
 
     /// Whether the supervisor has stopped.
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.0.is_finished()
     }
 }
 
@@ -324,43 +326,26 @@ impl Supervisor {
 
     /// Run on a new tokio task.
     pub fn spawn(self) -> SupervisorHandle {
-        let token = CancellationToken::new();
-        let task = tokio::spawn(self.run(token.clone()));
-        SupervisorHandle { task, token }
+        SupervisorHandle(TaskHandle::spawn(
+            "the supervisor task",
+            "supervisor",
+            (),
+            OnDrop::Detach,
+            |token, _progress| self.run(token),
+        ))
     }
 
     /// Run in the current task until `shutdown` is cancelled (or ctrl-c),
     /// every child ended for good, or the restart intensity was exceeded.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let c = self.config;
-        let children_token = CancellationToken::new();
-        let mut set: JoinSet<Result<()>> = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-        let mut slots: Vec<Slot> = c
-            .children
-            .into_iter()
-            .map(|spec| Slot {
-                spec,
-                backoff: Backoff::unbounded(&c.backoff),
-                started: Instant::now(),
-            })
-            .collect();
-        for (i, slot) in slots.iter_mut().enumerate() {
-            slot.started = Instant::now();
-            let id = start(&mut set, &slot.spec, children_token.child_token(), None);
-            running.insert(id, i);
-        }
-        let mut restarts: VecDeque<Instant> = VecDeque::new();
-        let ctrl_c = async {
-            if c.ctrl_c {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                tracing::info!("supervisor received ctrl-c; shutting down");
-            } else {
-                std::future::pending::<()>().await;
-            }
+        let mut children = Children::start(c.children, &c.backoff);
+        let mut intensity = Intensity {
+            restarts: VecDeque::new(),
+            max_restarts: c.max_restarts,
+            period: c.period,
         };
+        let ctrl_c = ctrl_c_signal(c.ctrl_c);
         tokio::pin!(ctrl_c);
 
         let outcome: Result<()> = loop {
@@ -368,103 +353,172 @@ impl Supervisor {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
                 _ = &mut ctrl_c => break Ok(()),
-                joined = set.join_next_with_id() => joined,
+                joined = children.set.join_next_with_id() => joined,
             };
             let Some(joined) = joined else {
                 tracing::debug!("supervisor: no children left");
                 break Ok(());
             };
-            let (id, result) = match joined {
-                Ok((id, result)) => (id, result),
-                Err(e) => {
-                    let id = e.id();
-                    let panicked = e.is_panic();
-                    let message = if panicked {
-                        panic_message(e.into_panic())
-                    } else {
-                        "cancelled".to_owned()
-                    };
-                    (
-                        id,
-                        Err(Error::new(ErrorKind::Handler { panicked })
-                            .with_message(format!("child panicked: {message}"))),
-                    )
-                }
-            };
-            let Some(index) = running.remove(&id) else {
-                continue;
-            };
-            let slot = &mut slots[index];
-            let name = Arc::clone(&slot.spec.name);
-            let (restart, reason) = match (&result, slot.spec.restart) {
-                (_, Restart::Temporary) => (false, "exit"),
-                (Ok(()), Restart::Transient) => (false, "exit"),
-                (Ok(()), Restart::Permanent) => (true, "exit"),
-                (Err(e), _) if matches!(e.kind(), ErrorKind::Handler { panicked: true }) => {
-                    (true, "panic")
-                }
-                (Err(_), _) => (true, "error"),
-            };
-            if !restart {
-                match &result {
-                    Ok(()) => tracing::debug!(child = %name, "child finished"),
-                    Err(e) => tracing::warn!(child = %name, error = %e, "temporary child failed"),
-                }
-                continue;
-            }
-            let now = Instant::now();
-            while restarts
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > c.period)
-            {
-                restarts.pop_front();
-            }
-            if restarts.len() >= c.max_restarts as usize {
-                tracing::error!(
-                    event = event_names::SUPERVISOR_GAVE_UP,
-                    child = %name,
-                    restarts = restarts.len(),
-                    period_ms = c.period.as_millis() as u64,
-                    "supervisor restart intensity exceeded; stopping"
-                );
-                let mut error = Error::new(ErrorKind::RestartIntensity).with_message(format!(
-                    "child `{name}` ended ({reason}) after {} restarts within {:?}",
-                    restarts.len(),
-                    c.period
-                ));
-                if let Err(e) = result {
-                    error = error.with_source(e);
-                }
+            let (id, result) = joined.unwrap_or_else(|e| (e.id(), Err(join_error("child", e))));
+            if let Err(error) = children.ended(id, result, &mut intensity, &c.backoff) {
                 break Err(error);
             }
-            restarts.push_back(now);
-            if now.duration_since(slot.started) > c.period {
-                slot.backoff.reset();
-            }
-            // Unbounded (the restart intensity bounds restarts), so always a delay.
-            let delay = slot.backoff.next_delay(None).unwrap_or(c.backoff.max_delay);
-            crate::telemetry::supervisor_restart(&name, reason, delay, result.as_ref().err());
-            slot.started = now + delay;
-            let id = start(
-                &mut set,
-                &slot.spec,
-                children_token.child_token(),
-                Some(delay),
-            );
-            running.insert(id, index);
         };
+        children.shutdown(c.shutdown_timeout).await;
+        outcome
+    }
+}
 
-        // Graceful shutdown of whatever still runs.
-        children_token.cancel();
-        let drained = tokio::time::timeout(c.shutdown_timeout, async {
-            while let Some(joined) = set.join_next_with_id().await {
+/// Resolves on ctrl-c when `enabled` (never otherwise).
+async fn ctrl_c_signal(enabled: bool) {
+    if enabled {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tracing::info!("supervisor received ctrl-c; shutting down");
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether a child that ended is restarted, and the telemetry reason.
+fn restart_decision(result: &Result<()>, policy: Restart) -> (bool, &'static str) {
+    match (result, policy) {
+        (_, Restart::Temporary) => (false, "exit"),
+        (Ok(()), Restart::Transient) => (false, "exit"),
+        (Ok(()), Restart::Permanent) => (true, "exit"),
+        (Err(e), _) if matches!(e.kind(), ErrorKind::Handler { panicked: true }) => (true, "panic"),
+        (Err(_), _) => (true, "error"),
+    }
+}
+
+/// The restart intensity window: when the recent restarts happened.
+struct Intensity {
+    restarts: VecDeque<Instant>,
+    max_restarts: u32,
+    period: Duration,
+}
+
+impl Intensity {
+    /// Record a restart at `now`, or `Err` with the restarts in the window
+    /// when one more would exceed the intensity.
+    fn admit(&mut self, now: Instant) -> std::result::Result<(), usize> {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.period)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= self.max_restarts as usize {
+            return Err(self.restarts.len());
+        }
+        self.restarts.push_back(now);
+        Ok(())
+    }
+}
+
+/// The running children: their tasks, which slot each task belongs to, and
+/// the token that stops them all.
+struct Children {
+    set: JoinSet<Result<()>>,
+    running: HashMap<tokio::task::Id, usize>,
+    slots: Vec<Slot>,
+    token: CancellationToken,
+}
+
+impl Children {
+    /// Start every child, in order.
+    fn start(specs: Vec<ChildSpec>, backoff: &RetryPolicy) -> Self {
+        let mut children = Children {
+            set: JoinSet::new(),
+            running: HashMap::new(),
+            slots: Vec::with_capacity(specs.len()),
+            token: CancellationToken::new(),
+        };
+        for (i, spec) in specs.into_iter().enumerate() {
+            let id = start(&mut children.set, &spec, children.token.child_token(), None);
+            children.running.insert(id, i);
+            children.slots.push(Slot {
+                spec,
+                backoff: Backoff::unbounded(backoff),
+                started: Instant::now(),
+            });
+        }
+        children
+    }
+
+    /// Handle the end of task `id`: restart it per its policy (after its
+    /// backoff delay), or `Err` when the restart intensity is exceeded.
+    fn ended(
+        &mut self,
+        id: tokio::task::Id,
+        result: Result<()>,
+        intensity: &mut Intensity,
+        backoff: &RetryPolicy,
+    ) -> Result<()> {
+        let Some(index) = self.running.remove(&id) else {
+            return Ok(());
+        };
+        let slot = &mut self.slots[index];
+        let name = Arc::clone(&slot.spec.name);
+        let (restart, reason) = restart_decision(&result, slot.spec.restart);
+        if !restart {
+            match &result {
+                Ok(()) => tracing::debug!(child = %name, "child finished"),
+                Err(e) => tracing::warn!(child = %name, error = %e, "temporary child failed"),
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Err(restarts) = intensity.admit(now) {
+            tracing::error!(
+                event = event_names::SUPERVISOR_GAVE_UP,
+                child = %name,
+                restarts,
+                period_ms = intensity.period.as_millis() as u64,
+                "supervisor restart intensity exceeded; stopping"
+            );
+            let mut error = Error::new(ErrorKind::RestartIntensity).with_message(format!(
+                "child `{name}` ended ({reason}) after {restarts} restarts within {:?}",
+                intensity.period
+            ));
+            if let Err(e) = result {
+                error = error.with_source(e);
+            }
+            return Err(error);
+        }
+        if now.duration_since(slot.started) > intensity.period {
+            slot.backoff.reset();
+        }
+        // Unbounded (the restart intensity bounds restarts), so always a delay.
+        let delay = slot.backoff.next_delay(None).unwrap_or(backoff.max_delay);
+        crate::telemetry::supervisor_restart(&name, reason, delay, result.as_ref().err());
+        slot.started = now + delay;
+        let id = start(
+            &mut self.set,
+            &slot.spec,
+            self.token.child_token(),
+            Some(delay),
+        );
+        self.running.insert(id, index);
+        Ok(())
+    }
+
+    /// Graceful shutdown of whatever still runs: cancel every child's token,
+    /// wait up to `timeout`, then abort the rest.
+    async fn shutdown(mut self, timeout: Duration) {
+        self.token.cancel();
+        let drained = tokio::time::timeout(timeout, async {
+            while let Some(joined) = self.set.join_next_with_id().await {
                 let id = match &joined {
                     Ok((id, _)) => *id,
                     Err(e) => e.id(),
                 };
-                let name = running
+                let name = self
+                    .running
                     .get(&id)
-                    .map(|&i| slots[i].spec.name.to_string())
+                    .map(|&i| self.slots[i].spec.name.to_string())
                     .unwrap_or_default();
                 match joined {
                     Ok((_, Ok(()))) => tracing::debug!(child = %name, "child stopped"),
@@ -478,13 +532,12 @@ impl Supervisor {
         .await;
         if drained.is_err() {
             tracing::warn!(
-                remaining = set.len(),
-                timeout_ms = c.shutdown_timeout.as_millis() as u64,
+                remaining = self.set.len(),
+                timeout_ms = timeout.as_millis() as u64,
                 "children did not stop within the shutdown timeout; aborting them"
             );
-            set.shutdown().await;
+            self.set.shutdown().await;
         }
-        outcome
     }
 }
 
@@ -510,14 +563,6 @@ fn start(
         span,
     ));
     handle.id()
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 #[cfg(test)]

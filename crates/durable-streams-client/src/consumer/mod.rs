@@ -85,30 +85,35 @@
 //! handler runs.
 
 mod checkpoint;
+mod runner;
 
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
+#[cfg(test)]
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use self::runner::Runner;
 pub use checkpoint::{CheckpointStore, FileCheckpointStore, MAX_NAME_LEN, MemoryCheckpointStore};
 
-use crate::error::{Error, ErrorKind, Result};
+#[cfg(any(doc, test))]
+use crate::error::ErrorKind;
+use crate::error::{Error, Result};
 use crate::offset::Offset;
-use crate::read::{Chunk, LiveMode, Session};
-use crate::retry::{Backoff, RetryPolicy};
+use crate::read::Chunk;
+#[cfg(doc)]
+use crate::read::LiveMode;
+use crate::retry::RetryPolicy;
+pub(crate) use crate::runtime::reason_label;
+use crate::runtime::{OnDrop, ReaderConfig, TaskHandle};
 use crate::stream::Stream;
-use crate::telemetry::event_names;
 pub(crate) use checkpoint::DynCheckpointStore;
 
 mod sealed {
@@ -319,76 +324,45 @@ pub fn default_retry_policy() -> RetryPolicy {
 
 /// Configures a [`Consumer`]. Made by [`Consumer::builder`].
 pub struct ConsumerBuilder<H> {
-    stream: Stream,
+    reader: ReaderConfig,
     handler: H,
-    name: String,
-    start: StartFrom,
-    live: LiveMode,
-    retry: RetryPolicy,
-    store: Option<Arc<dyn DynCheckpointStore>>,
 }
 
 impl<H> fmt::Debug for ConsumerBuilder<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerBuilder")
-            .field("stream", &self.stream)
-            .field("name", &self.name)
-            .field("start", &self.start)
-            .field("live", &self.live)
-            .field("retry", &self.retry)
-            .field("checkpoints", &self.store.is_some())
+            .field("stream", &self.reader.stream)
+            .field("name", &self.reader.name)
+            .field("start", &self.reader.start)
+            .field("live", &self.reader.live)
+            .field("retry", &self.reader.retry)
+            .field("checkpoints", &self.reader.store.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl<H: Handler> ConsumerBuilder<H> {
-    /// The consumer's name: its checkpoint key and telemetry label
-    /// (default `"consumer"`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Where to start (default [`StartFrom::Checkpoint`]).
-    pub fn start_from(mut self, start: StartFrom) -> Self {
-        self.start = start;
-        self
-    }
-
-    /// How to read once caught up (default [`LiveMode::Auto`]). With
-    /// [`LiveMode::Off`] the consumer stops at the tail with [`StopReason::CaughtUp`].
-    pub fn live(mut self, live: LiveMode) -> Self {
-        self.live = live;
-        self
-    }
-
-    /// Reconnect backoff and give-up limit (default [`default_retry_policy`]).
-    /// Individual requests are still retried by the client's own policy first.
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// Persist committed offsets here (default: none, offsets live only in
-    /// memory and [`StartFrom::Checkpoint`] starts at the beginning).
-    pub fn checkpoint_store(mut self, store: impl CheckpointStore) -> Self {
-        self.store = Some(Arc::new(store));
-        self
+    crate::runtime::reader_setters! {
+        /// The consumer's name: its checkpoint key and telemetry label
+        /// (default `"consumer"`).
+        name;
+        /// Where to start (default [`StartFrom::Checkpoint`]).
+        start_from;
+        /// How to read once caught up (default [`LiveMode::Auto`]). With
+        /// [`LiveMode::Off`] the consumer stops at the tail with [`StopReason::CaughtUp`].
+        live;
+        /// Reconnect backoff and give-up limit (default [`default_retry_policy`]).
+        /// Individual requests are still retried by the client's own policy first.
+        retry_policy;
+        /// Persist committed offsets here (default: none, offsets live only in
+        /// memory and [`StartFrom::Checkpoint`] starts at the beginning).
+        checkpoint_store;
     }
 
     /// Check the configuration: the retry policy and the name (which the
     /// checkpoint store may restrict). Errors are `InvalidArgument`.
     pub fn build(self) -> Result<Consumer<H>> {
-        self.retry.validate()?;
-        if self.name.is_empty() {
-            return Err(Error::invalid_argument(
-                "name",
-                "consumer name must not be empty",
-            ));
-        }
-        if let Some(store) = &self.store {
-            store.validate_name_dyn(&self.name)?;
-        }
+        self.reader.validate("consumer")?;
         Ok(Consumer { config: self })
     }
 }
@@ -411,29 +385,22 @@ impl<H: Handler> Consumer<H> {
     /// Start configuring a consumer of `stream` that feeds `handler`.
     pub fn builder(stream: Stream, handler: H) -> ConsumerBuilder<H> {
         ConsumerBuilder {
-            stream,
+            reader: ReaderConfig::new(stream, "consumer"),
             handler,
-            name: "consumer".to_owned(),
-            start: StartFrom::Checkpoint,
-            live: LiveMode::Auto,
-            retry: default_retry_policy(),
-            store: None,
         }
     }
 
     /// Run the consumer on a new tokio task. Must be called inside a tokio
     /// runtime (panics otherwise, like `tokio::spawn`).
     pub fn spawn(self) -> ConsumerHandle {
-        let token = CancellationToken::new();
-        let (tx, rx) = watch::channel(None);
-        let name: Arc<str> = Arc::from(self.config.name.as_str());
-        let task = tokio::spawn(self.run_with(token.clone(), tx));
-        ConsumerHandle {
-            task: Some(task),
-            token,
-            offset: rx,
-            name,
-        }
+        let name = self.config.reader.name.clone();
+        ConsumerHandle(TaskHandle::spawn(
+            "the consumer task",
+            &name,
+            None,
+            OnDrop::Abort,
+            |token, tx| self.run_with(token, tx),
+        ))
     }
 
     /// Run the consumer in the current task until it stops; cancelling
@@ -454,17 +421,12 @@ impl<H: Handler> Consumer<H> {
         let c = self.config;
         let span = tracing::info_span!(
             "durable_streams.consumer",
-            consumer = %c.name,
-            path = %c.stream.url().path(),
+            consumer = %c.reader.name,
+            path = %c.reader.stream.url().path(),
         );
         let runner = Runner {
-            stream: c.stream,
+            reader: c.reader,
             handler: c.handler,
-            name: c.name,
-            start: c.start,
-            live: c.live,
-            retry: c.retry,
-            store: c.store,
             token,
             committed,
             position: None,
@@ -480,331 +442,36 @@ impl<H: Handler> Consumer<H> {
 /// (the current batch is not committed and will be delivered again); use
 /// [`shutdown`](ConsumerHandle::shutdown) to stop cleanly or
 /// [`detach`](ConsumerHandle::detach) to let it run on its own.
-pub struct ConsumerHandle {
-    task: Option<JoinHandle<Result<StopReason>>>,
-    token: CancellationToken,
-    offset: watch::Receiver<Option<Offset>>,
-    name: Arc<str>,
-}
+pub struct ConsumerHandle(TaskHandle<StopReason>);
 
-impl fmt::Debug for ConsumerHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConsumerHandle")
-            .field("name", &self.name)
-            .field("offset", &self.offset())
-            .field("finished", &self.is_finished())
-            .finish()
-    }
-}
-
-impl ConsumerHandle {
+crate::runtime::reader_handle! {
+    ConsumerHandle -> StopReason;
     /// The consumer's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
+    name;
     /// The last committed offset: the one loaded from the checkpoint store at
     /// start, or the end of the last batch the handler finished. `None` before
     /// either.
-    pub fn offset(&self) -> Option<Offset> {
-        self.offset.borrow().clone()
-    }
-
+    offset;
+    /// A receiver that sees every committed offset.
+    subscribe;
     /// Whether the consumer has stopped.
-    pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(|t| t.is_finished())
-    }
-
+    is_finished;
     /// Ask the consumer to stop without waiting: it finishes and commits the
     /// batch in hand, then ends with [`StopReason::Shutdown`].
-    pub fn request_shutdown(&self) {
-        self.token.cancel();
-    }
-
+    request_shutdown;
     /// Stop cleanly and wait: finish the current batch, commit it, stop.
     /// Returns why the consumer stopped (another reason if it had already
     /// stopped on its own).
-    pub async fn shutdown(self) -> Result<StopReason> {
-        self.token.cancel();
-        self.join().await
-    }
-
+    shutdown;
     /// Wait until the consumer stops on its own. `Err` when it stopped
     /// because of an error (see [`Handler::handle_error`]).
-    pub async fn join(mut self) -> Result<StopReason> {
-        let Some(task) = self.task.take() else {
-            return Err(task_gone());
-        };
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(Error::new(ErrorKind::Handler {
-                panicked: e.is_panic(),
-            })
-            .with_message(format!("the consumer task ended abnormally: {e}"))),
-        }
-    }
-
+    join;
     /// Kill the consumer immediately, like a crash: the batch in hand is not
     /// committed and will be delivered again by the next consumer with the
     /// same checkpoint.
-    pub fn abort(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-
+    abort;
     /// Let the consumer run without a handle (it stops on its own only).
-    pub fn detach(mut self) {
-        self.task.take();
-    }
-}
-
-fn task_gone() -> Error {
-    Error::new(ErrorKind::Handler { panicked: false }).with_message("the consumer task is gone")
-}
-
-impl Drop for ConsumerHandle {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// The consumer's state while it runs.
-struct Runner<H> {
-    stream: Stream,
-    handler: H,
-    name: String,
-    start: StartFrom,
-    live: LiveMode,
-    retry: RetryPolicy,
-    store: Option<Arc<dyn DynCheckpointStore>>,
-    token: CancellationToken,
-    committed: watch::Sender<Option<Offset>>,
-    /// Where the next read starts: the last committed offset, else the
-    /// resolved start position; `None` until resolved.
-    position: Option<Offset>,
-    up_to_date: bool,
-}
-
-/// Run a handler future, turning a panic into an [`ErrorKind::Handler`] error.
-pub(crate) async fn guard<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
-    AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
-        Error::new(ErrorKind::Handler { panicked: true })
-            .with_message(format!("{what} panicked: {message}"))
-    })
-}
-
-pub(crate) fn reason_label(error: &Error) -> &'static str {
-    match error.kind() {
-        ErrorKind::Network => "network",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Server { .. } => "server",
-        ErrorKind::RateLimited { .. } => "rate_limited",
-        ErrorKind::Handler { panicked: true } => "handler_panic",
-        ErrorKind::Handler { panicked: false } => "handler",
-        ErrorKind::Checkpoint => "checkpoint",
-        ErrorKind::Decode(_) => "decode",
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::Gone => "gone",
-        _ => "other",
-    }
-}
-
-impl<H: Handler> Runner<H> {
-    async fn run(mut self) -> Result<StopReason> {
-        // One budget for the consumer's reconnects, reset by progress.
-        let mut backoff = Backoff::new(&self.retry);
-        loop {
-            let error = match self.connect_and_consume(&mut backoff).await {
-                Ok(reason) => {
-                    tracing::debug!(?reason, offset = ?self.position, "consumer stopped");
-                    return Ok(reason);
-                }
-                Err(e) => e,
-            };
-            let action = match guard("handle_error", self.handler.handle_error(&error)).await {
-                Ok(action) => action,
-                Err(panic) => {
-                    tracing::error!(%error, %panic, "consumer handle_error panicked; stopping");
-                    return Err(error);
-                }
-            };
-            if action == ErrorAction::Stop {
-                tracing::warn!(%error, "consumer stopped by handle_error");
-                return Err(error);
-            }
-            let Some(delay) = backoff.next_delay(error.retry_after()) else {
-                tracing::warn!(%error, attempts = backoff.retries(), "consumer gave up reconnecting");
-                return Err(error);
-            };
-            let attempt = backoff.retries();
-            let reason = reason_label(&error);
-            crate::telemetry::consumer_reconnect(&self.name, reason, delay);
-            tracing::warn!(
-                event = event_names::CONSUMER_RECONNECT,
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                reason,
-                %error,
-                offset = ?self.position,
-                "consumer reconnecting"
-            );
-            tokio::select! {
-                biased;
-                _ = self.token.cancelled() => return Ok(StopReason::Shutdown),
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// Resolve the start position (once), then read and handle until the
-    /// consumer stops or an error occurs.
-    async fn connect_and_consume(&mut self, backoff: &mut Backoff) -> Result<StopReason> {
-        if self.token.is_cancelled() {
-            return Ok(StopReason::Shutdown);
-        }
-        let start = match &self.position {
-            Some(p) => p.clone(),
-            None => {
-                let token = self.token.clone();
-                let resolved = tokio::select! {
-                    biased;
-                    _ = token.cancelled() => return Ok(StopReason::Shutdown),
-                    r = self.resolve_start() => r?,
-                };
-                self.position = Some(resolved.clone());
-                resolved
-            }
-        };
-        let mut session = Session::new(
-            self.stream.clone(),
-            start,
-            self.live,
-            <H::Format as Format>::JSON,
-        );
-        self.up_to_date = false;
-        let token = self.token.clone();
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = token.cancelled() => return Ok(StopReason::Shutdown),
-                next = session.next_chunk() => next,
-            };
-            let Some(chunk) = next else {
-                return Ok(StopReason::CaughtUp);
-            };
-            if let Some(reason) = self.process(chunk?).await? {
-                return Ok(reason);
-            }
-            backoff.reset();
-            if self.token.is_cancelled() {
-                return Ok(StopReason::Shutdown);
-            }
-        }
-    }
-
-    async fn resolve_start(&mut self) -> Result<Offset> {
-        let (offset, loaded) =
-            resolve_start(&self.stream, &self.start, self.store.as_deref(), &self.name).await?;
-        if loaded {
-            self.committed.send_replace(Some(offset.clone()));
-        }
-        Ok(offset)
-    }
-
-    async fn process(&mut self, mut chunk: Chunk) -> Result<Option<StopReason>> {
-        let bytes = chunk.data.len();
-        let items =
-            <H::Format as Format>::decode(&mut chunk).map_err(|e| e.with_url(self.stream.url()))?;
-        let batch = Batch {
-            items,
-            offset: chunk.offset,
-            exact: chunk.exact,
-            cursor: chunk.cursor,
-            up_to_date: chunk.up_to_date,
-            closed: chunk.closed,
-            bytes,
-        };
-        let mut flow = Flow::Continue;
-        if !batch.items.is_empty() {
-            crate::telemetry::consumer_batch(&self.name, batch.items.len(), bytes);
-            tracing::debug!(
-                event = event_names::CONSUMER_BATCH,
-                count = batch.items.len(),
-                bytes,
-                offset = %batch.offset,
-                "consumer batch"
-            );
-            flow = guard("handle_batch", self.handler.handle_batch(&batch)).await??;
-        }
-        if batch.exact {
-            self.commit(&batch.offset).await?;
-        }
-        if flow == Flow::Stop {
-            return Ok(Some(StopReason::Handler));
-        }
-        if batch.closed {
-            guard("on_closed", self.handler.on_closed(&batch.offset)).await?;
-            return Ok(Some(StopReason::Closed));
-        }
-        if !batch.up_to_date {
-            self.up_to_date = false;
-        } else if !self.up_to_date {
-            self.up_to_date = true;
-            guard("on_up_to_date", self.handler.on_up_to_date(&batch.offset)).await?;
-        }
-        Ok(None)
-    }
-
-    /// Save `offset` (when it moved forward) and make it the resume
-    /// position. A checkpoint never moves backwards.
-    async fn commit(&mut self, offset: &Offset) -> Result<()> {
-        if !crate::read::checkpoint_moves(self.committed.borrow().as_ref(), offset) {
-            return Ok(());
-        }
-        if let Some(store) = &self.store {
-            store.save_boxed(&self.name, offset).await?;
-        }
-        self.position = Some(offset.clone());
-        self.committed.send_replace(Some(offset.clone()));
-        Ok(())
-    }
-}
-
-/// Resolve where a reader starts: a concrete offset, and whether it came
-/// from the checkpoint store (shared by consumers and pipelines).
-pub(crate) async fn resolve_start(
-    stream: &Stream,
-    start: &StartFrom,
-    store: Option<&dyn DynCheckpointStore>,
-    name: &str,
-) -> Result<(Offset, bool)> {
-    match start {
-        StartFrom::Start => Ok((Offset::start(), false)),
-        StartFrom::Offset(o) if !o.is_now() => Ok((o.clone(), false)),
-        // Pin "now" to a concrete offset so a reconnect before the first
-        // commit does not skip data appended in between.
-        StartFrom::Now | StartFrom::Offset(_) => Ok((stream.head().await?.next_offset, false)),
-        StartFrom::Checkpoint => {
-            let Some(store) = store else {
-                return Ok((Offset::start(), false));
-            };
-            match store.load_boxed(name).await? {
-                Some(offset) => {
-                    tracing::debug!(%offset, "resuming from checkpoint");
-                    Ok((offset, true))
-                }
-                None => Ok((Offset::start(), false)),
-            }
-        }
-    }
+    detach;
 }
 
 #[cfg(test)]

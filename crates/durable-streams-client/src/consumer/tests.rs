@@ -70,14 +70,12 @@ fn runner(handler: Scripted, store: Option<MemoryCheckpointStore>) -> Runner<Scr
         .stream("http://127.0.0.1:9/v1/stream/x")
         .unwrap();
     let (committed, _) = watch::channel(None);
+    let mut reader = ReaderConfig::new(stream, "unit");
+    reader.start = StartFrom::Start;
+    reader.store = store.map(|s| Arc::new(s) as Arc<dyn DynCheckpointStore>);
     Runner {
-        stream,
+        reader,
         handler,
-        name: "unit".into(),
-        start: StartFrom::Start,
-        live: LiveMode::Auto,
-        retry: default_retry_policy(),
-        store: store.map(|s| Arc::new(s) as Arc<dyn DynCheckpointStore>),
         token: CancellationToken::new(),
         committed,
         position: None,

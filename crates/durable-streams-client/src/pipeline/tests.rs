@@ -127,7 +127,7 @@ async fn batch_loop_flushes_on_size_timeout_and_drain() {
         name: Arc::from("b"),
         batch_size: 3,
         batch_timeout: Duration::from_millis(50),
-        handler: Arc::new(move |info: BatchInfo, batch: Vec<Message<u32>>| {
+        batch_fn: Arc::new(move |info: BatchInfo, batch: Vec<Message<u32>>| {
             s.lock().unwrap().push((
                 info.trigger,
                 batch.iter().map(|m| m.data).collect::<Vec<_>>(),

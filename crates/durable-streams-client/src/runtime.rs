@@ -1,0 +1,420 @@
+//! What the long-running parts ([consumers](crate::consumer),
+//! [pipelines](crate::pipeline), the [supervisor](crate::supervisor)) share:
+//!
+//! * [`TaskHandle`]: a spawned task with a shutdown token, a progress
+//!   channel (the committed offset) and the same join, abort, detach and
+//!   drop behaviour everywhere;
+//! * [`catch_panic`], [`panic_message`] and [`join_error`]: how a panic or a task
+//!   that ended abnormally becomes an [`Error`];
+//! * [`ReaderConfig`]: the reader settings of the consumer and pipeline
+//!   builders (stream, name, start, live mode, retry policy, checkpoint
+//!   store), their validation and the start-offset resolution.
+//!
+//! The public handles ([`ConsumerHandle`](crate::consumer::ConsumerHandle),
+//! [`PipelineHandle`](crate::pipeline::PipelineHandle),
+//! [`SupervisorHandle`](crate::supervisor::SupervisorHandle)) are thin
+//! wrappers over [`TaskHandle`]; the reader handles get their methods from
+//! [`reader_handle!`](reader_handle), which takes each method's documentation
+//! from the caller; the builders get their reader setters (over a shared
+//! [`ReaderConfig`]) from [`reader_setters!`](reader_setters) the same way.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{DynCheckpointStore, StartFrom, default_retry_policy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::offset::Offset;
+use crate::read::LiveMode;
+use crate::retry::RetryPolicy;
+use crate::stream::Stream;
+
+// ---------------------------------------------------------------------------
+// Errors from panics and tasks
+
+/// The text of a panic payload (`&str` or `String`; anything else is named
+/// as such).
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Run a handler future, turning a panic into an [`ErrorKind::Handler`] error.
+pub(crate) async fn catch_panic<F: Future>(what: &'static str, fut: F) -> Result<F::Output> {
+    AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
+        Error::new(ErrorKind::Handler { panicked: true })
+            .with_message(format!("{what} panicked: {}", panic_message(&*panic)))
+    })
+}
+
+/// An [`ErrorKind::Internal`] error: a bug or an unexpected state inside
+/// the library.
+pub(crate) fn internal(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Internal).with_message(message.into())
+}
+
+/// The error for a task (`what`) that did not return: a panic that escaped
+/// the handler guards is [`ErrorKind::Handler`] with `panicked: true` (it
+/// may come from application code such as a checkpoint store or a key
+/// function); a cancelled task is [`ErrorKind::Internal`].
+pub(crate) fn join_error(what: &str, e: JoinError) -> Error {
+    if e.is_panic() {
+        let message = panic_message(&*e.into_panic());
+        Error::new(ErrorKind::Handler { panicked: true })
+            .with_message(format!("{what} panicked: {message}"))
+    } else {
+        internal(format!("{what} ended unexpectedly: {e}"))
+    }
+}
+
+/// A short label for an error's kind (telemetry `reason`).
+pub(crate) fn reason_label(error: &Error) -> &'static str {
+    match error.kind() {
+        ErrorKind::Network => "network",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Server { .. } => "server",
+        ErrorKind::RateLimited { .. } => "rate_limited",
+        ErrorKind::Handler { panicked: true } => "handler_panic",
+        ErrorKind::Handler { panicked: false } => "handler",
+        ErrorKind::Internal => "internal",
+        ErrorKind::Checkpoint => "checkpoint",
+        ErrorKind::Decode(_) => "decode",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::Gone => "gone",
+        _ => "other",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Task handles
+
+/// What dropping a [`TaskHandle`] does to its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnDrop {
+    /// Abort it (consumers and pipelines).
+    Abort,
+    /// Let it run (the supervisor; see [`SupervisorHandle`](crate::supervisor::SupervisorHandle)).
+    Detach,
+}
+
+/// A spawned long-running task: `R` is what it returns, `P` what it
+/// publishes while it runs (the committed offset for readers).
+pub(crate) struct TaskHandle<R, P = Option<Offset>> {
+    task: Option<JoinHandle<Result<R>>>,
+    token: CancellationToken,
+    progress: watch::Receiver<P>,
+    name: Arc<str>,
+    /// The task's name in errors, e.g. "the consumer task".
+    what: &'static str,
+    on_drop: OnDrop,
+}
+
+impl<R: Send + 'static, P: Send + Sync + 'static> TaskHandle<R, P> {
+    /// Spawn `make(token, progress)` on a new tokio task.
+    pub(crate) fn spawn<F>(
+        what: &'static str,
+        name: &str,
+        initial: P,
+        on_drop: OnDrop,
+        make: impl FnOnce(CancellationToken, watch::Sender<P>) -> F,
+    ) -> Self
+    where
+        F: Future<Output = Result<R>> + Send + 'static,
+    {
+        let token = CancellationToken::new();
+        let (tx, rx) = watch::channel(initial);
+        let task = tokio::spawn(make(token.clone(), tx));
+        TaskHandle {
+            task: Some(task),
+            token,
+            progress: rx,
+            name: Arc::from(name),
+            what,
+            on_drop,
+        }
+    }
+
+    pub(crate) async fn shutdown(self) -> Result<R> {
+        self.token.cancel();
+        self.join().await
+    }
+
+    pub(crate) async fn join(mut self) -> Result<R> {
+        let Some(task) = self.task.take() else {
+            return Err(internal(format!("{} is gone", self.what)));
+        };
+        task.await.unwrap_or_else(|e| Err(join_error(self.what, e)))
+    }
+}
+
+impl<R, P> TaskHandle<R, P> {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<P> {
+        self.progress.clone()
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    pub(crate) fn request_shutdown(&self) {
+        self.token.cancel();
+    }
+
+    pub(crate) fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    pub(crate) fn detach(mut self) {
+        self.task.take();
+    }
+}
+
+impl<R, P: Clone> TaskHandle<R, P> {
+    pub(crate) fn progress(&self) -> P {
+        self.progress.borrow().clone()
+    }
+}
+
+impl<R, P: Clone + fmt::Debug> TaskHandle<R, P> {
+    /// `Debug` output under the public handle's type name.
+    pub(crate) fn debug(&self, type_name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(type_name)
+            .field("name", &self.name)
+            .field("offset", &self.progress())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl<R, P> Drop for TaskHandle<R, P> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take()
+            && self.on_drop == OnDrop::Abort
+        {
+            task.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reader configuration
+
+/// The reader settings that consumer and pipeline builders share.
+pub(crate) struct ReaderConfig {
+    pub(crate) stream: Stream,
+    /// Checkpoint key and telemetry label.
+    pub(crate) name: String,
+    pub(crate) start: StartFrom,
+    pub(crate) live: LiveMode,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) store: Option<Arc<dyn DynCheckpointStore>>,
+}
+
+impl ReaderConfig {
+    /// Defaults: [`StartFrom::Checkpoint`], [`LiveMode::Auto`],
+    /// [`default_retry_policy`], no checkpoint store.
+    pub(crate) fn new(stream: Stream, name: &str) -> Self {
+        ReaderConfig {
+            stream,
+            name: name.to_owned(),
+            start: StartFrom::Checkpoint,
+            live: LiveMode::Auto,
+            retry: default_retry_policy(),
+            store: None,
+        }
+    }
+
+    /// Check the retry policy and the name (`what` is "consumer" or
+    /// "pipeline", for the message).
+    pub(crate) fn validate(&self, what: &str) -> Result<()> {
+        self.retry.validate()?;
+        if self.name.is_empty() {
+            return Err(Error::invalid_argument(
+                "name",
+                format!("{what} name must not be empty"),
+            ));
+        }
+        if let Some(store) = &self.store {
+            store.validate_name_dyn(&self.name)?;
+        }
+        Ok(())
+    }
+
+    /// Resolve the start offset unless `token` is cancelled first (`None`).
+    /// An offset loaded from the checkpoint store is published to `committed`.
+    pub(crate) async fn start_offset(
+        &self,
+        token: &CancellationToken,
+        committed: &watch::Sender<Option<Offset>>,
+    ) -> Result<Option<Offset>> {
+        let (offset, loaded) = tokio::select! {
+            biased;
+            _ = token.cancelled() => return Ok(None),
+            r = resolve_start(&self.stream, &self.start, self.store.as_deref(), &self.name) => r?,
+        };
+        if loaded {
+            committed.send_replace(Some(offset.clone()));
+        }
+        Ok(Some(offset))
+    }
+}
+
+/// Resolve where a reader starts: a concrete offset, and whether it came
+/// from the checkpoint store.
+async fn resolve_start(
+    stream: &Stream,
+    start: &StartFrom,
+    store: Option<&dyn DynCheckpointStore>,
+    name: &str,
+) -> Result<(Offset, bool)> {
+    match start {
+        StartFrom::Start => Ok((Offset::start(), false)),
+        StartFrom::Offset(o) if !o.is_now() => Ok((o.clone(), false)),
+        // Pin "now" to a concrete offset so a reconnect before the first
+        // commit does not skip data appended in between.
+        StartFrom::Now | StartFrom::Offset(_) => Ok((stream.head().await?.next_offset, false)),
+        StartFrom::Checkpoint => {
+            let Some(store) = store else {
+                return Ok((Offset::start(), false));
+            };
+            match store.load_boxed(name).await? {
+                Some(offset) => {
+                    tracing::debug!(%offset, "resuming from checkpoint");
+                    Ok((offset, true))
+                }
+                None => Ok((Offset::start(), false)),
+            }
+        }
+    }
+}
+
+/// The `Debug` impl and the methods of a public reader handle (a
+/// one-field tuple struct over `TaskHandle<R>`): each method delegates to
+/// the [`TaskHandle`]; the caller writes every method's documentation.
+macro_rules! reader_handle {
+    (
+        $handle:ident -> $r:ty;
+        $(#[$name:meta])* name;
+        $(#[$offset:meta])* offset;
+        $(#[$subscribe:meta])* subscribe;
+        $(#[$finished:meta])* is_finished;
+        $(#[$request:meta])* request_shutdown;
+        $(#[$shutdown:meta])* shutdown;
+        $(#[$join:meta])* join;
+        $(#[$abort:meta])* abort;
+        $(#[$detach:meta])* detach;
+    ) => {
+        impl ::std::fmt::Debug for $handle {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.0.debug(stringify!($handle), f)
+            }
+        }
+
+        impl $handle {
+            $(#[$name])*
+            pub fn name(&self) -> &str {
+                self.0.name()
+            }
+
+            $(#[$offset])*
+            pub fn offset(&self) -> Option<$crate::Offset> {
+                self.0.progress()
+            }
+
+            $(#[$subscribe])*
+            pub fn subscribe(&self) -> ::tokio::sync::watch::Receiver<Option<$crate::Offset>> {
+                self.0.subscribe()
+            }
+
+            $(#[$finished])*
+            pub fn is_finished(&self) -> bool {
+                self.0.is_finished()
+            }
+
+            $(#[$request])*
+            pub fn request_shutdown(&self) {
+                self.0.request_shutdown();
+            }
+
+            $(#[$shutdown])*
+            pub async fn shutdown(self) -> $crate::Result<$r> {
+                self.0.shutdown().await
+            }
+
+            $(#[$join])*
+            pub async fn join(self) -> $crate::Result<$r> {
+                self.0.join().await
+            }
+
+            $(#[$abort])*
+            pub fn abort(self) {
+                self.0.abort();
+            }
+
+            $(#[$detach])*
+            pub fn detach(self) {
+                self.0.detach();
+            }
+        }
+    };
+}
+pub(crate) use reader_handle;
+
+/// The reader setters of a builder with a `reader: ReaderConfig` field
+/// (inside its `impl` block); the caller writes every setter's documentation.
+macro_rules! reader_setters {
+    (
+        $(#[$name:meta])* name;
+        $(#[$start:meta])* start_from;
+        $(#[$live:meta])* live;
+        $(#[$retry:meta])* retry_policy;
+        $(#[$store:meta])* checkpoint_store;
+    ) => {
+        $(#[$name])*
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.reader.name = name.into();
+            self
+        }
+
+        $(#[$start])*
+        pub fn start_from(mut self, start: $crate::consumer::StartFrom) -> Self {
+            self.reader.start = start;
+            self
+        }
+
+        $(#[$live])*
+        pub fn live(mut self, live: $crate::LiveMode) -> Self {
+            self.reader.live = live;
+            self
+        }
+
+        $(#[$retry])*
+        pub fn retry_policy(mut self, policy: $crate::RetryPolicy) -> Self {
+            self.reader.retry = policy;
+            self
+        }
+
+        $(#[$store])*
+        pub fn checkpoint_store(mut self, store: impl $crate::consumer::CheckpointStore) -> Self {
+            self.reader.store = Some(::std::sync::Arc::new(store));
+            self
+        }
+    };
+}
+pub(crate) use reader_setters;
