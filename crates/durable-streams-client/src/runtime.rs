@@ -418,3 +418,64 @@ macro_rules! reader_setters {
     };
 }
 pub(crate) use reader_setters;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn join_errors_map_panics_to_handler_and_cancellation_to_internal() {
+        let panicked = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        let e = join_error("the test task", panicked);
+        assert_eq!(e.kind(), &ErrorKind::Handler { panicked: true });
+        assert!(
+            e.to_string().contains("the test task panicked: boom"),
+            "{e}"
+        );
+
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let e = join_error("the test task", task.await.unwrap_err());
+        assert_eq!(e.kind(), &ErrorKind::Internal);
+        assert!(e.to_string().contains("ended unexpectedly"), "{e}");
+
+        let payload: Box<dyn Any + Send> = Box::new(7_u8);
+        assert_eq!(panic_message(&*payload), "non-string panic payload");
+    }
+
+    fn pending_handle(on_drop: OnDrop) -> (TaskHandle<(), ()>, CancellationToken) {
+        let observed = CancellationToken::new();
+        // Cancelled when the task's future is dropped (ended or aborted).
+        let guard = observed.clone().drop_guard();
+        let handle = TaskHandle::spawn("the test task", "t", (), on_drop, |token, _| async move {
+            let _guard = guard;
+            token.cancelled().await;
+            Ok(())
+        });
+        (handle, observed)
+    }
+
+    #[tokio::test]
+    async fn dropping_aborts_or_detaches_as_configured() {
+        let (handle, ended) = pending_handle(OnDrop::Abort);
+        drop(handle);
+        tokio::time::timeout(Duration::from_secs(5), ended.cancelled())
+            .await
+            .expect("an aborting handle's task ends when the handle is dropped");
+
+        let (handle, ended) = pending_handle(OnDrop::Detach);
+        drop(handle);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ended.is_cancelled(), "a detaching handle's task runs on");
+    }
+
+    #[tokio::test]
+    async fn shutdown_cancels_the_token_and_returns_the_result() {
+        let (handle, _) = pending_handle(OnDrop::Abort);
+        assert_eq!(handle.name(), "t");
+        assert!(!handle.is_finished());
+        handle.shutdown().await.unwrap();
+    }
+}
