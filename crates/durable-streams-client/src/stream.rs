@@ -85,7 +85,9 @@ impl StreamInner {
         spec: &RequestSpec,
         backoff: &mut Backoff,
     ) -> Result<reqwest::Response> {
-        self.transport().send(&self.target(), spec, backoff).await
+        // Boxed: the transport's future is large, and inlining it would
+        // grow every idle reader's state (one per subscriber) by its size.
+        Box::pin(self.transport().send(&self.target(), spec, backoff)).await
     }
 
     /// Send and read the whole body, with a fresh [`Backoff`].
@@ -101,9 +103,11 @@ impl StreamInner {
         spec: &RequestSpec,
         backoff: &mut Backoff,
     ) -> Result<BufferedResponse> {
-        self.transport()
-            .send_buffered(&self.target(), spec, backoff)
-            .await
+        Box::pin(
+            self.transport()
+                .send_buffered(&self.target(), spec, backoff),
+        )
+        .await
     }
 }
 
