@@ -8,8 +8,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
-use crate::stream::Stream;
-use crate::transport::{RedirectPolicy, Transport};
+use crate::transport::{RedactedHeaders, RedirectPolicy, Transport, is_secret_header};
 
 /// Default limit for any response body the client buffers (64 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -55,20 +54,6 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// A cold handle for the stream at `url`. No I/O happens here.
-    pub fn stream(&self, url: impl AsRef<str>) -> Result<Stream> {
-        let raw = url.as_ref();
-        let url = url::Url::parse(raw)
-            .map_err(|e| Error::invalid_argument("url", format!("{raw:?} is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::invalid_argument(
-                "url",
-                format!("scheme must be http or https, got {}", url.scheme()),
-            ));
-        }
-        Ok(Stream::new(self.clone(), url))
-    }
-
     /// The retry policy used for requests and live-read reconnects.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.inner.transport.retry
@@ -101,34 +86,6 @@ impl fmt::Debug for Client {
             .field("max_response_bytes", &t.max_response_bytes)
             .field("redirects", &t.redirects)
             .finish_non_exhaustive()
-    }
-}
-
-/// Header names whose values are never shown in Debug output or logs.
-pub(crate) fn is_secret_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    matches!(
-        name.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || name.contains("token")
-        || name.contains("secret")
-        || name.contains("api-key")
-        || name.contains("apikey")
-}
-
-pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a HeaderMap);
-
-impl fmt::Debug for RedactedHeaders<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut map = f.debug_map();
-        for (name, value) in self.0 {
-            if is_secret_header(name.as_str()) || value.is_sensitive() {
-                map.entry(&name.as_str(), &"<redacted>");
-            } else {
-                map.entry(&name.as_str(), &value.to_str().unwrap_or("<binary>"));
-            }
-        }
-        map.finish()
     }
 }
 

@@ -266,6 +266,26 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// A short, stable label for telemetry (`reason` in events and metrics).
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            ErrorKind::Network => "network",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Server { .. } => "server",
+            ErrorKind::RateLimited { .. } => "rate_limited",
+            ErrorKind::Handler { panicked: true } => "handler_panic",
+            ErrorKind::Handler { panicked: false } => "handler",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Checkpoint => "checkpoint",
+            ErrorKind::Decode(_) => "decode",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Gone => "gone",
+            _ => "other",
+        }
+    }
+}
+
 /// The error of every fallible operation in this crate.
 ///
 /// Match on [`Error::kind`]; [`Error::status`] and [`Error::url`] say which

@@ -77,24 +77,6 @@ pub(crate) fn join_error(what: &str, e: JoinError) -> Error {
     }
 }
 
-/// A short label for an error's kind (telemetry `reason`).
-pub(crate) fn reason_label(error: &Error) -> &'static str {
-    match error.kind() {
-        ErrorKind::Network => "network",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Server { .. } => "server",
-        ErrorKind::RateLimited { .. } => "rate_limited",
-        ErrorKind::Handler { panicked: true } => "handler_panic",
-        ErrorKind::Handler { panicked: false } => "handler",
-        ErrorKind::Internal => "internal",
-        ErrorKind::Checkpoint => "checkpoint",
-        ErrorKind::Decode(_) => "decode",
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::Gone => "gone",
-        _ => "other",
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Task handles
 

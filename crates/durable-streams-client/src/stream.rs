@@ -8,12 +8,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 use crate::error::{DecodeKind, Error, Result};
 use crate::offset::Offset;
-use crate::read::{LiveMode, ReadBuilder};
 use crate::request::{
     BufferedResponse, Idempotency, RequestSpec, ResponseMeta, ValueSource, error_from_response,
     header_str, names,
@@ -119,7 +117,9 @@ impl fmt::Debug for Stream {
             .iter()
             .map(|(name, source)| {
                 let shown = match source {
-                    ValueSource::Static(v) if !crate::client::is_secret_header(name) => v.clone(),
+                    ValueSource::Static(v) if !crate::transport::is_secret_header(name) => {
+                        v.clone()
+                    }
                     _ => "<redacted>".to_owned(),
                 };
                 (name.clone(), shown)
@@ -137,6 +137,22 @@ impl fmt::Debug for Stream {
             .field("params", &params)
             .field("content_type", &self.content_type())
             .finish()
+    }
+}
+
+impl Client {
+    /// A cold handle for the stream at `url`. No I/O happens here.
+    pub fn stream(&self, url: impl AsRef<str>) -> Result<Stream> {
+        let raw = url.as_ref();
+        let url = url::Url::parse(raw)
+            .map_err(|e| Error::invalid_argument("url", format!("{raw:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::invalid_argument(
+                "url",
+                format!("scheme must be http or https, got {}", url.scheme()),
+            ));
+        }
+        Ok(Stream::new(self.clone(), url))
     }
 }
 
@@ -571,30 +587,6 @@ impl Stream {
             closed: meta.closed,
             etag: meta.etag,
         })
-    }
-
-    /// Configure a read: start offset, live mode, and the item shape.
-    pub fn read(&self) -> ReadBuilder {
-        ReadBuilder::new(self.clone())
-    }
-
-    /// Catch up from the start and return all bytes.
-    pub async fn read_bytes(&self) -> Result<Bytes> {
-        self.read().live(LiveMode::Off).collect_bytes().await
-    }
-
-    /// Catch up from the start and return all data as UTF-8 text.
-    pub async fn read_text(&self) -> Result<String> {
-        let bytes = self.read_bytes().await?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| {
-            Error::decode(DecodeKind::Utf8, format!("stream data is not UTF-8: {e}"))
-                .with_url(&self.inner.url)
-        })
-    }
-
-    /// Catch up from the start and return every JSON message, deserialized.
-    pub async fn read_json<T: DeserializeOwned + Send + 'static>(&self) -> Result<Vec<T>> {
-        self.read().live(LiveMode::Off).collect_json().await
     }
 }
 

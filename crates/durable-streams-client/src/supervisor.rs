@@ -493,7 +493,8 @@ impl Children {
         }
         // Unbounded (the restart intensity bounds restarts), so always a delay.
         let delay = slot.backoff.next_delay(None).unwrap_or(backoff.max_delay);
-        crate::telemetry::supervisor_restart(&name, reason, delay, result.as_ref().err());
+        let error = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+        crate::telemetry::supervisor_restart(&name, reason, delay, error);
         slot.started = now + delay;
         let id = start(
             &mut self.set,

@@ -288,7 +288,7 @@ pub(crate) fn pipeline_acked(pipeline: &str, chunks: usize, messages: usize) {
 }
 
 /// A pipeline committed `offset`.
-pub(crate) fn pipeline_checkpoint(pipeline: &str, offset: &crate::Offset) {
+pub(crate) fn pipeline_checkpoint(pipeline: &str, offset: &str) {
     tracing::debug!(event = event_names::PIPELINE_CHECKPOINT, %offset, "pipeline checkpoint");
     #[cfg(feature = "metrics")]
     metrics::counter!(metric_names::PIPELINE_CHECKPOINTS, "pipeline" => pipeline.to_owned())
@@ -298,32 +298,34 @@ pub(crate) fn pipeline_checkpoint(pipeline: &str, offset: &crate::Offset) {
 }
 
 /// A pipeline message failed.
-pub(crate) fn pipeline_failure(pipeline: &str, failure: &crate::pipeline::Failure) {
+pub(crate) fn pipeline_failure(
+    pipeline: &str,
+    stage: &'static str,
+    offset: &str,
+    index: usize,
+    error: &dyn std::fmt::Display,
+) {
     tracing::warn!(
         event = event_names::PIPELINE_FAILURE,
-        stage = failure.stage.as_str(),
-        offset = %failure.position.offset,
-        index = failure.position.index,
-        error = %failure.error,
+        stage,
+        offset,
+        index,
+        error = %error,
         "pipeline message failed"
     );
     #[cfg(feature = "metrics")]
-    metrics::counter!(metric_names::PIPELINE_FAILURES, "pipeline" => pipeline.to_owned(), "stage" => failure.stage.as_str())
+    metrics::counter!(metric_names::PIPELINE_FAILURES, "pipeline" => pipeline.to_owned(), "stage" => stage)
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = pipeline;
 }
 
 /// A dead letter was written.
-pub(crate) fn pipeline_dead_letter(
-    pipeline: &str,
-    offset: &crate::Offset,
-    dead_letter_offset: Option<&crate::Offset>,
-) {
+pub(crate) fn pipeline_dead_letter(pipeline: &str, offset: &str, dead_letter_offset: Option<&str>) {
     tracing::info!(
         event = event_names::PIPELINE_DEAD_LETTER,
-        %offset,
-        dead_letter_offset = ?dead_letter_offset.map(|o| o.as_str()),
+        offset,
+        dead_letter_offset = ?dead_letter_offset,
         "pipeline dead letter written"
     );
     #[cfg(feature = "metrics")]
@@ -347,11 +349,11 @@ pub(crate) fn pipeline_batch(_pipeline: &str, _batcher: &str, _size: usize, _ela
 /// A pipeline reader reconnects after `error`.
 pub(crate) fn pipeline_reconnect(
     pipeline: &str,
-    error: &crate::Error,
+    reason: &'static str,
+    error: &dyn std::fmt::Display,
     attempt: u32,
     delay: Duration,
 ) {
-    let reason = crate::consumer::reason_label(error);
     tracing::warn!(
         event = event_names::PIPELINE_RECONNECT,
         attempt,
@@ -372,7 +374,7 @@ pub(crate) fn supervisor_restart(
     child: &str,
     reason: &'static str,
     delay: Duration,
-    error: Option<&crate::Error>,
+    error: Option<&dyn std::fmt::Display>,
 ) {
     tracing::warn!(
         event = event_names::SUPERVISOR_RESTART,

@@ -42,6 +42,34 @@ const MAX_REDIRECTS: u32 = 5;
 /// Credential refreshes (and retries) for one request after a 401/403.
 const MAX_AUTH_REFRESHES: u32 = 2;
 
+/// Header names whose values are never shown in Debug output or logs.
+pub(crate) fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || name.contains("token")
+        || name.contains("secret")
+        || name.contains("api-key")
+        || name.contains("apikey")
+}
+
+pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a HeaderMap);
+
+impl fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.0 {
+            if is_secret_header(name.as_str()) || value.is_sensitive() {
+                map.entry(&name.as_str(), &"<redacted>");
+            } else {
+                map.entry(&name.as_str(), &value.to_str().unwrap_or("<binary>"));
+            }
+        }
+        map.finish()
+    }
+}
+
 /// Which redirects reads (GET, HEAD) follow. Writes (POST, PUT, DELETE)
 /// follow only 307/308 to the same origin, with the full body re-sent,
 /// whatever this says; nothing ever follows a redirect from https to http.
@@ -246,7 +274,7 @@ impl Transport {
             headers.retain_secrets_dropped();
         }
         for (name, source) in target.headers {
-            let secret = source.is_dynamic() || crate::client::is_secret_header(name);
+            let secret = source.is_dynamic() || is_secret_header(name);
             if cross_origin && secret {
                 continue;
             }
@@ -524,9 +552,7 @@ impl DropSecrets for HeaderMap {
     fn retain_secrets_dropped(&mut self) {
         let secret: Vec<HeaderName> = self
             .iter()
-            .filter(|(name, value)| {
-                value.is_sensitive() || crate::client::is_secret_header(name.as_str())
-            })
+            .filter(|(name, value)| value.is_sensitive() || is_secret_header(name.as_str()))
             .map(|(name, _)| name.clone())
             .collect();
         for name in secret {

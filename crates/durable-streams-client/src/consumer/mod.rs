@@ -111,7 +111,6 @@ use crate::read::Chunk;
 #[cfg(doc)]
 use crate::read::LiveMode;
 use crate::retry::RetryPolicy;
-pub(crate) use crate::runtime::reason_label;
 use crate::runtime::{OnDrop, ReaderConfig, TaskHandle};
 use crate::stream::Stream;
 pub(crate) use checkpoint::DynCheckpointStore;

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::offset::Offset;
 use crate::read::{Chunk, Session};
 use crate::retry::Backoff;
-use crate::runtime::{ReaderConfig, catch_panic, reason_label};
+use crate::runtime::{ReaderConfig, catch_panic};
 use crate::telemetry::event_names;
 
 /// The consumer's state while it runs.
@@ -53,7 +53,7 @@ impl<H: Handler> Runner<H> {
                 return Err(error);
             };
             let attempt = backoff.retries();
-            let reason = reason_label(&error);
+            let reason = error.kind().label();
             crate::telemetry::consumer_reconnect(&self.reader.name, reason, delay);
             tracing::warn!(
                 event = event_names::CONSUMER_RECONNECT,

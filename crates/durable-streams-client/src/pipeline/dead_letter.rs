@@ -96,7 +96,13 @@ impl Shared {
     /// batch costs about one round trip, not one per message.
     pub(super) async fn fail_all(&self, failures: Vec<(u64, Failure)>) {
         for (_, failure) in &failures {
-            crate::telemetry::pipeline_failure(&self.name, failure);
+            crate::telemetry::pipeline_failure(
+                &self.name,
+                failure.stage.as_str(),
+                failure.position.offset.as_str(),
+                failure.position.index,
+                &failure.error,
+            );
             if let Some(callback) = &self.on_failure {
                 let call = std::panic::AssertUnwindSafe(|| callback(failure));
                 if std::panic::catch_unwind(call).is_err() {
@@ -125,8 +131,8 @@ impl Shared {
                 Ok(receipt) => {
                     crate::telemetry::pipeline_dead_letter(
                         &self.name,
-                        &failure.position.offset,
-                        receipt.offset.as_ref(),
+                        failure.position.offset.as_str(),
+                        receipt.offset.as_ref().map(|o| o.as_str()),
                     );
                     written.push(seq);
                 }

@@ -92,7 +92,13 @@ impl<T: Send + 'static> Reader<T> {
                 return Err(error);
             };
             let attempt = backoff.retries();
-            crate::telemetry::pipeline_reconnect(&self.shared.name, &error, attempt, delay);
+            crate::telemetry::pipeline_reconnect(
+                &self.shared.name,
+                error.kind().label(),
+                &error,
+                attempt,
+                delay,
+            );
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(StopReason::Shutdown),

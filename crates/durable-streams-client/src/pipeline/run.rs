@@ -166,7 +166,7 @@ async fn commit_loop(
             match saved {
                 Ok(()) => {
                     last_error = None;
-                    crate::telemetry::pipeline_checkpoint(&name, &offset);
+                    crate::telemetry::pipeline_checkpoint(&name, offset.as_str());
                     committed.send_replace(Some(offset));
                 }
                 Err(e) => {

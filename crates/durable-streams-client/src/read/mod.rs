@@ -38,6 +38,32 @@ pub(crate) use guard::checkpoint_moves;
 use session::ReadOptions;
 pub(crate) use session::Session;
 
+impl Stream {
+    /// Configure a read: start offset, live mode, and the item shape.
+    pub fn read(&self) -> ReadBuilder {
+        ReadBuilder::new(self.clone())
+    }
+
+    /// Catch up from the start and return all bytes.
+    pub async fn read_bytes(&self) -> Result<Bytes> {
+        self.read().live(LiveMode::Off).collect_bytes().await
+    }
+
+    /// Catch up from the start and return all data as UTF-8 text.
+    pub async fn read_text(&self) -> Result<String> {
+        let bytes = self.read_bytes().await?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| {
+            Error::decode(DecodeKind::Utf8, format!("stream data is not UTF-8: {e}"))
+                .with_url(&self.inner.url)
+        })
+    }
+
+    /// Catch up from the start and return every JSON message, deserialized.
+    pub async fn read_json<T: DeserializeOwned + Send + 'static>(&self) -> Result<Vec<T>> {
+        self.read().live(LiveMode::Off).collect_json().await
+    }
+}
+
 /// How a read continues once it has caught up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
