@@ -84,9 +84,9 @@ impl Handler for Collect {
 
 fn fast_retries() -> RetryPolicy {
     RetryPolicy::default()
-        .with_max_retries(20)
-        .with_initial_delay(Duration::from_millis(10))
-        .with_max_delay(Duration::from_millis(100))
+        .max_retries(20)
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(100))
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -488,9 +488,9 @@ async fn server_errors_make_the_consumer_reconnect_with_backoff() {
         .live(LiveMode::Off)
         .retry_policy(
             RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(50))
-                .with_max_delay(Duration::from_millis(200))
-                .with_jitter(0.0),
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(200))
+                .jitter(0.0),
         )
         .build()
         .unwrap()

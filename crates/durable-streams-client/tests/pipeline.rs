@@ -650,8 +650,8 @@ impl Handler for Fragile {
 
 fn fast_backoff() -> RetryPolicy {
     RetryPolicy::default()
-        .with_initial_delay(Duration::from_millis(5))
-        .with_max_delay(Duration::from_millis(20))
+        .initial_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(20))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

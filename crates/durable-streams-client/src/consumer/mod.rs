@@ -315,11 +315,11 @@ pub enum StopReason {
 /// starting at 250 ms and backing off up to 30 s, with 50 % jitter.
 pub fn default_retry_policy() -> RetryPolicy {
     RetryPolicy::default()
-        .with_max_retries(u32::MAX)
-        .with_initial_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(30))
-        .with_multiplier(2.0)
-        .with_jitter(0.5)
+        .max_retries(u32::MAX)
+        .initial_delay(Duration::from_millis(250))
+        .max_delay(Duration::from_secs(30))
+        .multiplier(2.0)
+        .jitter(0.5)
 }
 
 /// Configures a [`Consumer`]. Made by [`Consumer::builder`].

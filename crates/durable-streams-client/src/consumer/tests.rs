@@ -248,7 +248,7 @@ fn build_validates_name_and_policy() {
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "name" });
     let err = Consumer::builder(stream.clone(), Scripted::default())
-        .retry_policy(RetryPolicy::default().with_jitter(2.0))
+        .retry_policy(RetryPolicy::default().jitter(2.0))
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "jitter" });
@@ -276,9 +276,9 @@ async fn reconnects_with_backoff_then_gives_up_after_max_retries() {
     let handle = Consumer::builder(unreachable_stream(), h.clone())
         .retry_policy(
             RetryPolicy::default()
-                .with_max_retries(3)
-                .with_initial_delay(Duration::from_millis(1))
-                .with_max_delay(Duration::from_millis(5)),
+                .max_retries(3)
+                .initial_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5)),
         )
         .build()
         .unwrap()
@@ -310,8 +310,8 @@ async fn handle_error_stop_ends_with_the_error_and_shutdown_interrupts_backoff()
     let handle = Consumer::builder(unreachable_stream(), Scripted::default())
         .retry_policy(
             default_retry_policy()
-                .with_initial_delay(Duration::from_secs(20))
-                .with_jitter(0.0),
+                .initial_delay(Duration::from_secs(20))
+                .jitter(0.0),
         )
         .build()
         .unwrap()
