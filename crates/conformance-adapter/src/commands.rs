@@ -267,12 +267,12 @@ pub async fn append(state: &mut State, command: &Value) -> Reply {
     } else {
         cmd.data.into_bytes()
     };
-    let mut options = AppendOptions {
-        content_type: state.content_types.get(&cmd.path).cloned(),
-        ..AppendOptions::default()
-    };
+    let mut options = AppendOptions::new();
+    if let Some(content_type) = state.content_types.get(&cmd.path) {
+        options = options.content_type(content_type.clone());
+    }
     if let Some(seq) = &cmd.seq {
-        options.seq = Some(match seq {
+        options = options.seq(match seq {
             Value::String(s) => s.clone(),
             other => whole(other, "seq")?.to_string(),
         });

@@ -132,10 +132,7 @@ async fn a_dropped_plain_append_has_an_unknown_outcome() {
     server
         .inject_error(&json!({"path": path, "method": "POST", "dropConnection": true, "count": 1}))
         .unwrap();
-    let opts = AppendOptions {
-        retry_unknown_outcome: true,
-        ..AppendOptions::default()
-    };
+    let opts = AppendOptions::new().retry_unknown_outcome(true);
     s.append_with("sure", opts).await.unwrap();
     assert_eq!(s.read_text().await.unwrap(), "sure");
 }
