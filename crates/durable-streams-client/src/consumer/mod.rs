@@ -22,7 +22,7 @@
 //!
 //! # async fn demo() -> Result<()> {
 //! let stream = Client::new().stream("http://127.0.0.1:4437/v1/stream/orders")?;
-//! let handle = Consumer::builder(stream, Orders)
+//! let handle = Consumer::builder(&stream, Orders)
 //!     .name("billing")
 //!     .start_from(StartFrom::Checkpoint)
 //!     .checkpoint_store(FileCheckpointStore::new("/var/lib/billing/checkpoints"))
@@ -383,9 +383,9 @@ impl<H> fmt::Debug for Consumer<H> {
 
 impl<H: Handler> Consumer<H> {
     /// Start configuring a consumer of `stream` that feeds `handler`.
-    pub fn builder(stream: Stream, handler: H) -> ConsumerBuilder<H> {
+    pub fn builder(stream: &Stream, handler: H) -> ConsumerBuilder<H> {
         ConsumerBuilder {
-            reader: ReaderConfig::new(stream, "consumer"),
+            reader: ReaderConfig::new(stream.clone(), "consumer"),
             handler,
         }
     }
