@@ -267,12 +267,12 @@ pub async fn append(state: &mut State, command: &Value) -> Reply {
     } else {
         cmd.data.into_bytes()
     };
-    let mut options = AppendOptions {
-        content_type: state.content_types.get(&cmd.path).cloned(),
-        ..AppendOptions::default()
-    };
+    let mut options = AppendOptions::new();
+    if let Some(content_type) = state.content_types.get(&cmd.path) {
+        options = options.content_type(content_type.clone());
+    }
     if let Some(seq) = &cmd.seq {
-        options.seq = Some(match seq {
+        options = options.seq(match seq {
             Value::String(s) => s.clone(),
             other => whole(other, "seq")?.to_string(),
         });
@@ -568,20 +568,20 @@ fn validate_retry_options(target: &Value) -> Result<(), Failure> {
                 format!("must be a non-negative integer, got {n}"),
             ));
         }
-        policy = policy.with_max_retries(n as u32);
+        policy = policy.max_retries(n as u32);
     }
     let millis = |name: &str, ms: f64| {
         Duration::try_from_secs_f64(ms / 1000.0)
             .map_err(|_| invalid(name, format!("must be a non-negative duration, got {ms}")))
     };
     if let Some(ms) = opts.initial_delay_ms {
-        policy = policy.with_initial_delay(millis("initialDelayMs", ms)?);
+        policy = policy.initial_delay(millis("initialDelayMs", ms)?);
     }
     if let Some(ms) = opts.max_delay_ms {
-        policy = policy.with_max_delay(millis("maxDelayMs", ms)?);
+        policy = policy.max_delay(millis("maxDelayMs", ms)?);
     }
     if let Some(m) = opts.multiplier {
-        policy = policy.with_multiplier(m);
+        policy = policy.multiplier(m);
     }
     policy.validate().map_err(|e| {
         let name = match e.kind() {

@@ -77,7 +77,7 @@ async fn main() -> Result<()> {
     let checkpoints = FileCheckpointStore::new(&checkpoints_dir);
     let consumer = |run, stop_after| {
         Consumer::builder(
-            stream.clone(),
+            &stream,
             Printer {
                 run,
                 handled: 0,

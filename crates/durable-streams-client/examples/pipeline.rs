@@ -45,7 +45,7 @@ async fn main() -> Result<()> {
         .await?;
 
     let checkpoints_dir = std::env::temp_dir().join(&name);
-    let handle = Pipeline::json::<Event>(events.clone())
+    let handle = Pipeline::json::<Event>(&events)
         .name("billing")
         .start_from(StartFrom::Checkpoint)
         .live(LiveMode::Auto)
@@ -93,7 +93,7 @@ async fn main() -> Result<()> {
                 failure.error
             )
         })
-        .dead_letter_stream(dead_letters.clone())
+        .dead_letter_stream(&dead_letters)
         .build()?
         .spawn();
 

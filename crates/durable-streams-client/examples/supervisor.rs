@@ -59,7 +59,7 @@ async fn main() -> Result<()> {
     let (s, store, p) = (stream.clone(), checkpoints.clone(), Arc::clone(&panics));
     let consumer = ChildSpec::consumer("flaky-consumer", move || {
         Consumer::builder(
-            s.clone(),
+            &s,
             Flaky {
                 panics: Arc::clone(&p),
             },
@@ -71,7 +71,7 @@ async fn main() -> Result<()> {
     });
     let (s, store) = (stream.clone(), checkpoints.clone());
     let pipeline = ChildSpec::pipeline("sum-pipeline", move || {
-        Pipeline::json::<Tick>(s.clone())
+        Pipeline::json::<Tick>(&s)
             .name("sum")
             .live(LiveMode::LongPoll)
             .checkpoint_store(store.clone())

@@ -246,7 +246,7 @@ async fn consume_twice(stream: &Stream, dir: &std::path::Path) -> Result<(u64, u
         let counter = Counter {
             handled: Arc::clone(&count),
         };
-        let handle = Consumer::builder(stream.clone(), counter)
+        let handle = Consumer::builder(stream, counter)
             .name("tour")
             .start_from(StartFrom::Checkpoint)
             .live(LiveMode::Off)

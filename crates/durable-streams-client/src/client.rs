@@ -99,7 +99,7 @@ impl fmt::Debug for Client {
 ///     .default_header("x-tenant", "acme")
 ///     .connect_timeout(Duration::from_secs(3))
 ///     .request_timeout(Duration::from_secs(10))
-///     .retry_policy(RetryPolicy::default().with_max_retries(3))
+///     .retry_policy(RetryPolicy::default().max_retries(3))
 ///     .build()
 ///     .unwrap();
 /// # drop(client);
@@ -460,8 +460,8 @@ mod tests {
         let err = Client::builder()
             .retry_policy(
                 RetryPolicy::default()
-                    .with_initial_delay(Duration::from_secs(2))
-                    .with_max_delay(Duration::from_secs(1)),
+                    .initial_delay(Duration::from_secs(2))
+                    .max_delay(Duration::from_secs(1)),
             )
             .build()
             .unwrap_err();

@@ -16,17 +16,22 @@ use crate::error::{Error, Result};
 /// many clients do not retry in lockstep. A server's `Retry-After` is a
 /// minimum: the client never retries sooner.
 ///
+/// The fields are readable; build a policy from [`RetryPolicy::default`] or
+/// [`RetryPolicy::never`] and the setters of the same names (the struct is
+/// `#[non_exhaustive]`, so it cannot be built as a literal outside this crate).
+///
 /// ```
 /// use std::time::Duration;
 /// use durable_streams_client::RetryPolicy;
 /// let policy = RetryPolicy::default()
-///     .with_max_retries(5)
-///     .with_initial_delay(Duration::from_millis(50))
-///     .with_max_delay(Duration::from_secs(2));
+///     .max_retries(5)
+///     .initial_delay(Duration::from_millis(50))
+///     .max_delay(Duration::from_secs(2));
 /// assert!(policy.validate().is_ok());
-/// assert!(RetryPolicy::default().with_multiplier(0.5).validate().is_err());
+/// assert!(RetryPolicy::default().multiplier(0.5).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0 disables retries).
     pub max_retries: u32,
@@ -61,32 +66,32 @@ impl RetryPolicy {
         }
     }
 
-    /// Set [`RetryPolicy::max_retries`].
-    pub fn with_max_retries(mut self, n: u32) -> Self {
+    /// Set the `max_retries` field.
+    pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
         self
     }
 
-    /// Set [`RetryPolicy::initial_delay`].
-    pub fn with_initial_delay(mut self, d: Duration) -> Self {
+    /// Set the `initial_delay` field.
+    pub fn initial_delay(mut self, d: Duration) -> Self {
         self.initial_delay = d;
         self
     }
 
-    /// Set [`RetryPolicy::max_delay`].
-    pub fn with_max_delay(mut self, d: Duration) -> Self {
+    /// Set the `max_delay` field.
+    pub fn max_delay(mut self, d: Duration) -> Self {
         self.max_delay = d;
         self
     }
 
-    /// Set [`RetryPolicy::multiplier`].
-    pub fn with_multiplier(mut self, m: f64) -> Self {
+    /// Set the `multiplier` field.
+    pub fn multiplier(mut self, m: f64) -> Self {
         self.multiplier = m;
         self
     }
 
-    /// Set [`RetryPolicy::jitter`].
-    pub fn with_jitter(mut self, j: f64) -> Self {
+    /// Set the `jitter` field.
+    pub fn jitter(mut self, j: f64) -> Self {
         self.jitter = j;
         self
     }
@@ -311,24 +316,21 @@ mod tests {
     #[test]
     fn validation_names_fields() {
         let err = RetryPolicy::default()
-            .with_initial_delay(Duration::from_secs(5))
-            .with_max_delay(Duration::from_secs(1))
+            .initial_delay(Duration::from_secs(5))
+            .max_delay(Duration::from_secs(1))
             .validate()
             .unwrap_err();
         assert_eq!(
             err.kind(),
             &crate::ErrorKind::InvalidArgument { field: "max_delay" }
         );
-        let err = RetryPolicy::default()
-            .with_jitter(1.5)
-            .validate()
-            .unwrap_err();
+        let err = RetryPolicy::default().jitter(1.5).validate().unwrap_err();
         assert_eq!(
             err.kind(),
             &crate::ErrorKind::InvalidArgument { field: "jitter" }
         );
         let err = RetryPolicy::default()
-            .with_multiplier(f64::NAN)
+            .multiplier(f64::NAN)
             .validate()
             .unwrap_err();
         assert_eq!(
@@ -341,7 +343,7 @@ mod tests {
 
     #[test]
     fn delays_grow_and_cap() {
-        let p = RetryPolicy::default().with_jitter(0.0);
+        let p = RetryPolicy::default().jitter(0.0);
         assert_eq!(p.delay(0), Duration::from_millis(100));
         assert_eq!(p.delay(1), Duration::from_millis(200));
         assert_eq!(p.delay(3), Duration::from_millis(800));
@@ -351,7 +353,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_a_minimum() {
-        let p = RetryPolicy::default().with_jitter(0.0);
+        let p = RetryPolicy::default().jitter(0.0);
         assert_eq!(
             p.wait(0, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
@@ -403,7 +405,7 @@ mod tests {
     #[test]
     fn zero_delays_are_rejected() {
         let err = RetryPolicy::default()
-            .with_initial_delay(Duration::ZERO)
+            .initial_delay(Duration::ZERO)
             .validate()
             .unwrap_err();
         assert_eq!(
@@ -413,8 +415,8 @@ mod tests {
             }
         );
         let err = RetryPolicy::default()
-            .with_initial_delay(Duration::ZERO)
-            .with_max_delay(Duration::ZERO)
+            .initial_delay(Duration::ZERO)
+            .max_delay(Duration::ZERO)
             .validate()
             .unwrap_err();
         assert!(matches!(
@@ -425,7 +427,7 @@ mod tests {
 
     #[test]
     fn backoff_has_one_budget_and_resets_on_progress() {
-        let policy = RetryPolicy::default().with_max_retries(2).with_jitter(0.0);
+        let policy = RetryPolicy::default().max_retries(2).jitter(0.0);
         let mut b = Backoff::new(&policy);
         assert_eq!(b.next_delay(None), Some(Duration::from_millis(100)));
         assert_eq!(b.next_delay(None), Some(Duration::from_millis(200)));
@@ -454,7 +456,7 @@ mod tests {
     proptest! {
         #[test]
         fn jittered_delay_stays_within_bounds(retry in 0u32..100, jitter in 0.0f64..=1.0) {
-            let p = RetryPolicy::default().with_jitter(jitter);
+            let p = RetryPolicy::default().jitter(jitter);
             let d = p.delay(retry);
             let full = p.delay_without_jitter(retry);
             prop_assert!(d <= full);

@@ -721,7 +721,12 @@ impl ForkOptions {
 }
 
 /// Options for [`Stream::append_with`].
+///
+/// Start from [`AppendOptions::new`] (or [`AppendOptions::json`]) and chain
+/// the setters; the fields are readable, and the struct is
+/// `#[non_exhaustive]` so options can be added later.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct AppendOptions {
     /// `Stream-Seq`: an opaque, strictly increasing (byte-wise) writer sequence.
     pub seq: Option<String>,
@@ -735,6 +740,12 @@ pub struct AppendOptions {
 }
 
 impl AppendOptions {
+    /// Defaults: no `Stream-Seq`, no close, the stream's content type, no
+    /// retry when the outcome is unknown.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Options for a JSON append.
     pub fn json() -> Self {
         AppendOptions {
@@ -746,6 +757,25 @@ impl AppendOptions {
     /// Set `Stream-Seq`.
     pub fn seq(mut self, seq: impl Into<String>) -> Self {
         self.seq = Some(seq.into());
+        self
+    }
+
+    /// Close the stream atomically with this append.
+    pub fn close(mut self, close: bool) -> Self {
+        self.close = close;
+        self
+    }
+
+    /// Content type for this append (default: the stream's).
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Retry even when a broken connection leaves the outcome unknown (may
+    /// write twice).
+    pub fn retry_unknown_outcome(mut self, retry: bool) -> Self {
+        self.retry_unknown_outcome = retry;
         self
     }
 }

@@ -170,11 +170,11 @@ pub struct SupervisorBuilder {
 /// [`SupervisorBuilder::intensity`]).
 pub fn default_backoff() -> RetryPolicy {
     RetryPolicy::default()
-        .with_max_retries(u32::MAX)
-        .with_initial_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_multiplier(2.0)
-        .with_jitter(0.2)
+        .max_retries(u32::MAX)
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(10))
+        .multiplier(2.0)
+        .jitter(0.2)
 }
 
 impl SupervisorBuilder {

@@ -4,8 +4,8 @@ use super::*;
 
 fn fast() -> RetryPolicy {
     RetryPolicy::default()
-        .with_initial_delay(Duration::from_millis(1))
-        .with_max_delay(Duration::from_millis(5))
+        .initial_delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(5))
 }
 
 #[tokio::test]

@@ -740,9 +740,9 @@ mod tests {
             Client::builder()
                 .retry_policy(
                     RetryPolicy::default()
-                        .with_max_retries(3)
-                        .with_initial_delay(Duration::from_millis(1))
-                        .with_max_delay(Duration::from_millis(5)),
+                        .max_retries(3)
+                        .initial_delay(Duration::from_millis(1))
+                        .max_delay(Duration::from_millis(5)),
                 )
                 .redirects(redirects)
                 .build()

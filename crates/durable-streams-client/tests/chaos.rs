@@ -525,9 +525,9 @@ async fn black_holed_requests_time_out_typed_and_bounded() {
         .request_timeout(Duration::from_millis(300))
         .retry_policy(
             RetryPolicy::default()
-                .with_max_retries(2)
-                .with_initial_delay(Duration::from_millis(10))
-                .with_max_delay(Duration::from_millis(50)),
+                .max_retries(2)
+                .initial_delay(Duration::from_millis(10))
+                .max_delay(Duration::from_millis(50)),
         )
         .build()
         .unwrap();

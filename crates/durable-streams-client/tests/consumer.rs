@@ -84,9 +84,9 @@ impl Handler for Collect {
 
 fn fast_retries() -> RetryPolicy {
     RetryPolicy::default()
-        .with_max_retries(20)
-        .with_initial_delay(Duration::from_millis(10))
-        .with_max_delay(Duration::from_millis(100))
+        .max_retries(20)
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(100))
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -128,7 +128,7 @@ async fn consumer_reads_all_appended_messages() {
         }
         // Catch-up only: stops at the tail.
         let h = Collect::default();
-        let handle = Consumer::builder(s.clone(), h.clone())
+        let handle = Consumer::builder(&s, h.clone())
             .live(LiveMode::Off)
             .retry_policy(fast_retries())
             .build()
@@ -140,7 +140,7 @@ async fn consumer_reads_all_appended_messages() {
 
         // Live (auto): same data, then keeps running until shut down.
         let h = Collect::default();
-        let handle = Consumer::builder(s.clone(), h.clone())
+        let handle = Consumer::builder(&s, h.clone())
             .retry_policy(fast_retries())
             .build()
             .unwrap()
@@ -173,7 +173,7 @@ async fn consumer_resumes_from_a_file_checkpoint_without_rehandling() {
             .unwrap();
 
         let first = Collect::default();
-        let handle = Consumer::builder(s.clone(), first.clone())
+        let handle = Consumer::builder(&s, first.clone())
             .name("resumer")
             .start_from(StartFrom::Checkpoint)
             .checkpoint_store(store.clone())
@@ -198,7 +198,7 @@ async fn consumer_resumes_from_a_file_checkpoint_without_rehandling() {
             .await
             .unwrap();
         let second = Collect::default();
-        let handle = Consumer::builder(s.clone(), second.clone())
+        let handle = Consumer::builder(&s, second.clone())
             .name("resumer")
             .checkpoint_store(store.clone())
             .live(LiveMode::Off)
@@ -247,7 +247,7 @@ async fn consumer_killed_and_restarted_ten_times_under_load_handles_everything()
         });
 
         let consumer = |h: Collect| {
-            Consumer::builder(s.clone(), h)
+            Consumer::builder(&s, h)
                 .name("killed")
                 .checkpoint_store(store.clone())
                 .retry_policy(fast_retries())
@@ -351,7 +351,7 @@ async fn handler_panic_is_caught_and_handled_by_handle_error() {
             on_error: Some(ErrorAction::Reconnect),
             ..Collect::default()
         };
-        let handle = Consumer::builder(s.clone(), h.clone())
+        let handle = Consumer::builder(&s, h.clone())
             .live(LiveMode::Off)
             .retry_policy(fast_retries())
             .build()
@@ -374,7 +374,7 @@ async fn handler_panic_is_caught_and_handled_by_handle_error() {
             panic_at: Some(7),
             ..Collect::default()
         };
-        let handle = Consumer::builder(s.clone(), h.clone())
+        let handle = Consumer::builder(&s, h.clone())
             .live(LiveMode::Off)
             .retry_policy(fast_retries())
             .build()
@@ -397,7 +397,7 @@ async fn live_consumer_sees_messages_appended_after_start() {
             let s = json_stream(&server, "tail").await;
             s.append_json(&Msg { n: 999 }).await.unwrap();
             let h = Collect::default();
-            let handle = Consumer::builder(s.clone(), h.clone())
+            let handle = Consumer::builder(&s, h.clone())
                 .start_from(StartFrom::Now)
                 .live(mode)
                 .retry_policy(fast_retries())
@@ -425,7 +425,7 @@ async fn closed_stream_ends_the_consumer() {
                 .await
                 .unwrap();
             let h = Collect::default();
-            let handle = Consumer::builder(s.clone(), h.clone())
+            let handle = Consumer::builder(&s, h.clone())
                 .live(mode)
                 .retry_policy(fast_retries())
                 .build()
@@ -455,10 +455,7 @@ async fn closed_stream_ends_the_consumer() {
         s.append_json(&Msg { n: 0 }).await.unwrap();
         s.close().await.unwrap();
         let h = Collect::default();
-        let handle = Consumer::builder(s.clone(), h.clone())
-            .build()
-            .unwrap()
-            .spawn();
+        let handle = Consumer::builder(&s, h.clone()).build().unwrap().spawn();
         assert_eq!(handle.join().await.unwrap(), StopReason::Closed);
         assert_eq!(h.seen(), [0]);
     }
@@ -484,13 +481,13 @@ async fn server_errors_make_the_consumer_reconnect_with_backoff() {
         .unwrap();
     let h = Collect::default();
     let started = Instant::now();
-    let handle = Consumer::builder(s.clone(), h.clone())
+    let handle = Consumer::builder(&s, h.clone())
         .live(LiveMode::Off)
         .retry_policy(
             RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(50))
-                .with_max_delay(Duration::from_millis(200))
-                .with_jitter(0.0),
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(200))
+                .jitter(0.0),
         )
         .build()
         .unwrap()

@@ -301,10 +301,7 @@ async fn content_type_mismatch_is_a_conflict() {
         let err = s
             .append_with(
                 "x",
-                AppendOptions {
-                    content_type: Some("application/octet-stream".into()),
-                    ..Default::default()
-                },
+                AppendOptions::new().content_type("application/octet-stream"),
             )
             .await
             .unwrap_err();

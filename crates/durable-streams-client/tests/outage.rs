@@ -101,7 +101,7 @@ async fn a_consumer_rides_out_a_crash_and_a_30s_outage() {
     for mode in [LiveMode::LongPoll, LiveMode::Sse] {
         let record = Record::default();
         let store = MemoryCheckpointStore::new();
-        let handle = Consumer::builder(stream.clone(), record.clone())
+        let handle = Consumer::builder(&stream, record.clone())
             .name("outage")
             .live(mode)
             .start_from(StartFrom::Checkpoint)
@@ -148,7 +148,7 @@ async fn a_pipeline_rides_out_a_crash_and_a_30s_outage() {
     let store = MemoryCheckpointStore::new();
     let done: Arc<Mutex<Vec<u64>>> = Arc::default();
     let sink = Arc::clone(&done);
-    let handle = Pipeline::json::<Event>(stream.clone())
+    let handle = Pipeline::json::<Event>(&stream)
         .name("outage")
         .live(LiveMode::Auto)
         .checkpoint_store(store.clone())

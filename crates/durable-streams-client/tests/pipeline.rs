@@ -93,7 +93,7 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
         );
         let c = Arc::clone(&chunks);
         let (b, nb) = (Arc::clone(&batched), Arc::clone(&batches));
-        let handle = Pipeline::json::<Event>(stream.clone())
+        let handle = Pipeline::json::<Event>(&stream)
             .name("order")
             .live(LiveMode::LongPoll)
             .checkpoint_store(store.clone())
@@ -205,7 +205,7 @@ async fn eight_processors_keep_per_key_order_and_checkpoint_at_the_tail() {
         // A second run resumes from the checkpoint: nothing left to do.
         let again = Arc::new(AtomicUsize::new(0));
         let a2 = Arc::clone(&again);
-        let reason = Pipeline::json::<Event>(stream.clone())
+        let reason = Pipeline::json::<Event>(&stream)
             .name("order")
             .live(LiveMode::Off)
             .checkpoint_store(store.clone())
@@ -247,7 +247,7 @@ async fn failed_messages_land_in_the_dead_letter_stream_with_their_offsets() {
         let failures: Arc<Mutex<Vec<Failure>>> = Arc::default();
         let f = Arc::clone(&failures);
         let store = MemoryCheckpointStore::new();
-        let reason = Pipeline::json::<Event>(stream.clone())
+        let reason = Pipeline::json::<Event>(&stream)
             .name("dlq")
             .live(LiveMode::Off)
             .checkpoint_store(store.clone())
@@ -272,7 +272,7 @@ async fn failed_messages_land_in_the_dead_letter_stream_with_their_offsets() {
                 },
             )
             .on_failure(move |failure| f.lock().unwrap().push(failure.clone()))
-            .dead_letter_stream(dlq.clone())
+            .dead_letter_stream(&dlq)
             .build()
             .unwrap()
             .spawn()
@@ -445,7 +445,7 @@ async fn slow_batcher_keeps_memory_bounded() {
         Arc::clone(&batches),
     );
     let started = Instant::now();
-    let handle = Pipeline::bytes(stream.clone())
+    let handle = Pipeline::bytes(&stream)
         .name("memory")
         .live(LiveMode::LongPoll)
         .start_from(StartFrom::Start)
@@ -563,7 +563,7 @@ async fn slow_batcher_over_a_prewritten_stream_keeps_memory_bounded() {
     let max_chunk = Arc::new(AtomicU64::new(0));
     let (bb, mc) = (Arc::clone(&batched), Arc::clone(&max_chunk));
     let started = Instant::now();
-    let handle = Pipeline::bytes(stream.clone())
+    let handle = Pipeline::bytes(&stream)
         .name("prewritten")
         .live(LiveMode::Off)
         .start_from(StartFrom::Start)
@@ -650,8 +650,8 @@ impl Handler for Fragile {
 
 fn fast_backoff() -> RetryPolicy {
     RetryPolicy::default()
-        .with_initial_delay(Duration::from_millis(5))
-        .with_max_delay(Duration::from_millis(20))
+        .initial_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(20))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,7 +682,7 @@ async fn supervisor_restarts_a_panicking_handler_and_gives_up_past_intensity() {
                 ChildSpec::consumer("fragile", move || {
                     st.fetch_add(1, Ordering::SeqCst);
                     Consumer::builder(
-                        s.clone(),
+                        &s,
                         Fragile {
                             seen: Arc::clone(&sn),
                             panic_at: 5,
@@ -722,7 +722,7 @@ async fn supervisor_restarts_a_panicking_handler_and_gives_up_past_intensity() {
             .child(ChildSpec::consumer("doomed", move || {
                 st.fetch_add(1, Ordering::SeqCst);
                 Consumer::builder(
-                    s.clone(),
+                    &s,
                     Fragile {
                         seen: Arc::default(),
                         panic_at: 5,
@@ -771,7 +771,7 @@ async fn supervisor_restarts_panicking_tasks_and_drains_pipelines_on_shutdown() 
     let handle = Supervisor::builder()
         .child(ChildSpec::pipeline("pipe", move || {
             let h = Arc::clone(&h);
-            Pipeline::json::<Event>(s.clone())
+            Pipeline::json::<Event>(&s)
                 .name("supervised")
                 .live(LiveMode::LongPoll)
                 .checkpoint_store(st.clone())
@@ -824,7 +824,7 @@ async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
     let store = MemoryCheckpointStore::new();
     // Read the two appends as separate chunks: start after the first one
     // was committed by an earlier run.
-    let err = Pipeline::json::<Event>(stream.clone())
+    let err = Pipeline::json::<Event>(&stream)
         .name("dlq-missing")
         .live(LiveMode::Off)
         .start_from(StartFrom::Offset(after_first.clone()))
@@ -836,7 +836,7 @@ async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
                 Ok(Processed::done())
             }
         })
-        .dead_letter_stream(missing)
+        .dead_letter_stream(&missing)
         .build()
         .unwrap()
         .spawn()
@@ -862,7 +862,7 @@ async fn abort_never_commits_unfinished_messages_and_restart_completes() {
         let done: Arc<Mutex<HashSet<u32>>> = Arc::default();
         let chunk_of: Arc<Mutex<HashMap<u32, Offset>>> = Arc::default();
         let make = |done: Arc<Mutex<HashSet<u32>>>, chunk_of: Arc<Mutex<HashMap<u32, Offset>>>| {
-            Pipeline::json::<Event>(stream.clone())
+            Pipeline::json::<Event>(&stream)
                 .name("abort")
                 .live(LiveMode::LongPoll)
                 .checkpoint_store(store.clone())

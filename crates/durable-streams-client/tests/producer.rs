@@ -487,9 +487,9 @@ async fn exactly_once_under_faults() {
     let client = Client::builder()
         .retry_policy(
             RetryPolicy::default()
-                .with_max_retries(30)
-                .with_initial_delay(Duration::from_millis(2))
-                .with_max_delay(Duration::from_millis(50)),
+                .max_retries(30)
+                .initial_delay(Duration::from_millis(2))
+                .max_delay(Duration::from_millis(50)),
         )
         .build()
         .unwrap();

@@ -368,9 +368,9 @@ async fn a_body_broken_midway_resumes_without_duplicates() {
             .max_response_bytes(LIMIT)
             .retry_policy(
                 durable_streams_client::RetryPolicy::default()
-                    .with_max_retries(50)
-                    .with_initial_delay(std::time::Duration::from_millis(1))
-                    .with_max_delay(std::time::Duration::from_millis(20)),
+                    .max_retries(50)
+                    .initial_delay(std::time::Duration::from_millis(1))
+                    .max_delay(std::time::Duration::from_millis(20)),
             )
             .build()
             .unwrap();

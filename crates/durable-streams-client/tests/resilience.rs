@@ -65,9 +65,9 @@ async fn exhausted_retries_surface_the_server_error() {
     let client = durable_streams_client::Client::builder()
         .retry_policy(
             RetryPolicy::default()
-                .with_max_retries(2)
-                .with_initial_delay(Duration::from_millis(5))
-                .with_max_delay(Duration::from_millis(20)),
+                .max_retries(2)
+                .initial_delay(Duration::from_millis(5))
+                .max_delay(Duration::from_millis(20)),
         )
         .build()
         .unwrap();
@@ -132,10 +132,7 @@ async fn a_dropped_plain_append_has_an_unknown_outcome() {
     server
         .inject_error(&json!({"path": path, "method": "POST", "dropConnection": true, "count": 1}))
         .unwrap();
-    let opts = AppendOptions {
-        retry_unknown_outcome: true,
-        ..AppendOptions::default()
-    };
+    let opts = AppendOptions::new().retry_unknown_outcome(true);
     s.append_with("sure", opts).await.unwrap();
     assert_eq!(s.read_text().await.unwrap(), "sure");
 }
@@ -224,9 +221,9 @@ async fn live_reads_resume_after_cut_connections_without_loss_or_duplicates() {
         let client = durable_streams_client::Client::builder()
             .retry_policy(
                 RetryPolicy::default()
-                    .with_max_retries(50)
-                    .with_initial_delay(Duration::from_millis(5))
-                    .with_max_delay(Duration::from_millis(50)),
+                    .max_retries(50)
+                    .initial_delay(Duration::from_millis(5))
+                    .max_delay(Duration::from_millis(50)),
             )
             .build()
             .unwrap();

@@ -22,7 +22,7 @@
 //!
 //! # async fn demo() -> Result<()> {
 //! let stream = Client::new().stream("http://127.0.0.1:4437/v1/stream/orders")?;
-//! let handle = Consumer::builder(stream, Orders)
+//! let handle = Consumer::builder(&stream, Orders)
 //!     .name("billing")
 //!     .start_from(StartFrom::Checkpoint)
 //!     .checkpoint_store(FileCheckpointStore::new("/var/lib/billing/checkpoints"))
@@ -314,11 +314,11 @@ pub enum StopReason {
 /// starting at 250 ms and backing off up to 30 s, with 50 % jitter.
 pub fn default_retry_policy() -> RetryPolicy {
     RetryPolicy::default()
-        .with_max_retries(u32::MAX)
-        .with_initial_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(30))
-        .with_multiplier(2.0)
-        .with_jitter(0.5)
+        .max_retries(u32::MAX)
+        .initial_delay(Duration::from_millis(250))
+        .max_delay(Duration::from_secs(30))
+        .multiplier(2.0)
+        .jitter(0.5)
 }
 
 /// Configures a [`Consumer`]. Made by [`Consumer::builder`].
@@ -382,9 +382,9 @@ impl<H> fmt::Debug for Consumer<H> {
 
 impl<H: Handler> Consumer<H> {
     /// Start configuring a consumer of `stream` that feeds `handler`.
-    pub fn builder(stream: Stream, handler: H) -> ConsumerBuilder<H> {
+    pub fn builder(stream: &Stream, handler: H) -> ConsumerBuilder<H> {
         ConsumerBuilder {
-            reader: ReaderConfig::new(stream, "consumer"),
+            reader: ReaderConfig::new(stream.clone(), "consumer"),
             handler,
         }
     }

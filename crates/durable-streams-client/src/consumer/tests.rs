@@ -236,24 +236,24 @@ fn build_validates_name_and_policy() {
     let stream = Client::new()
         .stream("http://127.0.0.1:9/v1/stream/x")
         .unwrap();
-    let err = Consumer::builder(stream.clone(), Scripted::default())
+    let err = Consumer::builder(&stream, Scripted::default())
         .name("")
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "name" });
-    let err = Consumer::builder(stream.clone(), Scripted::default())
+    let err = Consumer::builder(&stream, Scripted::default())
         .name("../escape")
         .checkpoint_store(FileCheckpointStore::new(std::env::temp_dir()))
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "name" });
-    let err = Consumer::builder(stream.clone(), Scripted::default())
-        .retry_policy(RetryPolicy::default().with_jitter(2.0))
+    let err = Consumer::builder(&stream, Scripted::default())
+        .retry_policy(RetryPolicy::default().jitter(2.0))
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "jitter" });
     assert!(
-        Consumer::builder(stream, Scripted::default())
+        Consumer::builder(&stream, Scripted::default())
             .name("ok")
             .build()
             .is_ok()
@@ -273,12 +273,12 @@ fn unreachable_stream() -> Stream {
 #[tokio::test]
 async fn reconnects_with_backoff_then_gives_up_after_max_retries() {
     let h = Scripted::default();
-    let handle = Consumer::builder(unreachable_stream(), h.clone())
+    let handle = Consumer::builder(&unreachable_stream(), h.clone())
         .retry_policy(
             RetryPolicy::default()
-                .with_max_retries(3)
-                .with_initial_delay(Duration::from_millis(1))
-                .with_max_delay(Duration::from_millis(5)),
+                .max_retries(3)
+                .initial_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5)),
         )
         .build()
         .unwrap()
@@ -298,7 +298,7 @@ async fn handle_error_stop_ends_with_the_error_and_shutdown_interrupts_backoff()
         on_error: Some(ErrorAction::Stop),
         ..Scripted::default()
     };
-    let handle = Consumer::builder(unreachable_stream(), h.clone())
+    let handle = Consumer::builder(&unreachable_stream(), h.clone())
         .build()
         .unwrap()
         .spawn();
@@ -307,11 +307,11 @@ async fn handle_error_stop_ends_with_the_error_and_shutdown_interrupts_backoff()
     assert_eq!(h.log.lock().unwrap().errors.len(), 1);
 
     // Reconnecting with a long backoff: shutdown does not wait for it.
-    let handle = Consumer::builder(unreachable_stream(), Scripted::default())
+    let handle = Consumer::builder(&unreachable_stream(), Scripted::default())
         .retry_policy(
             default_retry_policy()
-                .with_initial_delay(Duration::from_secs(20))
-                .with_jitter(0.0),
+                .initial_delay(Duration::from_secs(20))
+                .jitter(0.0),
         )
         .build()
         .unwrap()
@@ -329,7 +329,7 @@ fn handle_is_send_and_sync() {
     assert_send_sync::<FileCheckpointStore>();
     assert_send_sync::<MemoryCheckpointStore>();
     fn assert_send<T: Send>(_: &T) {}
-    let consumer = Consumer::builder(unreachable_stream(), Scripted::default())
+    let consumer = Consumer::builder(&unreachable_stream(), Scripted::default())
         .build()
         .unwrap();
     assert_send(&consumer.run(CancellationToken::new()));

@@ -196,8 +196,8 @@ impl<T: Send + 'static> PipelineBuilder<T> {
     /// [`DeadLetter`] records, through an idempotent [`Producer`] with id
     /// `"{name}-dead-letters"`, an epoch taken from the clock (so each run
     /// has a higher one) and `auto_claim`.
-    pub fn dead_letter_stream(mut self, stream: Stream) -> Self {
-        self.dead_letter = Some(DeadLetterTarget::Stream(stream));
+    pub fn dead_letter_stream(mut self, stream: &Stream) -> Self {
+        self.dead_letter = Some(DeadLetterTarget::Stream(stream.clone()));
         self
     }
 
@@ -296,15 +296,15 @@ impl Pipeline<()> {
     /// A pipeline over a JSON stream: one [`Message`] per JSON message,
     /// deserialized into `T`. A message that does not match `T` fails alone
     /// (stage [`Stage::Decode`]).
-    pub fn json<T: DeserializeOwned + Send + 'static>(stream: Stream) -> PipelineBuilder<T> {
-        PipelineBuilder::new(stream, true, Arc::new(decode_json::<T>))
+    pub fn json<T: DeserializeOwned + Send + 'static>(stream: &Stream) -> PipelineBuilder<T> {
+        PipelineBuilder::new(stream.clone(), true, Arc::new(decode_json::<T>))
     }
 
     /// A pipeline over a byte stream: one [`Message`] per read chunk, as the
     /// server delivered it.
-    pub fn bytes(stream: Stream) -> PipelineBuilder<Bytes> {
+    pub fn bytes(stream: &Stream) -> PipelineBuilder<Bytes> {
         PipelineBuilder::new(
-            stream,
+            stream.clone(),
             false,
             Arc::new(|chunk: &mut Chunk| {
                 let data = &chunk.data;

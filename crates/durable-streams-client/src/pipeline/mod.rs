@@ -67,7 +67,7 @@
 //! # async fn demo() -> Result<()> {
 //! let client = Client::new();
 //! let stream = client.stream("http://127.0.0.1:4437/v1/stream/events")?;
-//! let handle = Pipeline::json::<Event>(stream)
+//! let handle = Pipeline::json::<Event>(&stream)
 //!     .name("events")
 //!     .live(LiveMode::Auto)
 //!     .start_from(StartFrom::Checkpoint)
@@ -86,7 +86,7 @@
 //!         println!("track {} events", batch.len());
 //!         Ok(())
 //!     })
-//!     .dead_letter_stream(client.stream("http://127.0.0.1:4437/v1/stream/events-dlq")?)
+//!     .dead_letter_stream(&client.stream("http://127.0.0.1:4437/v1/stream/events-dlq")?)
 //!     .build()?
 //!     .spawn();
 //! // ... later:

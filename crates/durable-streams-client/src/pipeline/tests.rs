@@ -20,7 +20,7 @@ async fn ok_batch(_: BatchInfo, _: Vec<Message<serde_json::Value>>) -> Result<()
 
 #[test]
 fn builder_validation_names_the_field() {
-    let p = || Pipeline::json::<serde_json::Value>(stream());
+    let p = || Pipeline::json::<serde_json::Value>(&stream());
     let ms = Duration::from_millis(10);
     assert_eq!(field(p().processors(0)), "processors");
     assert_eq!(field(p().name("")), "name");

@@ -37,15 +37,15 @@ pub(crate) type OutcomeReceiver = watch::Receiver<Option<Result<Receipt>>>;
 /// callers dropping their `Ack` never drop the last receiver (which would
 /// wake the sender side on every drop).
 #[derive(Debug)]
-pub(crate) struct Outcome {
+pub(crate) struct BatchOutcome {
     tx: OutcomeSender,
     _keepalive: OutcomeReceiver,
 }
 
-impl Outcome {
+impl BatchOutcome {
     fn new() -> Self {
         let (tx, keepalive) = watch::channel(None);
-        Outcome {
+        BatchOutcome {
             tx,
             _keepalive: keepalive,
         }
@@ -59,7 +59,7 @@ pub(crate) struct OpenBatch {
     body: BytesMut,
     messages: usize,
     payload_bytes: usize,
-    outcome: Option<Outcome>,
+    outcome: Option<BatchOutcome>,
     /// When the first message arrived; the linger clock starts here.
     pub(crate) opened_at: Option<Instant>,
     /// Capacity to reserve for the next batch: the last batch's size.
@@ -175,7 +175,7 @@ impl OpenBatch {
         limits: BatchLimits,
         want_outcome: bool,
         ordinal: impl FnOnce() -> u64,
-    ) -> (Option<Batch>, Option<OutcomeReceiver>) {
+    ) -> (Option<SealedBatch>, Option<OutcomeReceiver>) {
         if !self.would_overflow(written.len, limits) {
             return (None, self.count(written, want_outcome));
         }
@@ -191,16 +191,21 @@ impl OpenBatch {
         }
         self.messages += 1;
         self.payload_bytes += written.len;
-        want_outcome.then(|| self.outcome.get_or_insert_with(Outcome::new).tx.subscribe())
+        want_outcome.then(|| {
+            self.outcome
+                .get_or_insert_with(BatchOutcome::new)
+                .tx
+                .subscribe()
+        })
     }
 
     /// Close the batch for sending; the open batch starts over empty.
-    pub(crate) fn seal(&mut self, ordinal: u64) -> Batch {
+    pub(crate) fn seal(&mut self, ordinal: u64) -> SealedBatch {
         if self.framing == Framing::JsonArray && self.messages > 0 {
             self.body.put_u8(b']');
         }
         self.expected_size = self.body.len().min(self.max_reserve);
-        let batch = Batch {
+        let batch = SealedBatch {
             ordinal,
             seq: None,
             body: self.body.split().freeze(),
@@ -222,7 +227,7 @@ impl OpenBatch {
 
 /// A batch ready to send: one request, one `Producer-Seq`.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub(crate) struct SealedBatch {
     /// Position among all batches of this producer (across epochs).
     pub(crate) ordinal: u64,
     /// The sequence number, assigned when first sent in the current epoch.
@@ -231,7 +236,7 @@ pub(crate) struct Batch {
     pub(crate) messages: usize,
     /// Bytes reserved from the producer's buffer budget.
     pub(crate) payload_bytes: usize,
-    pub(crate) outcome: Option<Outcome>,
+    pub(crate) outcome: Option<BatchOutcome>,
     /// A `Stream-Closed: true` request (close through the producer).
     pub(crate) close: bool,
     /// Every lower sequence was acknowledged when this attempt was sent, so a
@@ -249,7 +254,7 @@ pub(crate) struct Batch {
     pub(crate) backoff: Option<Backoff>,
 }
 
-impl Batch {
+impl SealedBatch {
     /// A batch of one message whose bytes are the whole body (no copy):
     /// a byte-stream message at least as large as a batch, or a close
     /// request (`close`) with an optional final body, already framed.
@@ -259,9 +264,9 @@ impl Batch {
         payload_bytes: usize,
         close: bool,
     ) -> (Self, OutcomeReceiver) {
-        let outcome = Outcome::new();
+        let outcome = BatchOutcome::new();
         let receiver = outcome.tx.subscribe();
-        let batch = Batch {
+        let batch = SealedBatch {
             ordinal,
             seq: None,
             messages: usize::from(!body.is_empty()),

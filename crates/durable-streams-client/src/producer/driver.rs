@@ -3,7 +3,7 @@
 //!
 //! One task owns all sequencing state, so there are no locks around it; the
 //! appending side only touches the open batch and the sealed queue in
-//! [`Shared::state`]. Requests run as futures polled by this task (the HTTP
+//! [`ProducerShared::state`]. Requests run as futures polled by this task (the HTTP
 //! connections themselves live in the client's pool).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -19,8 +19,8 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::batch::Batch;
-use super::{FailedBatch, MAX_SAFE_INTEGER, Receipt, Shared};
+use super::batch::SealedBatch;
+use super::{FailedBatch, MAX_SAFE_INTEGER, ProducerShared, Receipt};
 use crate::error::{DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::request::{
@@ -31,7 +31,7 @@ use crate::retry::Backoff;
 
 /// Requests from the [`super::Producer`] handle to its task.
 #[derive(Debug)]
-pub(crate) enum Control {
+pub(crate) enum ProducerControl {
     /// Move to the next epoch once the current one's requests resolve; the
     /// reply carries the new epoch.
     Restart(oneshot::Sender<Result<u64>>),
@@ -39,7 +39,7 @@ pub(crate) enum Control {
 
 /// What one request attempt came back with.
 struct Sent {
-    batch: Batch,
+    batch: SealedBatch,
     epoch: u64,
     spec: RequestSpec,
     started: Instant,
@@ -49,7 +49,7 @@ struct Sent {
 
 type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Sent> + Send>>>;
 
-enum Outcome {
+enum AttemptOutcome {
     Acked {
         duplicate: bool,
         offset: Option<Offset>,
@@ -65,8 +65,8 @@ enum Outcome {
 }
 
 pub(crate) struct Driver {
-    shared: Arc<Shared>,
-    control: mpsc::Receiver<Control>,
+    shared: Arc<ProducerShared>,
+    control: mpsc::Receiver<ProducerControl>,
     cancel: CancellationToken,
     epoch: u64,
     next_seq: u64,
@@ -75,12 +75,12 @@ pub(crate) struct Driver {
     /// epoch rejects a new epoch's first request unless its seq is 0.
     established: bool,
     /// Sealed batches not yet sent in this epoch, in ordinal order.
-    queue: VecDeque<Batch>,
+    queue: VecDeque<SealedBatch>,
     window: Window,
     /// Batches of this epoch to send again (their earlier seqs are now done).
-    resend: VecDeque<Batch>,
+    resend: VecDeque<SealedBatch>,
     /// Batches answered with a sequence gap, waiting for lower seqs, by seq.
-    parked: BTreeMap<u64, Batch>,
+    parked: BTreeMap<u64, SealedBatch>,
     in_flight: InFlight,
     /// Acknowledged seqs of this epoch above `acked_below`.
     acked: BTreeSet<u64>,
@@ -92,7 +92,7 @@ pub(crate) struct Driver {
     /// An epoch change waiting for the old epoch's requests to resolve.
     pending_epoch: Option<u64>,
     /// Batches of the old epoch to send again in the new one.
-    reclaim: Vec<Batch>,
+    reclaim: Vec<SealedBatch>,
     restart_waiters: Vec<oneshot::Sender<Result<u64>>>,
     poisoned: Option<Error>,
     /// The server's epoch from a stale-epoch answer we did not claim past;
@@ -107,8 +107,8 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        shared: Arc<Shared>,
-        control: mpsc::Receiver<Control>,
+        shared: Arc<ProducerShared>,
+        control: mpsc::Receiver<ProducerControl>,
         cancel: CancellationToken,
         epoch: u64,
     ) -> Self {
@@ -149,7 +149,7 @@ impl Driver {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 ctrl = self.control.recv(), if control_open => match ctrl {
-                    Some(Control::Restart(reply)) => self.on_restart(reply),
+                    Some(ProducerControl::Restart(reply)) => self.on_restart(reply),
                     None => control_open = false,
                 },
                 Some(sent) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_sent(sent),
@@ -252,7 +252,7 @@ impl Driver {
         }
     }
 
-    fn request_for(&self, batch: &Batch, seq: u64) -> Result<RequestSpec> {
+    fn request_for(&self, batch: &SealedBatch, seq: u64) -> Result<RequestSpec> {
         let operation = if batch.close {
             "producer_close"
         } else {
@@ -275,7 +275,7 @@ impl Driver {
         Ok(spec)
     }
 
-    fn launch(&mut self, mut batch: Batch, spec: RequestSpec) {
+    fn launch(&mut self, mut batch: SealedBatch, spec: RequestSpec) {
         let inner = Arc::clone(&self.shared.stream.inner);
         let epoch = self.epoch;
         let first_sent = *batch.first_sent.get_or_insert_with(Instant::now);
@@ -327,7 +327,7 @@ impl Driver {
         }));
     }
 
-    fn classify(&self, sent: &Sent) -> Outcome {
+    fn classify(&self, sent: &Sent) -> AttemptOutcome {
         let url = &self.shared.stream.inner.url;
         let batch = &sent.batch;
         let seq = batch.seq.unwrap_or_default();
@@ -339,12 +339,14 @@ impl Driver {
                 if let Err(error) =
                     check_echo(&resp.headers, resp.status, sent.epoch, seq, close_only)
                 {
-                    return Outcome::Fatal(error.with_status(resp.status.as_u16()).with_url(url));
+                    return AttemptOutcome::Fatal(
+                        error.with_status(resp.status.as_u16()).with_url(url),
+                    );
                 }
                 if is_collision(duplicate, batch.uncertain, self.shared.detect_collisions) {
-                    return Outcome::Collision;
+                    return AttemptOutcome::Collision;
                 }
-                Outcome::Acked {
+                AttemptOutcome::Acked {
                     duplicate,
                     // A missing or unreadable offset is not a failure: the
                     // write is done (PROTOCOL.md 5.2.1 acknowledges by status).
@@ -356,7 +358,7 @@ impl Driver {
                 let error = error_from_response(&sent.spec, resp.status, &resp.headers, &resp.body)
                     .with_url(url);
                 match error.kind() {
-                    ErrorKind::StaleEpoch { current } => Outcome::Stale {
+                    ErrorKind::StaleEpoch { current } => AttemptOutcome::Stale {
                         current: *current,
                         error,
                     },
@@ -364,15 +366,15 @@ impl Driver {
                     ErrorKind::SequenceGap { .. }
                         if !header_is_true(&resp.headers, names::CLOSED) =>
                     {
-                        Outcome::Gap(error)
+                        AttemptOutcome::Gap(error)
                     }
                     // "A new epoch must start at seq 0" for seq > 0: the
                     // server does not know this epoch (any more); judged
                     // like a gap (lost state once seq 0 was acknowledged).
                     ErrorKind::BadRequest if seq > 0 && mentions_epoch(&error) => {
-                        Outcome::Gap(error)
+                        AttemptOutcome::Gap(error)
                     }
-                    _ => Outcome::Fatal(error),
+                    _ => AttemptOutcome::Fatal(error),
                 }
             }
             // Retryable failures were retried until the delivery deadline.
@@ -388,9 +390,9 @@ impl Driver {
                 if batch.uncertain {
                     timeout = timeout.with_outcome_unknown();
                 }
-                Outcome::Fatal(timeout)
+                AttemptOutcome::Fatal(timeout)
             }
-            Err(error) => Outcome::Fatal(error.clone()),
+            Err(error) => AttemptOutcome::Fatal(error.clone()),
         }
     }
 
@@ -408,7 +410,7 @@ impl Driver {
         let seq = batch.seq.unwrap_or_default();
         let old_epoch = epoch != self.epoch || self.pending_epoch.is_some();
         match outcome {
-            Outcome::Acked { duplicate, offset } => {
+            AttemptOutcome::Acked { duplicate, offset } => {
                 if epoch == self.epoch {
                     self.mark_acked(seq);
                 }
@@ -442,14 +444,16 @@ impl Driver {
                 batch.resolve(&Ok(receipt));
                 self.release(&batch);
             }
-            Outcome::Gap(_) | Outcome::Stale { .. } | Outcome::Collision
+            AttemptOutcome::Gap(_) | AttemptOutcome::Stale { .. } | AttemptOutcome::Collision
                 if self.poisoned.is_some() =>
             {
                 let error = self.poisoned.clone().unwrap_or_else(closed_error);
                 self.fail(batch, error);
             }
-            Outcome::Gap(_) | Outcome::Collision if old_epoch => self.reclaim.push(batch),
-            Outcome::Collision => {
+            AttemptOutcome::Gap(_) | AttemptOutcome::Collision if old_epoch => {
+                self.reclaim.push(batch)
+            }
+            AttemptOutcome::Collision => {
                 self.stats(|s| s.collisions += 1);
                 if self.shared.auto_claim && epoch < MAX_SAFE_INTEGER {
                     tracing::warn!(
@@ -475,7 +479,7 @@ impl Driver {
                     self.fail(batch, error);
                 }
             }
-            Outcome::Gap(error)
+            AttemptOutcome::Gap(error)
                 if state_lost(&error, self.established, batch.sent_after_all_lower_acked) =>
             {
                 self.stats(|s| s.state_losses += 1);
@@ -514,7 +518,7 @@ impl Driver {
                     self.fail(batch, error);
                 }
             }
-            Outcome::Gap(error) => {
+            AttemptOutcome::Gap(error) => {
                 self.window.on_gap();
                 if batch.sent_after_all_lower_acked {
                     // Nothing lower was outstanding: the server's state differs
@@ -530,7 +534,7 @@ impl Driver {
                     self.parked.insert(seq, batch);
                 }
             }
-            Outcome::Stale { current, error } => {
+            AttemptOutcome::Stale { current, error } => {
                 if self.shared.auto_claim && current < MAX_SAFE_INTEGER {
                     self.claim(current + 1);
                     self.reclaim.push(batch);
@@ -539,7 +543,7 @@ impl Driver {
                     self.fail(batch, error);
                 }
             }
-            Outcome::Fatal(error) => self.fail(batch, error),
+            AttemptOutcome::Fatal(error) => self.fail(batch, error),
         }
         self.release_parked();
         self.maybe_switch_epoch();
@@ -593,7 +597,7 @@ impl Driver {
             return;
         }
         let restarted = !self.restart_waiters.is_empty();
-        let mut unsent: Vec<Batch> = self.reclaim.drain(..).collect();
+        let mut unsent: Vec<SealedBatch> = self.reclaim.drain(..).collect();
         unsent.extend(std::mem::take(&mut self.parked).into_values());
         unsent.extend(self.resend.drain(..));
         unsent.extend(self.queue.drain(..));
@@ -663,7 +667,7 @@ impl Driver {
 
     /// Give the batch's bytes back to the buffer budget and advance the
     /// resolved watermark that `flush` waits on.
-    fn release(&mut self, batch: &Batch) {
+    fn release(&mut self, batch: &SealedBatch) {
         self.shared.budget.add_permits(batch.payload_bytes);
         self.resolved.insert(batch.ordinal);
         let before = self.resolved_below;
@@ -678,7 +682,7 @@ impl Driver {
     /// Fail a batch. The first failure poisons the epoch: every later batch
     /// would hit a sequence gap, so they fail at once with the same cause
     /// until [`super::Producer::restart`].
-    fn fail(&mut self, mut batch: Batch, error: Error) {
+    fn fail(&mut self, mut batch: SealedBatch, error: Error) {
         let first = self.poisoned.is_none();
         // This batch may be stored although it failed.
         let own_error = if batch.uncertain && !error.is_outcome_unknown() {
@@ -720,7 +724,7 @@ impl Driver {
             }
         }
         if first {
-            let mut rest: Vec<Batch> = self.queue.drain(..).collect();
+            let mut rest: Vec<SealedBatch> = self.queue.drain(..).collect();
             rest.extend(self.resend.drain(..));
             rest.extend(std::mem::take(&mut self.parked).into_values());
             rest.append(&mut self.reclaim);
@@ -844,7 +848,7 @@ impl Window {
     }
 }
 
-struct ExitGuard(Arc<Shared>);
+struct ExitGuard(Arc<ProducerShared>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {

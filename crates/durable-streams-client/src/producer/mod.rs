@@ -99,8 +99,8 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::batch::{Batch, BatchLimits, Framing, OpenBatch, OutcomeReceiver};
-use self::driver::{Control, Driver};
+use self::batch::{BatchLimits, Framing, OpenBatch, OutcomeReceiver, SealedBatch};
+use self::driver::{Driver, ProducerControl};
 use crate::error::{Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::stream::{CloseResult, Stream, is_json_content_type};
@@ -446,7 +446,7 @@ impl ProducerBuilder {
         let (resolved, _) = watch::channel(0);
         let epoch = self.epoch.unwrap_or_else(clock_epoch);
         let retry = self.stream.client().retry_policy().clone();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ProducerShared {
             stream: self.stream,
             producer_id: self.producer_id,
             content_type,
@@ -465,7 +465,7 @@ impl ProducerBuilder {
             stats: Mutex::new(ProducerStats::default()),
             max_buffered_bytes: self.max_buffered_bytes,
             on_error: self.on_error,
-            state: Mutex::new(State {
+            state: Mutex::new(ProducerState {
                 open: OpenBatch::new(framing, self.max_batch_bytes),
                 sealed: VecDeque::new(),
                 next_ordinal: 0,
@@ -494,7 +494,7 @@ impl ProducerBuilder {
 }
 
 /// State shared by the handle and its task.
-pub(crate) struct Shared {
+pub(crate) struct ProducerShared {
     pub(crate) stream: Stream,
     pub(crate) producer_id: String,
     pub(crate) content_type: String,
@@ -511,7 +511,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Mutex<ProducerStats>,
     max_buffered_bytes: usize,
     pub(crate) on_error: Option<ErrorCallback>,
-    state: Mutex<State>,
+    state: Mutex<ProducerState>,
     /// Wakes the task: a batch was sealed or a new batch started lingering.
     pub(crate) wake: Notify,
     /// Permits are bytes: appended but not yet resolved payload.
@@ -524,9 +524,9 @@ pub(crate) struct Shared {
     pub(crate) next_seq: AtomicU64,
 }
 
-pub(crate) struct State {
+pub(crate) struct ProducerState {
     pub(crate) open: OpenBatch,
-    pub(crate) sealed: VecDeque<Batch>,
+    pub(crate) sealed: VecDeque<SealedBatch>,
     next_ordinal: u64,
     /// Set by the task when a batch failed for good; cleared by restart.
     pub(crate) poison: Option<Error>,
@@ -536,7 +536,7 @@ pub(crate) struct State {
     pub(crate) closed: bool,
 }
 
-impl State {
+impl ProducerState {
     pub(crate) fn take_ordinal(&mut self) -> u64 {
         let ordinal = self.next_ordinal;
         self.next_ordinal += 1;
@@ -552,8 +552,8 @@ impl State {
     }
 }
 
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+impl ProducerShared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ProducerState> {
         // The state stays consistent across a panic elsewhere (no invariant
         // spans an unwind), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -567,8 +567,8 @@ impl Shared {
 /// An idempotent producer for one stream. `Send + Sync`: share it behind an
 /// `Arc` to append from many tasks. See the [module docs](self).
 pub struct Producer {
-    shared: Arc<Shared>,
-    control: mpsc::Sender<Control>,
+    shared: Arc<ProducerShared>,
+    control: mpsc::Sender<ProducerControl>,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -681,7 +681,7 @@ impl Producer {
     /// no buffer room right now (nothing was kept).
     fn push_json<T: Serialize + ?Sized>(
         &self,
-        state: &mut State,
+        state: &mut ProducerState,
         value: &T,
         want_outcome: bool,
     ) -> Result<std::result::Result<Option<OutcomeReceiver>, ()>> {
@@ -698,7 +698,7 @@ impl Producer {
             return Ok(Err(()));
         }
         let first = state.open.is_empty();
-        let State {
+        let ProducerState {
             open,
             sealed,
             next_ordinal,
@@ -819,7 +819,7 @@ impl Producer {
                 batch::frame_single(self.shared.framing, &final_message)
             };
             let ordinal = state.take_ordinal();
-            let (batch, rx) = Batch::whole(ordinal, body, len, true);
+            let (batch, rx) = SealedBatch::whole(ordinal, body, len, true);
             state.sealed.push_back(batch);
             rx
         };
@@ -847,7 +847,7 @@ impl Producer {
         let _ = self.flush().await;
         let (tx, rx) = oneshot::channel();
         self.control
-            .send(Control::Restart(tx))
+            .send(ProducerControl::Restart(tx))
             .await
             .map_err(|_| Error::new(ErrorKind::ProducerClosed))?;
         rx.await
@@ -900,7 +900,7 @@ impl Producer {
             .with_url(self.shared.stream.url())
     }
 
-    fn check_open(&self, state: &State) -> Result<()> {
+    fn check_open(&self, state: &ProducerState) -> Result<()> {
         if state.closed {
             return Err(Error::new(ErrorKind::ProducerClosed).with_url(self.shared.stream.url()));
         }
@@ -926,7 +926,7 @@ impl Producer {
     /// Add an encoded message whose bytes are already reserved.
     fn push(
         &self,
-        state: &mut State,
+        state: &mut ProducerState,
         message: Bytes,
         want_outcome: bool,
     ) -> Option<OutcomeReceiver> {
@@ -943,7 +943,7 @@ impl Producer {
             // A batch-sized byte message is its own body: no copy.
             let ordinal = state.take_ordinal();
             let len = message.len();
-            let (batch, rx) = Batch::whole(ordinal, message, len, false);
+            let (batch, rx) = SealedBatch::whole(ordinal, message, len, false);
             state.sealed.push_back(batch);
             self.shared.wake.notify_one();
             return want_outcome.then_some(rx);
@@ -957,7 +957,7 @@ impl Producer {
 
     /// Send a full open batch on its way, and wake the task when a batch
     /// was sealed or a new one started lingering.
-    fn after_push(&self, state: &mut State, mut wake: bool) {
+    fn after_push(&self, state: &mut ProducerState, mut wake: bool) {
         if state.open.is_full(self.shared.limits) {
             state.seal_open();
             wake = true;

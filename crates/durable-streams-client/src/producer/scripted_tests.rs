@@ -11,8 +11,8 @@ fn stream(server: &ScriptedServer) -> Stream {
     Client::builder()
         .retry_policy(
             RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(1))
-                .with_max_delay(Duration::from_millis(5)),
+                .initial_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5)),
         )
         .build()
         .unwrap()

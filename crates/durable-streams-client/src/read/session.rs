@@ -1124,9 +1124,9 @@ mod tests {
         let stream = crate::Client::builder()
             .retry_policy(
                 crate::RetryPolicy::default()
-                    .with_initial_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(30))
-                    .with_max_retries(3),
+                    .initial_delay(Duration::from_millis(100))
+                    .max_delay(Duration::from_secs(30))
+                    .max_retries(3),
             )
             .build()
             .unwrap()
@@ -1348,8 +1348,8 @@ mod tests {
             crate::Client::builder()
                 .retry_policy(
                     crate::RetryPolicy::default()
-                        .with_initial_delay(Duration::from_millis(10))
-                        .with_max_delay(Duration::from_millis(100)),
+                        .initial_delay(Duration::from_millis(10))
+                        .max_delay(Duration::from_millis(100)),
                 )
                 .build()
                 .unwrap()

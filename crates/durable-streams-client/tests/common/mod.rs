@@ -13,8 +13,8 @@ pub fn client() -> Client {
     Client::builder()
         .retry_policy(
             RetryPolicy::default()
-                .with_initial_delay(std::time::Duration::from_millis(10))
-                .with_max_delay(std::time::Duration::from_millis(200)),
+                .initial_delay(std::time::Duration::from_millis(10))
+                .max_delay(std::time::Duration::from_millis(200)),
         )
         .build()
         .expect("client")
