@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A shared HTTP client for Durable Streams: one connection pool, default
 /// headers, timeouts and a retry policy. Cheap to clone (it is an `Arc`);
-/// make one per process and derive [`Stream`] handles from it.
+/// make one per process and derive [`Stream`](crate::Stream) handles from it.
 ///
 /// ```
 /// use durable_streams_client::Client;

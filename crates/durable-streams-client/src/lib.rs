@@ -59,6 +59,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod checkpoint;
 mod client;
 pub mod consumer;
 mod error;

@@ -23,13 +23,14 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{DynCheckpointStore, StartFrom, default_retry_policy};
+use crate::checkpoint::DynCheckpointStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::read::LiveMode;
@@ -75,6 +76,33 @@ pub(crate) fn join_error(what: &str, e: JoinError) -> Error {
     } else {
         internal(format!("{what} ended unexpectedly: {e}"))
     }
+}
+
+/// Where a consumer starts reading.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// The beginning of the stream.
+    Start,
+    /// The current tail: only data appended after the consumer started.
+    Now,
+    /// A known offset.
+    Offset(Offset),
+    /// The offset saved in the checkpoint store under the consumer's name;
+    /// the beginning if none was saved (or no store is configured).
+    #[default]
+    Checkpoint,
+}
+
+/// The retry policy consumers use unless told otherwise: reconnect forever,
+/// starting at 250 ms and backing off up to 30 s, with 50 % jitter.
+pub fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_retries(u32::MAX)
+        .initial_delay(Duration::from_millis(250))
+        .max_delay(Duration::from_secs(30))
+        .multiplier(2.0)
+        .jitter(0.5)
 }
 
 // ---------------------------------------------------------------------------

@@ -84,7 +84,6 @@
 //! `max_response_bytes`) and uses no channels: reading pauses while the
 //! handler runs.
 
-mod checkpoint;
 mod runner;
 
 use std::fmt;
@@ -92,7 +91,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 #[cfg(test)]
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -101,7 +99,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::runner::Runner;
-pub use checkpoint::{CheckpointStore, FileCheckpointStore, MAX_NAME_LEN, MemoryCheckpointStore};
+pub use crate::checkpoint::{
+    CheckpointStore, FileCheckpointStore, MAX_NAME_LEN, MemoryCheckpointStore,
+};
 
 #[cfg(any(doc, test))]
 use crate::error::ErrorKind;
@@ -110,10 +110,11 @@ use crate::offset::Offset;
 use crate::read::Chunk;
 #[cfg(doc)]
 use crate::read::LiveMode;
+#[cfg(doc)]
 use crate::retry::RetryPolicy;
 use crate::runtime::{OnDrop, ReaderConfig, TaskHandle};
+pub use crate::runtime::{StartFrom, default_retry_policy};
 use crate::stream::Stream;
-pub(crate) use checkpoint::DynCheckpointStore;
 
 mod sealed {
     pub trait Sealed {}
@@ -280,22 +281,6 @@ pub trait Handler: Send + 'static {
     }
 }
 
-/// Where a consumer starts reading.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum StartFrom {
-    /// The beginning of the stream.
-    Start,
-    /// The current tail: only data appended after the consumer started.
-    Now,
-    /// A known offset.
-    Offset(Offset),
-    /// The offset saved in the checkpoint store under the consumer's name;
-    /// the beginning if none was saved (or no store is configured).
-    #[default]
-    Checkpoint,
-}
-
 /// Why a consumer stopped without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -308,17 +293,6 @@ pub enum StopReason {
     Shutdown,
     /// With [`LiveMode::Off`]: the consumer reached the tail.
     CaughtUp,
-}
-
-/// The retry policy consumers use unless told otherwise: reconnect forever,
-/// starting at 250 ms and backing off up to 30 s, with 50 % jitter.
-pub fn default_retry_policy() -> RetryPolicy {
-    RetryPolicy::default()
-        .max_retries(u32::MAX)
-        .initial_delay(Duration::from_millis(250))
-        .max_delay(Duration::from_secs(30))
-        .multiplier(2.0)
-        .jitter(0.5)
 }
 
 /// Configures a [`Consumer`]. Made by [`Consumer::builder`].

@@ -4,6 +4,9 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::Client;
+use crate::RetryPolicy;
+use crate::checkpoint::DynCheckpointStore;
+use std::time::Duration;
 
 fn offset(s: &str) -> Offset {
     Offset::parse(s).unwrap()

@@ -19,7 +19,7 @@ pub const MAX_NAME_LEN: usize = 200;
 ///
 /// The consumer calls [`save`](CheckpointStore::save) only after its handler
 /// finished a batch successfully, and [`load`](CheckpointStore::load) once at
-/// start (for [`StartFrom::Checkpoint`](super::StartFrom::Checkpoint)).
+/// start (for [`StartFrom::Checkpoint`](crate::consumer::StartFrom::Checkpoint)).
 /// Implementations must be atomic per save: a crash mid-save leaves either the
 /// old or the new offset, never a torn value.
 ///
@@ -43,7 +43,7 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn save(&self, name: &str, offset: &Offset) -> impl Future<Output = Result<()>> + Send;
 
     /// Check a consumer name before the consumer starts (default: accept all).
-    /// A rejected name fails [`ConsumerBuilder::build`](super::ConsumerBuilder::build).
+    /// A rejected name fails [`ConsumerBuilder::build`](crate::consumer::ConsumerBuilder::build).
     fn validate_name(&self, name: &str) -> Result<()> {
         let _ = name;
         Ok(())
