@@ -403,7 +403,7 @@ macro_rules! reader_setters {
         }
 
         $(#[$start])*
-        pub fn start_from(mut self, start: $crate::consumer::StartFrom) -> Self {
+        pub fn start_from(mut self, start: $crate::runtime::StartFrom) -> Self {
             self.reader.start = start;
             self
         }
@@ -421,7 +421,7 @@ macro_rules! reader_setters {
         }
 
         $(#[$store])*
-        pub fn checkpoint_store(mut self, store: impl $crate::consumer::CheckpointStore) -> Self {
+        pub fn checkpoint_store(mut self, store: impl $crate::checkpoint::CheckpointStore) -> Self {
             self.reader.store = Some(::std::sync::Arc::new(store));
             self
         }
