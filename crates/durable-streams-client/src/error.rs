@@ -34,9 +34,15 @@ impl fmt::Display for ConflictReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ConflictReason::ExistsWithDifferentConfig => {
-                "stream exists with a different configuration"
+                "the stream already exists with another configuration (its content type, \
+                 TTL/expiry, closed state or fork source differs from this create; \
+                 `Stream::head` shows the stream's)"
             }
-            ConflictReason::ContentTypeMismatch => "content type does not match the stream",
+            ConflictReason::ContentTypeMismatch => {
+                "the content type does not match the stream's (`Stream::head` shows the \
+                 stream's; a JSON stream needs `append_json`, or `CreateOptions::json()` \
+                 when it is created)"
+            }
             ConflictReason::SequenceRegression => "Stream-Seq is not greater than the last one",
             ConflictReason::Other => "conflict",
         })

@@ -42,6 +42,7 @@ async fn create_is_idempotent_and_reports_conflicts() {
         );
         assert_eq!(err.status(), Some(409));
         assert!(err.to_string().contains(s.url().path()), "{err}");
+        assert!(err.to_string().contains("closed state"), "{err}");
     }
 }
 
@@ -312,6 +313,11 @@ async fn content_type_mismatch_is_a_conflict() {
             matches!(err.kind(), ErrorKind::Conflict(_)),
             "{err} ({:?})",
             server.kind()
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("\"application/octet-stream\"") && shown.contains("`Stream::head`"),
+            "{shown}"
         );
     }
 }
