@@ -444,3 +444,40 @@ async fn responses_larger_than_the_limit_are_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_read_from_inside_a_json_message_says_the_offset_is_not_a_boundary() {
+    use futures::StreamExt;
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "midjson");
+        s.create_with(CreateOptions::json()).await.unwrap();
+        let first = s.append_json(&json!({"a": 1})).await.unwrap();
+        s.append_json(&json!({"b": 22})).await.unwrap();
+        // One byte past the start: inside the first message.
+        let token = first.next_offset.unwrap().as_str().to_owned();
+        let (head, _) = token.split_at(token.len() - 1);
+        let mid = Offset::parse(&format!("{head}1")).unwrap();
+        let mut read = s.read().offset(mid).json::<Value>();
+        let mut failure = None;
+        while let Some(batch) = read.next().await {
+            match batch {
+                Ok(batch) if batch.up_to_date => break,
+                Ok(_) => {}
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        // The Rust server slices inside the message; the Node server rounds
+        // to a boundary. Either way no bare "ended inside the array".
+        if let Some(err) = failure {
+            assert!(
+                err.to_string().contains("probably not a message boundary"),
+                "{err} ({:?})",
+                server.kind()
+            );
+        }
+    }
+}
