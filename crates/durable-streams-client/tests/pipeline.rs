@@ -810,6 +810,39 @@ async fn supervisor_restarts_panicking_tasks_and_drains_pipelines_on_shutdown() 
     assert_eq!(panics.load(Ordering::SeqCst), 3, "two panics, two restarts");
 }
 
+/// A missing dead-letter stream is created (JSON) when the pipeline starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_stream_is_created() {
+    let _serial = SERIAL.lock().await;
+    for server in common::servers() {
+        let stream = json_stream(&server, "dlq-create-src").await;
+        fill(&stream, 0..3, 1, 1000).await;
+        let dlq = common::stream(&server, &common::client(), "dlq-create");
+        let reason = Pipeline::json::<Event>(stream.clone())
+            .name("dlq-create")
+            .live(LiveMode::Off)
+            .checkpoint_store(MemoryCheckpointStore::new())
+            .process(|m: Message<Event>| async move {
+                if m.data.n == 1 {
+                    Err(Error::handler("fails"))
+                } else {
+                    Ok(Processed::done())
+                }
+            })
+            .dead_letter_stream(dlq.clone())
+            .build()
+            .unwrap()
+            .spawn()
+            .join()
+            .await
+            .unwrap();
+        assert_eq!(reason, StopReason::CaughtUp, "{:?}", server.kind());
+        let letters = dlq.read_json::<DeadLetter>().await.unwrap();
+        assert_eq!(letters.len(), 1, "{:?}", server.kind());
+        assert_eq!(letters[0].payload["n"], 1);
+    }
+}
+
 /// A dead letter that cannot be written stops the pipeline with that error,
 /// and the checkpoint stays before the failed message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -820,7 +853,10 @@ async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
     fill(&stream, 0..10, 1, 1000).await;
     let after_first = tail(&stream).await;
     fill(&stream, 10..20, 1, 1000).await;
+    // A closed dead-letter stream: it exists, but takes no dead letters.
     let missing = common::stream(&server, &common::client(), "dlq-missing");
+    missing.create_with(CreateOptions::json()).await.unwrap();
+    missing.close().await.unwrap();
     let store = MemoryCheckpointStore::new();
     // Read the two appends as separate chunks: start after the first one
     // was committed by an earlier run.
@@ -843,7 +879,10 @@ async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
         .join()
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::NotFound, "{err}");
+    assert!(
+        matches!(err.kind(), ErrorKind::StreamClosed { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("dead letter"), "{err}");
     assert_eq!(store.get("dlq-missing"), None, "nothing committed past it");
 }

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::builder::DeadLetterTarget;
 use super::run::Shared;
 use super::{Failure, Stage};
-use crate::error::{DecodeKind, Error, Result};
+use crate::error::{DecodeKind, Error, ErrorKind, Result};
 use crate::producer::Producer;
-use crate::stream::JSON_CONTENT_TYPE;
+use crate::stream::{CreateOptions, JSON_CONTENT_TYPE};
 
 /// One record of a dead-letter stream (a JSON message).
 ///
@@ -39,7 +39,10 @@ pub struct DeadLetter {
     /// `json` (the payload is the message's JSON value) or `base64` (the
     /// payload is a base64 string of the bytes).
     pub encoding: String,
-    /// The original message.
+    /// The original message: its JSON value when `encoding` is `json` (parsed
+    /// and written again, so object keys come out sorted and whitespace is
+    /// dropped: the same value, not always the same bytes), else a base64
+    /// string of its exact bytes.
     pub payload: serde_json::Value,
 }
 
@@ -145,8 +148,10 @@ impl Shared {
 }
 
 /// The dead-letter producer, and whether the pipeline owns it (made from a
-/// [`DeadLetterTarget::Stream`]: closed at the end, not only flushed).
-pub(super) fn open_dead_letters(
+/// [`DeadLetterTarget::Stream`]: closed at the end, not only flushed). A
+/// dead-letter stream is created (JSON) when missing; one that exists with
+/// another configuration is used as it is.
+pub(super) async fn open_dead_letters(
     target: Option<DeadLetterTarget>,
     pipeline: &str,
 ) -> Result<(Option<Arc<Producer>>, bool)> {
@@ -154,6 +159,15 @@ pub(super) fn open_dead_letters(
         None => (None, false),
         Some(DeadLetterTarget::Producer(p)) => (Some(p), false),
         Some(DeadLetterTarget::Stream(s)) => {
+            match s.create_with(CreateOptions::json()).await {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict(_)) => {}
+                Err(e) => {
+                    return Err(Error::new(e.kind().clone())
+                        .with_message(format!("could not create the dead-letter stream: {e}"))
+                        .with_source(e));
+                }
+            }
             // The default epoch comes from the clock: each run is newer.
             let producer = Producer::builder(&s, format!("{pipeline}-dead-letters"))
                 .auto_claim(true)
