@@ -386,7 +386,7 @@ impl Stream {
         .await
     }
 
-    async fn resolve_content_type(&self) -> Result<String> {
+    pub(crate) async fn resolve_content_type(&self) -> Result<String> {
         if let Some(ct) = self.content_type() {
             return Ok(ct);
         }

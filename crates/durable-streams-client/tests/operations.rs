@@ -78,6 +78,28 @@ async fn append_and_read_bytes() {
 }
 
 #[tokio::test]
+async fn a_producer_connects_to_a_stream_created_elsewhere() {
+    for server in common::servers() {
+        let client = common::client();
+        let url = server.unique_stream_url("producer-learn");
+        client
+            .stream(&url)
+            .unwrap()
+            .create_with(CreateOptions::json())
+            .await
+            .unwrap();
+        let s = client.stream(&url).unwrap();
+        let producer = durable_streams_client::Producer::builder(&s, "learner")
+            .connect()
+            .await
+            .unwrap();
+        producer.append_json(&json!({"n": 1})).unwrap();
+        producer.close().await.unwrap();
+        assert_eq!(s.read_json::<Value>().await.unwrap(), vec![json!({"n": 1})]);
+    }
+}
+
+#[tokio::test]
 async fn content_type_is_learned_with_one_head() {
     for server in common::servers() {
         let client = common::client();
