@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::builder::DeadLetterTarget;
 use super::run::Shared;
@@ -18,7 +19,7 @@ use crate::stream::{CreateOptions, JSON_CONTENT_TYPE};
 /// One record of a dead-letter stream (a JSON message).
 ///
 /// Read a dead-letter stream with `stream.read().json::<DeadLetter>()`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DeadLetter {
     /// The pipeline's name.
@@ -39,26 +40,42 @@ pub struct DeadLetter {
     /// `json` (the payload is the message's JSON value) or `base64` (the
     /// payload is a base64 string of the bytes).
     pub encoding: String,
-    /// The original message: its JSON value when `encoding` is `json` (parsed
-    /// and written again, so object keys come out sorted and whitespace is
-    /// dropped: the same value, not always the same bytes), else a base64
-    /// string of its exact bytes.
-    pub payload: serde_json::Value,
+    /// The original message: its exact JSON text when `encoding` is `json`
+    /// (key order and numbers as written; parse it with
+    /// `serde_json::from_str(payload.get())`), else a JSON string holding
+    /// the base64 of its bytes.
+    pub payload: Box<RawValue>,
+}
+
+impl PartialEq for DeadLetter {
+    fn eq(&self, other: &Self) -> bool {
+        self.pipeline == other.pipeline
+            && self.offset == other.offset
+            && self.next_offset == other.next_offset
+            && self.index == other.index
+            && self.stage == other.stage
+            && self.batcher == other.batcher
+            && self.error == other.error
+            && self.encoding == other.encoding
+            && self.payload.get() == other.payload.get()
+    }
 }
 
 impl DeadLetter {
     pub(super) fn from_failure(pipeline: &str, json: bool, failure: &Failure) -> DeadLetter {
-        let parsed = json
-            .then(|| serde_json::from_slice::<serde_json::Value>(&failure.payload).ok())
+        // The message's own bytes when they are one JSON value: not parsed
+        // and written again, so nothing is reordered or reformatted.
+        let raw = json
+            .then(|| serde_json::from_slice::<Box<RawValue>>(&failure.payload).ok())
             .flatten();
-        let (encoding, payload) = match parsed {
-            Some(value) => ("json", value),
-            None => (
-                "base64",
-                serde_json::Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(&failure.payload),
-                ),
-            ),
+        let (encoding, payload) = match raw {
+            Some(raw) => ("json", raw),
+            None => {
+                let text = base64::engine::general_purpose::STANDARD.encode(&failure.payload);
+                let raw =
+                    serde_json::value::to_raw_value(&text).expect("a string always serializes");
+                ("base64", raw)
+            }
         };
         DeadLetter {
             pipeline: pipeline.to_owned(),
@@ -78,13 +95,14 @@ impl DeadLetter {
 
     /// The original payload's bytes (decoded from base64, or the JSON text).
     pub fn payload_bytes(&self) -> Result<Vec<u8>> {
-        match (self.encoding.as_str(), &self.payload) {
-            ("base64", serde_json::Value::String(s)) => base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|e| Error::decode(DecodeKind::Json, format!("bad base64 payload: {e}"))),
-            _ => serde_json::to_vec(&self.payload)
-                .map_err(|e| Error::decode(DecodeKind::Json, e.to_string())),
+        if self.encoding == "base64" {
+            let text: String = serde_json::from_str(self.payload.get())
+                .map_err(|e| Error::decode(DecodeKind::Json, format!("bad base64 payload: {e}")))?;
+            return base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| Error::decode(DecodeKind::Json, format!("bad base64 payload: {e}")));
         }
+        Ok(self.payload.get().as_bytes().to_vec())
     }
 }
 
