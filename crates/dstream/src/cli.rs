@@ -39,8 +39,16 @@ Exit codes:
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
-    /// Server base URL; bare stream names resolve to <URL>/v1/stream/<NAME>.
-    #[arg(long, global = true, env = "DS_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    /// Server base URL (optional: DS_URL, else the default); bare stream
+    /// names resolve to <URL>/v1/stream/<NAME>.
+    #[arg(
+        long,
+        global = true,
+        env = "DS_URL",
+        hide_env_values = true,
+        default_value = DEFAULT_URL,
+        value_name = "URL"
+    )]
     pub url: String,
 
     /// Sent as the `authorization` header: `Bearer x`, any `Scheme value`,
@@ -74,6 +82,7 @@ pub struct Cli {
         long,
         global = true,
         env = "DS_MAX_RESPONSE_MB",
+        hide_env_values = true,
         default_value_t = 256,
         value_name = "MIB",
         value_parser = clap::value_parser!(u64).range(1..=1 << 20)
@@ -346,6 +355,21 @@ mod tests {
             Command::Read(r) => assert!(r.from.is_now()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn help_shows_the_url_as_optional() {
+        let help = Cli::command().render_help().to_string();
+        assert!(
+            help.contains("Usage: dstream [OPTIONS] <COMMAND>"),
+            "{help}"
+        );
+        assert!(
+            help.contains("optional: DS_URL, else the default"),
+            "{help}"
+        );
+        assert!(help.contains("[env: DS_URL]"), "{help}");
+        assert!(!help.contains("DS_URL="), "{help}");
     }
 
     #[test]

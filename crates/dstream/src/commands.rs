@@ -8,7 +8,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::CommandFactory;
 use durable_streams_client::{
-    Client, CreateOptions, CreateResult, ForkOptions, LiveMode, Offset, Stream, StreamInfo,
+    Client, CreateOptions, CreateResult, ErrorKind, ForkOptions, LiveMode, Offset, Stream,
+    StreamInfo,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -365,7 +366,7 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
     let name = &args.name;
     let stream = ctx.stream(name)?;
     let json_mode = args.json || {
-        let info = stream.head().await.map_err(api("append", name))?;
+        let info = head_explained(&stream, "append", name).await?;
         util::is_json_content_type(info.content_type.as_deref())
     };
     // (label, bytes) for every input, in order.
@@ -456,8 +457,10 @@ async fn append(ctx: &Ctx, args: AppendArgs) -> Result<(), CliError> {
         return println_out(&obj.to_string());
     }
     let plural = if messages == 1 { "" } else { "s" };
+    // A byte stream keeps no boundaries: its inputs are not messages.
+    let unit = if json_mode { "message" } else { "input" };
     println_out(&format!(
-        "appended {messages} message{plural} ({bytes} bytes) to {} (next offset {})",
+        "appended {messages} {unit}{plural} ({bytes} bytes) to {} (next offset {})",
         util::redact_url(stream.url().as_str()),
         result
             .next_offset
@@ -505,10 +508,30 @@ fn push_json_line(buf: &mut Vec<u8>, raw: &RawValue) {
 }
 
 /// `read` (live off) and `tail` (live): write the stream to stdout.
+/// HEAD the stream. A HEAD answer has no body, so when it says the stream
+/// is missing (or gone) one GET fetches the server's explanation, which the
+/// error then carries as other commands' errors do.
+async fn head_explained(stream: &Stream, op: &str, name: &str) -> Result<StreamInfo, CliError> {
+    let err = match stream.head().await {
+        Ok(info) => return Ok(info),
+        Err(err) => err,
+    };
+    let missing = matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Gone);
+    if missing && err.message().is_none() {
+        let mut probe = stream.read().live(LiveMode::Off).bytes();
+        if let Some(Err(explained)) = probe.next().await
+            && explained.kind() == err.kind()
+        {
+            return Err(CliError::api(&format!("{op} {name}"), &explained));
+        }
+    }
+    Err(CliError::api(&format!("{op} {name}"), &err))
+}
+
 async fn read(ctx: &Ctx, name: &str, from: Offset, live: LiveMode) -> Result<(), CliError> {
     let op = if live.is_live() { "tail" } else { "read" };
     let stream = ctx.stream(name)?;
-    let info = stream.head().await.map_err(api(op, name))?;
+    let info = head_explained(&stream, op, name).await?;
     let is_json = util::is_json_content_type(info.content_type.as_deref());
     let reader = stream.read().offset(from).live(live);
     let mut sink = Sink::new();

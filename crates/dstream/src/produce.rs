@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use durable_streams_client::Producer;
+use durable_streams_client::{Error, Producer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -142,6 +142,8 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     let mut line_no = 0u64;
     let mut interrupted = false;
     let mut failure: Option<CliError> = None;
+    // Whether `failure` is about line `line_no`, which was not sent.
+    let mut resume_line = false;
     loop {
         line.clear();
         let n = tokio::select! {
@@ -172,6 +174,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
                         name,
                         &format!("{label} line {line_no} is not one JSON value: {e}"),
                     ));
+                    resume_line = true;
                     break;
                 }
             };
@@ -195,6 +198,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
         // The acknowledgement is not awaited: flush/close reports failures.
         if let Err(e) = sent {
             failure = Some(CliError::api(&format!("produce {name}"), &e));
+            resume_line = true;
             break;
         }
         messages += 1;
@@ -210,7 +214,11 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     pb.finish_and_clear();
     let elapsed = started.elapsed();
     report_recoveries(name, &producer);
-    if let Some(failure) = failure {
+    if let Some(mut failure) = failure {
+        let resume = resume_line.then_some(line_no);
+        failure
+            .message
+            .push_str(&committed_note(messages, resume, closed.as_ref().err()));
         return Err(failure);
     }
     closed.map_err(api("produce", name))?;
@@ -246,9 +254,43 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// What a failed `produce` already wrote: the messages before the failure
+/// were committed (unless the final flush failed too), so rerunning the
+/// same input appends them again.
+fn committed_note(messages: u64, resume: Option<u64>, flush_error: Option<&Error>) -> String {
+    let plural = if messages == 1 { "" } else { "s" };
+    match (flush_error, resume) {
+        _ if messages == 0 => "; nothing was appended".to_owned(),
+        (None, Some(line)) => format!(
+            "; the {messages} message{plural} before line {line} were committed: rerunning \
+             the same input appends them again, resume from line {line} instead \
+             (e.g. `tail -n +{line}`)"
+        ),
+        (None, None) => format!(
+            "; the {messages} message{plural} before it were committed: rerunning the same \
+             input appends them again"
+        ),
+        (Some(e), _) => format!(
+            "; the {messages} message{plural} before it may be only partly committed \
+             (flushing failed: {e})"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_say_what_was_committed() {
+        assert_eq!(
+            committed_note(5001, Some(5002), None),
+            "; the 5001 messages before line 5002 were committed: rerunning the same input \
+             appends them again, resume from line 5002 instead (e.g. `tail -n +5002`)"
+        );
+        assert!(committed_note(3, None, None).contains("3 messages before it were committed"));
+        assert_eq!(committed_note(0, Some(1), None), "; nothing was appended");
+    }
 
     #[test]
     fn records() {

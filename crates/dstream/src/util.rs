@@ -5,9 +5,6 @@ use std::time::SystemTime;
 
 use durable_streams_client::{Error, ErrorKind, Offset};
 
-/// The path under the server base where bare stream names live.
-pub const STREAM_PREFIX: &str = "/v1/stream/";
-
 /// Exit codes (documented in `--help` and the README).
 pub mod exit {
     /// Success.
@@ -262,33 +259,15 @@ pub fn scrub(message: &str) -> String {
 
 /// The URL of a stream: `name` itself when it is an http(s) URL, else
 /// `<base>/v1/stream/<name>` (a base that already ends in `/v1/stream` is
-/// not doubled).
+/// not doubled): [`Client::stream_url`](durable_streams_client::Client::stream_url).
 pub fn resolve_stream_url(base: &str, name: &str) -> Result<String, String> {
-    let name = name.trim();
-    if is_http_url(name) {
-        return Ok(name.to_owned());
-    }
-    let name = name.trim_start_matches('/');
-    if name.is_empty() {
-        return Err("the stream name is empty".into());
-    }
-    let base = base.trim().trim_end_matches('/');
-    if !is_http_url(base) {
-        return Err(format!(
-            "the server URL {base:?} must start with http:// or https:// (set --url or DS_URL)"
-        ));
-    }
-    let prefix = STREAM_PREFIX.trim_end_matches('/');
-    if base.ends_with(prefix) {
-        Ok(format!("{base}/{name}"))
-    } else {
-        Ok(format!("{base}{prefix}/{name}"))
-    }
-}
-
-fn is_http_url(s: &str) -> bool {
-    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
+    durable_streams_client::Client::stream_url(base, name).map_err(|e| match e.kind() {
+        durable_streams_client::ErrorKind::InvalidArgument { field: "base_url" } => format!(
+            "the server URL {:?} must start with http:// or https:// (set --url or DS_URL)",
+            base.trim()
+        ),
+        _ => "the stream name is empty".to_owned(),
+    })
 }
 
 /// The `authorization` value for `--auth`: `Bearer x` and other `Scheme

@@ -120,7 +120,11 @@ fn bytes_round_trip_with_args_files_and_stdin() {
     ));
     assert!(created.starts_with("created "), "{created}");
 
-    ok(&server, &["append", &name, "hello", ", "]);
+    let appended = text(&ok(&server, &["append", &name, "hello", ", "]));
+    assert!(
+        appended.starts_with("appended 2 inputs (7 bytes) to "),
+        "a byte stream keeps no message boundaries: {appended}"
+    );
     let file = temp_path("bytes.txt");
     std::fs::write(&file, "file\n").unwrap();
     ok(
@@ -281,6 +285,18 @@ fn produce_10000_json_lines_and_read_back_in_order() {
     // --json-lines on a byte stream is rejected before anything is sent.
     let wrong = run_stdin(&server, &["produce", &bytes_name, "--json-lines"], b"1\n");
     fails_with(&wrong, 8, &bytes_name);
+    // A bad line stops the load; the lines before it were committed.
+    let bad_name = unique_name(&server, "produce-bad");
+    ok(&server, &["create", &bad_name, "--json"]);
+    let bad = run_stdin(&server, &["produce", &bad_name], b"1\n2\nnot json\n3\n");
+    let line = fails_with(&bad, 8, &bad_name);
+    assert!(
+        line.contains("line 3 is not one JSON value")
+            && line.contains("the 2 messages before line 3 were committed")
+            && line.contains("tail -n +3"),
+        "{line}"
+    );
+    assert_eq!(text(&ok(&server, &["read", &bad_name])), "1\n2\n");
     let _ = std::fs::remove_file(file);
 }
 
@@ -377,6 +393,7 @@ fn exit_codes_and_error_lines() {
     let missing = unique_name(&server, "missing");
     for args in [
         vec!["read", missing.as_str()],
+        vec!["tail", missing.as_str()],
         vec!["head", missing.as_str()],
         vec!["append", missing.as_str(), "x"],
         vec!["delete", missing.as_str()],
@@ -384,6 +401,10 @@ fn exit_codes_and_error_lines() {
         let out = run(&server, &args);
         let line = fails_with(&out, 3, &missing);
         assert!(line.contains("not found"), "{line}");
+        if args[0] != "head" {
+            // The server's own explanation, as `delete` shows it.
+            assert!(line.contains("(HTTP 404): "), "{line}");
+        }
     }
 
     let name = unique_name(&server, "codes");

@@ -10,6 +10,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
 use crate::transport::{RedactedHeaders, RedirectPolicy, Transport, is_secret_header};
 
+/// The path prefix of streams on the reference servers.
+const STREAM_PREFIX: &str = "/v1/stream";
+
+fn is_http_url(s: &str) -> bool {
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
 /// Default limit for any response body the client buffers (64 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -52,6 +60,35 @@ impl Client {
     /// Start configuring a client.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
+    }
+
+    /// The URL of stream `name` on the server at `base_url`:
+    /// `{base_url}/v1/stream/{name}`, the layout of the reference servers.
+    /// A base that already ends in `/v1/stream` is not doubled, and a `name`
+    /// that is itself an `http(s)://` URL is returned as is (the protocol
+    /// lets a server put streams at any path; use [`Client::stream`] for
+    /// other layouts). No I/O happens here.
+    pub fn stream_url(base_url: &str, name: &str) -> Result<String> {
+        let name = name.trim();
+        if is_http_url(name) {
+            return Ok(name.to_owned());
+        }
+        let name = name.trim_start_matches('/');
+        if name.is_empty() {
+            return Err(Error::invalid_argument("name", "the stream name is empty"));
+        }
+        let base = base_url.trim().trim_end_matches('/');
+        if !is_http_url(base) {
+            return Err(Error::invalid_argument(
+                "base_url",
+                "the server URL must start with http:// or https://",
+            ));
+        }
+        if base.ends_with(STREAM_PREFIX) {
+            Ok(format!("{base}/{name}"))
+        } else {
+            Ok(format!("{base}{STREAM_PREFIX}/{name}"))
+        }
     }
 
     /// The retry policy used for requests and live-read reconnects.
@@ -454,6 +491,20 @@ impl ClientBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_urls_follow_the_reference_layout() {
+        let url = |b, n| Client::stream_url(b, n).unwrap();
+        assert_eq!(url("http://h:1", "orders"), "http://h:1/v1/stream/orders");
+        assert_eq!(url("http://h:1/", "/a/b"), "http://h:1/v1/stream/a/b");
+        assert_eq!(url("http://h:1/v1/stream/", "x"), "http://h:1/v1/stream/x");
+        assert_eq!(url("https://p/prefix", "x"), "https://p/prefix/v1/stream/x");
+        assert_eq!(url("http://h:1", "https://o/s"), "https://o/s");
+        assert!(Client::stream_url("http://h:1", "/").is_err());
+        assert!(Client::stream_url("127.0.0.1:4437", "x").is_err());
+        let stream = Client::new().stream_at("http://h:1", "x").unwrap();
+        assert_eq!(stream.url().path(), "/v1/stream/x");
+    }
 
     #[test]
     fn invalid_settings_name_the_field() {

@@ -34,9 +34,15 @@ impl fmt::Display for ConflictReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ConflictReason::ExistsWithDifferentConfig => {
-                "stream exists with a different configuration"
+                "the stream already exists with another configuration (its content type, \
+                 TTL/expiry, closed state or fork source differs from this create; \
+                 `Stream::head` shows the stream's)"
             }
-            ConflictReason::ContentTypeMismatch => "content type does not match the stream",
+            ConflictReason::ContentTypeMismatch => {
+                "the content type does not match the stream's (`Stream::head` shows the \
+                 stream's; a JSON stream needs `append_json`, or `CreateOptions::json()` \
+                 when it is created)"
+            }
             ConflictReason::SequenceRegression => "Stream-Seq is not greater than the last one",
             ConflictReason::Other => "conflict",
         })
@@ -437,25 +443,75 @@ pub(crate) fn redacted_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
+/// At most this many causes are shown by `Display`, each cut to
+/// [`MAX_CAUSE_CHARS`] characters.
+const MAX_CAUSES: usize = 6;
+const MAX_CAUSE_CHARS: usize = 300;
+
 impl fmt::Display for Error {
+    /// `kind for stream /path on host:port (HTTP status): message: caused by
+    /// source: caused by its source ...` — the host and port but never
+    /// credentials or a query string; repeated causes are left out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.kind.describe(f)?;
-        if let Some(url) = &self.inner.url {
-            let path = url::Url::parse(url)
-                .map(|u| u.path().to_owned())
-                .unwrap_or_else(|_| url.clone());
-            write!(f, " for stream {path}")?;
+        let mut shown = String::new();
+        {
+            use fmt::Write as _;
+            write!(shown, "{}", Describe(&self.inner.kind))?;
+            if let Some(url) = &self.inner.url {
+                match url::Url::parse(url) {
+                    Ok(u) => {
+                        write!(shown, " for stream {}", u.path())?;
+                        if let Some(host) = u.host_str() {
+                            match u.port_or_known_default() {
+                                Some(port) => write!(shown, " on {host}:{port}")?,
+                                None => write!(shown, " on {host}")?,
+                            }
+                        }
+                    }
+                    Err(_) => write!(shown, " for stream {url}")?,
+                }
+            }
+            if let Some(status) = self.inner.status {
+                write!(shown, " (HTTP {status})")?;
+            }
+            if let Some(message) = &self.inner.message {
+                write!(shown, ": {message}")?;
+            }
+            let mut source = std::error::Error::source(self);
+            let mut causes = 0;
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                let text = text.trim();
+                if !text.is_empty() && !shown.contains(text) {
+                    if causes == MAX_CAUSES {
+                        shown.push_str(": caused by ...");
+                        break;
+                    }
+                    causes += 1;
+                    shown.push_str(": caused by ");
+                    match text.char_indices().nth(MAX_CAUSE_CHARS) {
+                        Some((cut, _)) => {
+                            shown.push_str(&text[..cut]);
+                            shown.push_str("...");
+                        }
+                        None => shown.push_str(text),
+                    }
+                }
+                source = cause.source();
+            }
+            if self.inner.outcome_unknown {
+                shown.push_str(" [outcome unknown: the request was sent but no response arrived; it may have been applied]");
+            }
         }
-        if let Some(status) = self.inner.status {
-            write!(f, " (HTTP {status})")?;
-        }
-        if let Some(message) = &self.inner.message {
-            write!(f, ": {message}")?;
-        }
-        if self.inner.outcome_unknown {
-            f.write_str(" [outcome unknown: the request was sent but no response arrived; it may have been applied]")?;
-        }
-        Ok(())
+        f.write_str(&shown)
+    }
+}
+
+struct Describe<'a>(&'a ErrorKind);
+
+impl fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.describe(f)
     }
 }
 
@@ -520,6 +576,39 @@ mod tests {
             "{debug}"
         );
         assert_eq!(err.url(), Some("http://h:1/v1/stream/a"));
+    }
+
+    #[test]
+    fn display_names_the_host_and_the_causes_once() {
+        let url = url::Url::parse("http://user:pw@127.0.0.1:4437/v1/stream/x?k=s").unwrap();
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = Error::new(ErrorKind::Network)
+            .with_url(&url)
+            .with_message("tcp connect error")
+            .with_source(Outer(inner));
+        assert_eq!(
+            err.to_string(),
+            "network error for stream /v1/stream/x on 127.0.0.1:4437: tcp connect error: caused by connection refused"
+        );
+        let https = url::Url::parse("https://h/s").unwrap();
+        let err = Error::new(ErrorKind::NotFound).with_url(&https);
+        assert!(err.to_string().ends_with("/s on h:443"), "{err}");
+        let long =
+            Error::new(ErrorKind::Network).with_source(std::io::Error::other("x".repeat(1000)));
+        assert!(long.to_string().len() < 400, "{long}");
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub(crate) fn batch_body<T: Serialize, I: IntoIterator<Item = T>>(values: I) -> 
     Ok(out.into_inner().freeze())
 }
 
+/// The likeliest cause of a JSON stream's read body that is not a whole
+/// array: a read that started inside a message (a server slices its bytes
+/// at any offset it is given).
+const NOT_A_BOUNDARY: &str = "; if the read started at an offset that did not come from \
+    the server (a Stream-Next-Offset or a batch's exact offset), that offset is probably \
+    not a message boundary";
+
 /// Split a JSON array response into its messages without building a tree:
 /// zero-copy slices of `body`.
 pub(crate) fn split_messages(body: &Bytes) -> Result<Vec<Bytes>> {
@@ -55,7 +62,7 @@ pub(crate) fn split_messages(body: &Bytes) -> Result<Vec<Bytes>> {
     let raw: Vec<&RawValue> = serde_json::from_slice(trimmed).map_err(|e| {
         Error::decode(
             DecodeKind::Json,
-            format!("expected a JSON array of messages: {e}"),
+            format!("expected a JSON array of messages: {e}{NOT_A_BOUNDARY}"),
         )
     })?;
     // Borrowed raw values point into `body`.
@@ -70,7 +77,13 @@ pub(crate) fn decode_message<T: DeserializeOwned>(message: &[u8]) -> Result<T> {
     serde_json::from_slice(message).map_err(|e| {
         Error::decode(
             DecodeKind::Json,
-            format!("message does not match the requested type: {e}"),
+            match e.classify() {
+                // Not JSON at all: likeliest a read that began mid-message.
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    format!("a message is not valid JSON: {e}{NOT_A_BOUNDARY}")
+                }
+                _ => format!("message does not match the requested type: {e}"),
+            },
         )
     })
 }
@@ -131,7 +144,7 @@ impl ArraySplitter {
     fn malformed(what: &str) -> Error {
         Error::decode(
             DecodeKind::Json,
-            format!("expected a JSON array of messages: {what}"),
+            format!("expected a JSON array of messages: {what}{NOT_A_BOUNDARY}"),
         )
     }
 
@@ -413,6 +426,15 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+        // What the reference Rust server sends for a read that starts
+        // inside `{"a":1}` of `[{"a":1},{"b":22}]`.
+        let err = split_all(br#"[":1},{"b":22}]"#, 5).unwrap_err();
+        assert!(
+            err.to_string().contains("probably not a message boundary"),
+            "{err}"
+        );
+        let err = split_messages(&Bytes::from_static(br#"[":1},{"b":22}]"#)).unwrap_err();
+        assert!(err.to_string().contains("Stream-Next-Offset"), "{err}");
         let mut small = ArraySplitter::new(4);
         let err = small
             .feed(&Bytes::from_static(br#"["0123456789"]"#))

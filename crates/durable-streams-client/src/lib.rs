@@ -16,6 +16,14 @@
 //!   [`pipeline`] (concurrent processors, batchers, dead letters, in-order
 //!   checkpoints, bounded memory) and a [`supervisor`] that restarts them.
 //!
+//! # Stream URLs
+//!
+//! A stream is just a URL: the protocol lets a server put streams at any
+//! path, so [`Client::stream`] takes the full URL. The reference servers
+//! serve stream `name` at `{base}/v1/stream/{name}` (for example
+//! `http://127.0.0.1:4437/v1/stream/chat`); [`Client::stream_at`] builds
+//! that from a base URL and a name ([`Client::stream_url`] returns the URL).
+//!
 //! ```no_run
 //! use durable_streams_client::{Client, CreateOptions, LiveMode, Offset};
 //! use futures::StreamExt;
@@ -52,6 +60,29 @@
 //! reads follow same-origin redirects ([`RedirectPolicy`]); credentials are
 //! never sent to another origin. 401/403 are [`ErrorKind::Unauthorized`],
 //! or call a refresh hook first ([`Stream::with_auth_refresh`]).
+//!
+//! # Printing errors
+//!
+//! An [`Error`]'s `Display` is one line a user can act on: what failed, the
+//! stream path, `host:port`, the HTTP status, the server's message and the
+//! chain of causes (`network error for stream /v1/stream/x on
+//! 127.0.0.1:4437: ...: caused by connection refused`); never credentials or
+//! a query string. A `main` that returns `Err` prints the `Debug` form
+//! (for this crate's [`Result`] and for `Box<dyn std::error::Error>`
+//! alike), which is made for matching, not reading: print the error
+//! yourself with `{}`:
+//!
+//! ```no_run
+//! # async fn run() -> durable_streams_client::Result<()> { Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     if let Err(err) = run().await {
+//!         eprintln!("error: {err}");
+//!         return std::process::ExitCode::FAILURE;
+//!     }
+//!     std::process::ExitCode::SUCCESS
+//! }
+//! ```
 //!
 //! [Durable Streams]: https://github.com/durable-streams/durable-streams
 

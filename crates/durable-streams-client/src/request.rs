@@ -287,9 +287,28 @@ pub(crate) fn error_from_response(
         500..=599 => ErrorKind::Server { status: code },
         _ => ErrorKind::UnexpectedStatus { status: code },
     };
+    let mut message = text;
+    if kind == ErrorKind::Conflict(ConflictReason::ContentTypeMismatch) {
+        // Neither reference server names the stream's content type in a 409
+        // (its Content-Type is the error text's), so name the one sent.
+        let sent = spec
+            .headers
+            .iter()
+            .find(|(n, _)| n.as_str() == "content-type")
+            .and_then(|(_, v)| v.to_str().ok());
+        let sent = match sent {
+            Some(ct) => format!("this request's content type is {ct:?}"),
+            None => "this request had no content type".to_owned(),
+        };
+        message = if message.is_empty() {
+            sent
+        } else {
+            format!("{message} ({sent})")
+        };
+    }
     let mut err = Error::new(kind).with_status(code);
-    if !text.is_empty() {
-        err = err.with_message(text);
+    if !message.is_empty() {
+        err = err.with_message(message);
     }
     err
 }
@@ -422,6 +441,7 @@ mod tests {
             e.kind(),
             &ErrorKind::Conflict(ConflictReason::ExistsWithDifferentConfig)
         );
+        assert!(e.to_string().contains("closed state"), "{e}");
         let e = error_from_response(
             &s,
             StatusCode::CONFLICT,
@@ -431,6 +451,21 @@ mod tests {
         assert_eq!(
             e.kind(),
             &ErrorKind::Conflict(ConflictReason::ContentTypeMismatch)
+        );
+        let sent = spec(Method::POST)
+            .header("content-type", "text/plain")
+            .unwrap();
+        let e = error_from_response(
+            &sent,
+            StatusCode::CONFLICT,
+            &HeaderMap::new(),
+            b"Content-type mismatch",
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("Content-type mismatch (this request's content type is \"text/plain\")")
+                && shown.contains("CreateOptions::json()"),
+            "{shown}"
         );
         let seq = spec(Method::POST).header(names::SEQ, "b").unwrap();
         let e = error_from_response(&seq, StatusCode::CONFLICT, &HeaderMap::new(), b"");

@@ -154,6 +154,19 @@ impl Client {
         }
         Ok(Stream::new(self.clone(), url))
     }
+
+    /// A cold handle for the stream `name` on the server at `base_url`, using
+    /// the reference servers' layout (see [`Client::stream_url`]).
+    ///
+    /// ```
+    /// use durable_streams_client::Client;
+    /// let client = Client::new();
+    /// let stream = client.stream_at("http://127.0.0.1:4437", "orders").unwrap();
+    /// assert_eq!(stream.url().as_str(), "http://127.0.0.1:4437/v1/stream/orders");
+    /// ```
+    pub fn stream_at(&self, base_url: &str, name: &str) -> Result<Stream> {
+        self.stream(Client::stream_url(base_url, name)?)
+    }
 }
 
 impl Stream {
@@ -402,7 +415,7 @@ impl Stream {
         .await
     }
 
-    async fn resolve_content_type(&self) -> Result<String> {
+    pub(crate) async fn resolve_content_type(&self) -> Result<String> {
         if let Some(ct) = self.content_type() {
             return Ok(ct);
         }

@@ -42,6 +42,7 @@ async fn create_is_idempotent_and_reports_conflicts() {
         );
         assert_eq!(err.status(), Some(409));
         assert!(err.to_string().contains(s.url().path()), "{err}");
+        assert!(err.to_string().contains("closed state"), "{err}");
     }
 }
 
@@ -73,6 +74,28 @@ async fn append_and_read_bytes() {
 
         let err = s.append(Bytes::new()).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "data" });
+    }
+}
+
+#[tokio::test]
+async fn a_producer_connects_to_a_stream_created_elsewhere() {
+    for server in common::servers() {
+        let client = common::client();
+        let url = server.unique_stream_url("producer-learn");
+        client
+            .stream(&url)
+            .unwrap()
+            .create_with(CreateOptions::json())
+            .await
+            .unwrap();
+        let s = client.stream(&url).unwrap();
+        let producer = durable_streams_client::Producer::builder(&s, "learner")
+            .connect()
+            .await
+            .unwrap();
+        producer.append_json(&json!({"n": 1})).unwrap();
+        producer.close().await.unwrap();
+        assert_eq!(s.read_json::<Value>().await.unwrap(), vec![json!({"n": 1})]);
     }
 }
 
@@ -310,6 +333,11 @@ async fn content_type_mismatch_is_a_conflict() {
             "{err} ({:?})",
             server.kind()
         );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("\"application/octet-stream\"") && shown.contains("`Stream::head`"),
+            "{shown}"
+        );
     }
 }
 
@@ -430,6 +458,43 @@ async fn responses_larger_than_the_limit_are_refused() {
                 err.kind(),
                 &ErrorKind::ResponseTooLarge { limit: 1024 },
                 "{mode:?} {:?}",
+                server.kind()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_from_inside_a_json_message_says_the_offset_is_not_a_boundary() {
+    use futures::StreamExt;
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "midjson");
+        s.create_with(CreateOptions::json()).await.unwrap();
+        let first = s.append_json(&json!({"a": 1})).await.unwrap();
+        s.append_json(&json!({"b": 22})).await.unwrap();
+        // One byte past the start: inside the first message.
+        let token = first.next_offset.unwrap().as_str().to_owned();
+        let (head, _) = token.split_at(token.len() - 1);
+        let mid = Offset::parse(&format!("{head}1")).unwrap();
+        let mut read = s.read().offset(mid).json::<Value>();
+        let mut failure = None;
+        while let Some(batch) = read.next().await {
+            match batch {
+                Ok(batch) if batch.up_to_date => break,
+                Ok(_) => {}
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        // The Rust server slices inside the message; the Node server rounds
+        // to a boundary. Either way no bare "ended inside the array".
+        if let Some(err) = failure {
+            assert!(
+                err.to_string().contains("probably not a message boundary"),
+                "{err} ({:?})",
                 server.kind()
             );
         }

@@ -37,6 +37,11 @@ struct Event {
     n: u32,
 }
 
+/// A JSON dead letter's payload as a value.
+fn payload(letter: &DeadLetter) -> serde_json::Value {
+    serde_json::from_str(letter.payload.get()).unwrap()
+}
+
 async fn json_stream(server: &TestServer, prefix: &str) -> Stream {
     let s = common::stream(server, &common::client(), prefix);
     s.create_with(CreateOptions::json()).await.unwrap();
@@ -305,7 +310,7 @@ async fn failed_messages_land_in_the_dead_letter_stream_with_their_offsets() {
         // Processor failures: every n % 10 == 3, plus the panic on 77.
         let mut rejected: Vec<u32> = by_stage["processor"]
             .iter()
-            .map(|l| l.payload["n"].as_u64().unwrap() as u32)
+            .map(|l| payload(l)["n"].as_u64().unwrap() as u32)
             .collect();
         rejected.sort_unstable();
         let mut expected: Vec<u32> = (0..200).filter(|n| n % 10 == 3).collect();
@@ -315,12 +320,12 @@ async fn failed_messages_land_in_the_dead_letter_stream_with_their_offsets() {
         assert!(
             by_stage["processor"]
                 .iter()
-                .any(|l| l.error.contains("panicked") && l.payload["n"] == 77)
+                .any(|l| l.error.contains("panicked") && payload(l)["n"] == 77)
         );
         // The batch holding 150 failed as a whole (up to 5 messages).
         let batch_failed = &by_stage["batcher"];
         assert!(!batch_failed.is_empty() && batch_failed.len() <= 5);
-        assert!(batch_failed.iter().any(|l| l.payload["n"] == 150));
+        assert!(batch_failed.iter().any(|l| payload(l)["n"] == 150));
         assert!(
             batch_failed
                 .iter()
@@ -329,7 +334,7 @@ async fn failed_messages_land_in_the_dead_letter_stream_with_their_offsets() {
         // The undecodable message, as JSON.
         let decode = &by_stage["decode"];
         assert_eq!(decode.len(), 1);
-        assert_eq!(decode[0].payload, serde_json::json!({"bad": true}));
+        assert_eq!(payload(&decode[0]), serde_json::json!({"bad": true}));
         assert_eq!(decode[0].encoding, "json");
 
         // Each dead letter's offset reads back the original message.
@@ -337,7 +342,7 @@ async fn failed_messages_land_in_the_dead_letter_stream_with_their_offsets() {
             let from = Offset::parse(&letter.offset).unwrap();
             let mut read = stream.read().offset(from).json::<serde_json::Value>();
             let first = read.next().await.unwrap().unwrap();
-            assert_eq!(first.items[letter.index], letter.payload, "{letter:?}");
+            assert_eq!(first.items[letter.index], payload(letter), "{letter:?}");
         }
         assert!(
             failures
@@ -810,6 +815,39 @@ async fn supervisor_restarts_panicking_tasks_and_drains_pipelines_on_shutdown() 
     assert_eq!(panics.load(Ordering::SeqCst), 3, "two panics, two restarts");
 }
 
+/// A missing dead-letter stream is created (JSON) when the pipeline starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_stream_is_created() {
+    let _serial = SERIAL.lock().await;
+    for server in common::servers() {
+        let stream = json_stream(&server, "dlq-create-src").await;
+        fill(&stream, 0..3, 1, 1000).await;
+        let dlq = common::stream(&server, &common::client(), "dlq-create");
+        let reason = Pipeline::json::<Event>(&stream)
+            .name("dlq-create")
+            .live(LiveMode::Off)
+            .checkpoint_store(MemoryCheckpointStore::new())
+            .process(|m: Message<Event>| async move {
+                if m.data.n == 1 {
+                    Err(Error::handler("fails"))
+                } else {
+                    Ok(Processed::done())
+                }
+            })
+            .dead_letter_stream(&dlq)
+            .build()
+            .unwrap()
+            .spawn()
+            .join()
+            .await
+            .unwrap();
+        assert_eq!(reason, StopReason::CaughtUp, "{:?}", server.kind());
+        let letters = dlq.read_json::<DeadLetter>().await.unwrap();
+        assert_eq!(letters.len(), 1, "{:?}", server.kind());
+        assert_eq!(payload(&letters[0])["n"], 1);
+    }
+}
+
 /// A dead letter that cannot be written stops the pipeline with that error,
 /// and the checkpoint stays before the failed message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -820,7 +858,10 @@ async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
     fill(&stream, 0..10, 1, 1000).await;
     let after_first = tail(&stream).await;
     fill(&stream, 10..20, 1, 1000).await;
+    // A closed dead-letter stream: it exists, but takes no dead letters.
     let missing = common::stream(&server, &common::client(), "dlq-missing");
+    missing.create_with(CreateOptions::json()).await.unwrap();
+    missing.close().await.unwrap();
     let store = MemoryCheckpointStore::new();
     // Read the two appends as separate chunks: start after the first one
     // was committed by an earlier run.
@@ -843,7 +884,10 @@ async fn unwritable_dead_letter_stops_the_pipeline_before_the_message() {
         .join()
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::NotFound, "{err}");
+    assert!(
+        matches!(err.kind(), ErrorKind::StreamClosed { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("dead letter"), "{err}");
     assert_eq!(store.get("dlq-missing"), None, "nothing committed past it");
 }

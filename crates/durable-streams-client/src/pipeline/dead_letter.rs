@@ -7,18 +7,19 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::builder::DeadLetterTarget;
 use super::run::Shared;
 use super::{Failure, Stage};
-use crate::error::{DecodeKind, Error, Result};
+use crate::error::{DecodeKind, Error, ErrorKind, Result};
 use crate::producer::Producer;
-use crate::stream::JSON_CONTENT_TYPE;
+use crate::stream::{CreateOptions, JSON_CONTENT_TYPE};
 
 /// One record of a dead-letter stream (a JSON message).
 ///
 /// Read a dead-letter stream with `stream.read().json::<DeadLetter>()`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DeadLetter {
     /// The pipeline's name.
@@ -39,23 +40,42 @@ pub struct DeadLetter {
     /// `json` (the payload is the message's JSON value) or `base64` (the
     /// payload is a base64 string of the bytes).
     pub encoding: String,
-    /// The original message.
-    pub payload: serde_json::Value,
+    /// The original message: its exact JSON text when `encoding` is `json`
+    /// (key order and numbers as written; parse it with
+    /// `serde_json::from_str(payload.get())`), else a JSON string holding
+    /// the base64 of its bytes.
+    pub payload: Box<RawValue>,
+}
+
+impl PartialEq for DeadLetter {
+    fn eq(&self, other: &Self) -> bool {
+        self.pipeline == other.pipeline
+            && self.offset == other.offset
+            && self.next_offset == other.next_offset
+            && self.index == other.index
+            && self.stage == other.stage
+            && self.batcher == other.batcher
+            && self.error == other.error
+            && self.encoding == other.encoding
+            && self.payload.get() == other.payload.get()
+    }
 }
 
 impl DeadLetter {
     pub(super) fn from_failure(pipeline: &str, json: bool, failure: &Failure) -> DeadLetter {
-        let parsed = json
-            .then(|| serde_json::from_slice::<serde_json::Value>(&failure.payload).ok())
+        // The message's own bytes when they are one JSON value: not parsed
+        // and written again, so nothing is reordered or reformatted.
+        let raw = json
+            .then(|| serde_json::from_slice::<Box<RawValue>>(&failure.payload).ok())
             .flatten();
-        let (encoding, payload) = match parsed {
-            Some(value) => ("json", value),
-            None => (
-                "base64",
-                serde_json::Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(&failure.payload),
-                ),
-            ),
+        let (encoding, payload) = match raw {
+            Some(raw) => ("json", raw),
+            None => {
+                let text = base64::engine::general_purpose::STANDARD.encode(&failure.payload);
+                let raw =
+                    serde_json::value::to_raw_value(&text).expect("a string always serializes");
+                ("base64", raw)
+            }
         };
         DeadLetter {
             pipeline: pipeline.to_owned(),
@@ -75,13 +95,14 @@ impl DeadLetter {
 
     /// The original payload's bytes (decoded from base64, or the JSON text).
     pub fn payload_bytes(&self) -> Result<Vec<u8>> {
-        match (self.encoding.as_str(), &self.payload) {
-            ("base64", serde_json::Value::String(s)) => base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|e| Error::decode(DecodeKind::Json, format!("bad base64 payload: {e}"))),
-            _ => serde_json::to_vec(&self.payload)
-                .map_err(|e| Error::decode(DecodeKind::Json, e.to_string())),
+        if self.encoding == "base64" {
+            let text: String = serde_json::from_str(self.payload.get())
+                .map_err(|e| Error::decode(DecodeKind::Json, format!("bad base64 payload: {e}")))?;
+            return base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| Error::decode(DecodeKind::Json, format!("bad base64 payload: {e}")));
         }
+        Ok(self.payload.get().as_bytes().to_vec())
     }
 }
 
@@ -151,8 +172,10 @@ impl Shared {
 }
 
 /// The dead-letter producer, and whether the pipeline owns it (made from a
-/// [`DeadLetterTarget::Stream`]: closed at the end, not only flushed).
-pub(super) fn open_dead_letters(
+/// [`DeadLetterTarget::Stream`]: closed at the end, not only flushed). A
+/// dead-letter stream is created (JSON) when missing; one that exists with
+/// another configuration is used as it is.
+pub(super) async fn open_dead_letters(
     target: Option<DeadLetterTarget>,
     pipeline: &str,
 ) -> Result<(Option<Arc<Producer>>, bool)> {
@@ -160,6 +183,15 @@ pub(super) fn open_dead_letters(
         None => (None, false),
         Some(DeadLetterTarget::Producer(p)) => (Some(p), false),
         Some(DeadLetterTarget::Stream(s)) => {
+            match s.create_with(CreateOptions::json()).await {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict(_)) => {}
+                Err(e) => {
+                    return Err(Error::new(e.kind().clone())
+                        .with_message(format!("could not create the dead-letter stream: {e}"))
+                        .with_source(e));
+                }
+            }
             // The default epoch comes from the clock: each run is newer.
             let producer = Producer::builder(&s, format!("{pipeline}-dead-letters"))
                 .auto_claim(true)

@@ -31,7 +31,7 @@ pub(super) async fn run<T: Send + 'static>(
     let Some(start) = c.reader.start_offset(&stop, &committed).await? else {
         return Ok(StopReason::Shutdown);
     };
-    let (dead_letters, own_producer) = open_dead_letters(c.dead_letter, &c.reader.name)?;
+    let (dead_letters, own_producer) = open_dead_letters(c.dead_letter, &c.reader.name).await?;
     let (ackable_tx, ackable_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         name: Arc::from(c.reader.name.as_str()),

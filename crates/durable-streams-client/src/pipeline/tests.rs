@@ -92,9 +92,19 @@ fn dead_letter_records() {
         error: Error::handler("nope"),
         stage: Stage::Batcher(Arc::from("db")),
     };
-    let json = DeadLetter::from_failure("p", true, &failure(br#"{"a":1}"#));
+    // Key order and spacing are kept: the original bytes.
+    let original = br#"{"z": 1, "a":[1.50]}"#;
+    let json = DeadLetter::from_failure("p", true, &failure(original));
     assert_eq!(json.encoding, "json");
-    assert_eq!(json.payload, serde_json::json!({"a": 1}));
+    assert_eq!(json.payload.get().as_bytes(), original);
+    assert_eq!(json.payload_bytes().unwrap(), original);
+    let written = serde_json::to_string(&json).unwrap();
+    assert!(
+        written.contains(r#""payload":{"z": 1, "a":[1.50]}"#),
+        "{written}"
+    );
+    let back: DeadLetter = serde_json::from_str(&written).unwrap();
+    assert_eq!(back, json);
     assert_eq!(json.offset, "-1");
     assert_eq!(json.next_offset, "0_10");
     assert_eq!((json.index, json.stage.as_str()), (2, "batcher"));

@@ -419,6 +419,15 @@ impl ProducerBuilder {
         Ok(())
     }
 
+    /// Like [`build`](Self::build), for a stream whose content type is not
+    /// known yet (created elsewhere): learns it with one HEAD first.
+    pub async fn connect(self) -> Result<Producer> {
+        if self.content_type.is_none() {
+            self.stream.resolve_content_type().await?;
+        }
+        self.build()
+    }
+
     /// Validate and start the producer's task on the current tokio runtime.
     pub fn build(self) -> Result<Producer> {
         self.validate()?;
@@ -430,8 +439,8 @@ impl ProducerBuilder {
             .ok_or_else(|| {
                 Error::invalid_argument(
                     "content_type",
-                    "the stream's content type is not known: create() or head() the stream first, \
-                     or set it on the Stream or the builder",
+                    "the stream's content type is not known: use connect() (one HEAD), create() \
+                     or head() the stream first, or set it on the Stream or the builder",
                 )
                 .with_url(&url)
             })?;
