@@ -1,11 +1,12 @@
 //! Crashes: `kill -9` a running Rust server and start it again on the same
 //! port and data directory, as a process supervisor would after a crash.
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Proc, STARTUP_TIMEOUT, ServerKind, TestServer, Watchdog, rust_server_bin};
+use super::{
+    Proc, STARTUP_TIMEOUT, ServerKind, TestServer, Watchdog, rust_server_bin, rust_server_command,
+};
 
 impl TestServer {
     /// Kills the server with `SIGKILL` (no shutdown, no flush: a crash) and
@@ -50,23 +51,7 @@ impl TestServer {
         let port = self.addr.port();
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--host", "127.0.0.1", "--port"])
-                .arg(port.to_string())
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--long-poll-timeout-ms")
-                .arg(opts.long_poll_timeout_ms.to_string());
-            if opts.durability_memory {
-                cmd.args(["--durability", "memory"]);
-            } else {
-                if let Some(shards) = opts.wal_shards {
-                    cmd.arg("--wal-shards").arg(shards.to_string());
-                }
-                if let Some(bytes) = opts.wal_segment_bytes {
-                    cmd.arg("--wal-segment-bytes").arg(bytes.to_string());
-                }
-            }
+            let mut cmd = rust_server_command(&bin, port, &data_dir, &opts);
             let mut proc = Proc::spawn(self.kind, &mut cmd)
                 .map_err(|e| format!("failed to spawn {}: {e}", bin.display()))?;
             match proc.wait_until_listening(self.addr, deadline) {

@@ -499,6 +499,29 @@ fn start_node(opts: &ServerOptions) -> Result<TestServer, String> {
     })
 }
 
+/// The Rust server's command line for `port`, `data_dir` and `opts`
+/// (shared by the first start and by `TestServer::restart`).
+fn rust_server_command(bin: &Path, port: u16, data_dir: &Path, opts: &ServerOptions) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--long-poll-timeout-ms")
+        .arg(opts.long_poll_timeout_ms.to_string());
+    if opts.durability_memory {
+        cmd.args(["--durability", "memory"]);
+    } else {
+        if let Some(shards) = opts.wal_shards {
+            cmd.arg("--wal-shards").arg(shards.to_string());
+        }
+        if let Some(bytes) = opts.wal_segment_bytes {
+            cmd.arg("--wal-segment-bytes").arg(bytes.to_string());
+        }
+    }
+    cmd
+}
+
 fn start_rust(opts: &ServerOptions) -> Result<TestServer, String> {
     let kind = ServerKind::Rust;
     let Some(bin) = rust_server_bin() else {
@@ -516,23 +539,7 @@ fn start_rust(opts: &ServerOptions) -> Result<TestServer, String> {
     for _ in 0..ATTEMPTS {
         let data_dir = TempDir::new("ds-rust-server")?;
         let port = free_port()?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(&data_dir.0)
-            .arg("--long-poll-timeout-ms")
-            .arg(opts.long_poll_timeout_ms.to_string());
-        if opts.durability_memory {
-            cmd.args(["--durability", "memory"]);
-        } else {
-            if let Some(shards) = opts.wal_shards {
-                cmd.arg("--wal-shards").arg(shards.to_string());
-            }
-            if let Some(bytes) = opts.wal_segment_bytes {
-                cmd.arg("--wal-segment-bytes").arg(bytes.to_string());
-            }
-        }
+        let mut cmd = rust_server_command(&bin, port, &data_dir.0, opts);
         let mut proc = Proc::spawn(kind, &mut cmd)
             .map_err(|e| format!("failed to spawn {}: {e}", bin.display()))?;
         let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
