@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Starts the Node reference Durable Streams server (@durable-streams/server).
 //
-// Usage: node scripts/node-server.mjs [--port N] [--host 127.0.0.1] [--long-poll-timeout-ms N]
+// Usage: node scripts/node-server.mjs [--port N] [--host 127.0.0.1] [--long-poll-timeout-ms N] [--webhooks]
 //
 // The package is loaded from $DS_NODE_SERVER_DIR/node_modules (default
 // ${DS_TOOLS_DIR:-$HOME/.cache/durable-streams-client}/node); run
@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url';
 
 function usage(msg) {
   if (msg) console.error(`node-server.mjs: ${msg}`);
-  console.error('usage: node scripts/node-server.mjs [--port N] [--host 127.0.0.1] [--long-poll-timeout-ms N]');
+  console.error('usage: node scripts/node-server.mjs [--port N] [--host 127.0.0.1] [--long-poll-timeout-ms N] [--webhooks]');
   process.exit(2);
 }
 
@@ -39,6 +39,8 @@ for (let i = 0; i < args.length; i++) {
     case '--port': opts.port = int(); break;
     case '--host': opts.host = value(); break;
     case '--long-poll-timeout-ms': opts.longPollTimeout = int(); break;
+    // Webhook subscriptions (pull-wake subscriptions are always on).
+    case '--webhooks': opts.webhooks = true; break;
     case '-h':
     case '--help': usage();
     default: usage(`unknown argument ${JSON.stringify(arg)}`);

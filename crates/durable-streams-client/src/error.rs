@@ -197,6 +197,93 @@ pub enum ErrorKind {
     /// A bug or an unexpected state inside the library: a background task
     /// ended or failed unexpectedly; report it.
     Internal,
+    /// A [subscription](crate::subscription) request was refused with one of
+    /// the protocol's error codes (PROTOCOL.md sections 6 and 7).
+    Subscription {
+        /// The server's error code.
+        code: SubscriptionErrorCode,
+    },
+    /// The server does not implement this part of the protocol (for example
+    /// subscriptions: its `__ds` routes answer 404 without a protocol error
+    /// code, or treat them as ordinary streams).
+    Unsupported {
+        /// What is missing, for example `"subscriptions"`.
+        feature: &'static str,
+    },
+}
+
+/// The error codes of the subscription APIs (PROTOCOL.md sections 6 and 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SubscriptionErrorCode {
+    /// `INVALID_REQUEST` (400): a malformed body or configuration.
+    InvalidRequest,
+    /// `SUBSCRIPTION_NOT_FOUND` (404).
+    NotFound,
+    /// `SUBSCRIPTION_ALREADY_EXISTS` (409): the id exists with another
+    /// configuration.
+    AlreadyExists,
+    /// `WEBHOOK_URL_REJECTED` (400): the webhook URL failed the server's
+    /// SSRF checks.
+    WebhookUrlRejected,
+    /// `TOKEN_INVALID` (401): a claim or callback token the server does not accept.
+    TokenInvalid,
+    /// `TOKEN_EXPIRED` (401).
+    TokenExpired,
+    /// `FENCED` (409): the wake or generation is no longer current; nothing
+    /// was committed.
+    Fenced,
+    /// `ALREADY_CLAIMED` (409): another worker holds the lease.
+    AlreadyClaimed,
+    /// `NO_PENDING_WORK` (409): nothing to claim.
+    NoPendingWork,
+    /// `INVALID_OFFSET` (409): an ack names an unknown stream, regresses the
+    /// cursor or points past the tail.
+    InvalidOffset,
+    /// A code this client does not know (the message carries it).
+    Other,
+}
+
+impl SubscriptionErrorCode {
+    /// Parse a wire code such as `"FENCED"`; unknown codes give [`Other`](Self::Other).
+    pub fn from_wire(code: &str) -> Self {
+        match code {
+            "INVALID_REQUEST" => Self::InvalidRequest,
+            "SUBSCRIPTION_NOT_FOUND" => Self::NotFound,
+            "SUBSCRIPTION_ALREADY_EXISTS" => Self::AlreadyExists,
+            "WEBHOOK_URL_REJECTED" => Self::WebhookUrlRejected,
+            "TOKEN_INVALID" => Self::TokenInvalid,
+            "TOKEN_EXPIRED" => Self::TokenExpired,
+            "FENCED" => Self::Fenced,
+            "ALREADY_CLAIMED" => Self::AlreadyClaimed,
+            "NO_PENDING_WORK" => Self::NoPendingWork,
+            "INVALID_OFFSET" => Self::InvalidOffset,
+            _ => Self::Other,
+        }
+    }
+
+    /// The wire form (`"OTHER"` for [`Other`](Self::Other)).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::NotFound => "SUBSCRIPTION_NOT_FOUND",
+            Self::AlreadyExists => "SUBSCRIPTION_ALREADY_EXISTS",
+            Self::WebhookUrlRejected => "WEBHOOK_URL_REJECTED",
+            Self::TokenInvalid => "TOKEN_INVALID",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::Fenced => "FENCED",
+            Self::AlreadyClaimed => "ALREADY_CLAIMED",
+            Self::NoPendingWork => "NO_PENDING_WORK",
+            Self::InvalidOffset => "INVALID_OFFSET",
+            Self::Other => "OTHER",
+        }
+    }
+}
+
+impl fmt::Display for SubscriptionErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ErrorKind {
@@ -268,6 +355,10 @@ impl ErrorKind {
             ErrorKind::Checkpoint => f.write_str("checkpoint store failed"),
             ErrorKind::RestartIntensity => f.write_str("supervisor restart intensity exceeded"),
             ErrorKind::Internal => f.write_str("internal error"),
+            ErrorKind::Subscription { code } => write!(f, "subscription request refused: {code}"),
+            ErrorKind::Unsupported { feature } => {
+                write!(f, "this server does not support {feature}")
+            }
         }
     }
 }
@@ -287,6 +378,11 @@ impl ErrorKind {
             ErrorKind::Decode(_) => "decode",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Gone => "gone",
+            ErrorKind::Subscription {
+                code: SubscriptionErrorCode::Fenced,
+            } => "fenced",
+            ErrorKind::Subscription { .. } => "subscription",
+            ErrorKind::Unsupported { .. } => "unsupported",
             _ => "other",
         }
     }

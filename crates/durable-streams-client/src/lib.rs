@@ -103,6 +103,7 @@ mod request;
 mod retry;
 mod runtime;
 mod stream;
+pub mod subscription;
 pub mod supervisor;
 pub mod telemetry;
 #[cfg(test)]
@@ -110,7 +111,7 @@ mod testing;
 mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
-pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
+pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result, SubscriptionErrorCode};
 pub use offset::Offset;
 pub use producer::{
     Ack, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES,

@@ -170,6 +170,23 @@ impl Client {
 }
 
 impl Stream {
+    /// A handle on another URL with this handle's headers, parameters and
+    /// credential hook (for control routes and streams under one root).
+    pub(crate) fn sibling(&self, url: url::Url) -> Stream {
+        Stream {
+            inner: Arc::new(StreamInner {
+                client: self.inner.client.clone(),
+                url,
+                headers: self.inner.headers.clone(),
+                params: self.inner.params.clone(),
+                content_type: None,
+                learned_content_type: Arc::new(RwLock::new(None)),
+                tail_etag: Arc::new(std::sync::Mutex::new(None)),
+                auth: self.inner.auth.clone(),
+            }),
+        }
+    }
+
     pub(crate) fn new(client: Client, url: url::Url) -> Stream {
         Stream {
             inner: Arc::new(StreamInner {

@@ -89,6 +89,9 @@ pub mod metric_names {
     pub const PRODUCER_RETRIES: &str = "durable_streams_producer_retries_total";
     /// Counter of epochs claimed automatically after a stale-epoch answer.
     pub const PRODUCER_EPOCH_CLAIMS: &str = "durable_streams_producer_epoch_claims_total";
+    /// Counter of subscription worker events, labelled `event` (claim,
+    /// heartbeat, ack, release, fenced, lease_lost) and `subscription`.
+    pub const SUBSCRIPTION_EVENTS: &str = "durable_streams_subscription_events_total";
     /// Counter of batches handed to consumer handlers.
     pub const CONSUMER_BATCHES: &str = "durable_streams_consumer_batches_total";
     /// Counter of items (JSON messages, or byte chunks) handed to consumer handlers.
@@ -139,6 +142,19 @@ pub mod event_names {
     pub const SUPERVISOR_RESTART: &str = "durable_streams.supervisor.restart";
     /// A supervisor exceeded its restart intensity and stops.
     pub const SUPERVISOR_GAVE_UP: &str = "durable_streams.supervisor.gave_up";
+    /// A subscription worker claimed a wake.
+    pub const SUBSCRIPTION_CLAIM: &str = "durable_streams.subscription.claim";
+    /// A subscription worker extended its lease (an ack without `done`).
+    pub const SUBSCRIPTION_HEARTBEAT: &str = "durable_streams.subscription.heartbeat";
+    /// A subscription worker acked a wake with `done`.
+    pub const SUBSCRIPTION_ACK: &str = "durable_streams.subscription.ack";
+    /// A subscription worker released a wake without finishing it.
+    pub const SUBSCRIPTION_RELEASE: &str = "durable_streams.subscription.release";
+    /// The server fenced a worker's wake (stale generation or wake id).
+    pub const SUBSCRIPTION_FENCED: &str = "durable_streams.subscription.fenced";
+    /// A worker's lease lapsed (paused or cut off past the lease) and it
+    /// stopped the wake's work without committing.
+    pub const SUBSCRIPTION_LEASE_LOST: &str = "durable_streams.subscription.lease_lost";
 }
 
 /// A producer batch was acknowledged (new data or a duplicate).
@@ -387,4 +403,15 @@ pub(crate) fn supervisor_restart(
     #[cfg(feature = "metrics")]
     metrics::counter!(metric_names::SUPERVISOR_RESTARTS, "child" => child.to_owned(), "reason" => reason)
         .increment(1);
+}
+
+/// A subscription worker event (`event` is the last part of one of the
+/// `SUBSCRIPTION_*` event names: claim, heartbeat, ack, release, fenced,
+/// lease_lost).
+pub(crate) fn subscription_event(event: &'static str, subscription: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(metric_names::SUBSCRIPTION_EVENTS, "event" => event, "subscription" => subscription.to_owned())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (event, subscription);
 }

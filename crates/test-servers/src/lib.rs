@@ -175,6 +175,9 @@ pub struct ServerOptions {
     /// server's default (128 MiB). A single append larger than a segment
     /// fails with `500`. Default `Some(DEFAULT_WAL_SEGMENT_BYTES)`.
     pub wal_segment_bytes: Option<u64>,
+    /// Node server only: enable webhook subscriptions (`webhooks: true`;
+    /// pull-wake subscriptions are always on). Default `false`.
+    pub webhooks: bool,
 }
 
 impl Default for ServerOptions {
@@ -184,6 +187,7 @@ impl Default for ServerOptions {
             durability_memory: false,
             wal_shards: Some(DEFAULT_WAL_SHARDS),
             wal_segment_bytes: Some(DEFAULT_WAL_SEGMENT_BYTES),
+            webhooks: false,
         }
     }
 }
@@ -456,6 +460,9 @@ fn start_node(opts: &ServerOptions) -> Result<TestServer, String> {
         ])
         .arg(opts.long_poll_timeout_ms.to_string())
         .env("DS_NODE_SERVER_DIR", node_server_dir());
+    if opts.webhooks {
+        cmd.arg("--webhooks");
+    }
     let mut proc = Proc::spawn(kind, &mut cmd).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             not_installed(kind, "`node` was not found")

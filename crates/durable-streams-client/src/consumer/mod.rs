@@ -89,7 +89,6 @@ mod runner;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-#[cfg(test)]
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -197,6 +196,11 @@ pub struct Batch<T> {
     pub closed: bool,
     /// Size of the batch on the wire, in bytes.
     pub bytes: usize,
+    /// Where the batch came from: the stream's URL for consumers, its
+    /// root-relative path (as in subscription bodies) for
+    /// [subscription workers](crate::subscription::Worker). Empty in
+    /// [`Batch::new`].
+    pub stream: Arc<str>,
 }
 
 impl<T> Batch<T> {
@@ -210,6 +214,7 @@ impl<T> Batch<T> {
             up_to_date: false,
             closed: false,
             bytes: 0,
+            stream: Arc::from(""),
         }
     }
 }

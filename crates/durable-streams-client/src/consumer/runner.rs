@@ -128,6 +128,7 @@ impl<H: Handler> Runner<H> {
             up_to_date: chunk.up_to_date,
             closed: chunk.closed,
             bytes,
+            stream: std::sync::Arc::from(self.reader.stream.url().as_str()),
         };
         let mut flow = Flow::Continue;
         if !batch.items.is_empty() {
