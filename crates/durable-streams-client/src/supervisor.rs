@@ -141,6 +141,17 @@ impl ChildSpec {
         })
     }
 
+    /// A subscription [`Worker`](crate::subscription::Worker) configured by
+    /// `make` for every (re)start; on shutdown it finishes the batch in hand,
+    /// acks it and releases its wake. Exits like [`ChildSpec::consumer`].
+    pub fn worker<H, F>(name: impl Into<String>, make: F) -> Self
+    where
+        H: Handler,
+        F: Fn() -> crate::subscription::WorkerBuilder<H> + Send + Sync + 'static,
+    {
+        Self::new(name, move |token| make().run(token))
+    }
+
     /// The restart policy (default [`Restart::Permanent`]).
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;

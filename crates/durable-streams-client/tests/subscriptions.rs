@@ -569,3 +569,98 @@ async fn failover_after_a_killed_worker_and_heartbeats_for_slow_handlers() {
     let seen = shared.seen.lock().unwrap().clone();
     assert_complete_in_order(&seen, 1, 2);
 }
+
+/// Graceful shutdown (here through a supervisor) finishes the batch in
+/// hand, acks it and releases: another worker continues at once, long
+/// before the 60 s lease would have lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_worker_shutdown_releases_for_the_next_worker() {
+    use durable_streams_client::supervisor::{ChildSpec, Supervisor};
+    let server = common::node();
+    let subs = subs(&server);
+    create_json(&subs, "wake/r").await;
+    create_json(&subs, "r/a").await;
+    create_json(&subs, "r/b").await;
+    subs.create(
+        "r",
+        &SubscriptionSpec::pull_wake("wake/r")
+            .pattern("r/*")
+            .lease_ttl(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let shared = Recorder {
+        worker: 0,
+        seen: Arc::default(),
+        busy: Arc::default(),
+        overlaps: Arc::default(),
+        delay: Duration::from_millis(1500),
+    };
+    let first = recorder(0, &shared);
+    let child_subs = subs.clone();
+    let supervisor = Supervisor::builder()
+        .child(ChildSpec::worker("first", move || {
+            Worker::builder(&child_subs, first.clone())
+                .subscription("r")
+                .name("first")
+        }))
+        .stop_on_ctrl_c(false)
+        .build()
+        .unwrap()
+        .spawn();
+    for path in ["r/a", "r/b"] {
+        subs.stream(path)
+            .unwrap()
+            .append_json(&Event {
+                stream: path.into(),
+                n: 0,
+            })
+            .await
+            .unwrap();
+    }
+    // Wait until the first worker is inside its first (slow) batch.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shared.busy.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first worker never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = tokio::time::Instant::now();
+    supervisor.shutdown().await.unwrap();
+    assert_eq!(
+        shared.seen.lock().unwrap().len(),
+        1,
+        "the batch in hand was finished"
+    );
+    let second = Worker::builder(
+        &subs,
+        Recorder {
+            delay: Duration::ZERO,
+            ..recorder(1, &shared)
+        },
+    )
+    .subscription("r")
+    .name("second")
+    .start()
+    .await
+    .unwrap();
+    while shared.seen.lock().unwrap().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the released wake was not taken over: {:?}",
+            second.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.shutdown().await.unwrap();
+    let seen = shared.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        2,
+        "nothing handled twice after a clean release: {seen:?}"
+    );
+    assert_eq!(seen[0].0, 0);
+    assert_eq!(seen[1].0, 1);
+}
