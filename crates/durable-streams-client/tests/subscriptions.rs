@@ -664,3 +664,135 @@ async fn supervised_worker_shutdown_releases_for_the_next_worker() {
     assert_eq!(seen[0].0, 0);
     assert_eq!(seen[1].0, 1);
 }
+
+/// Workers behind a hostile proxy: claims applied upstream but answered
+/// 502, 503s, final acks whose answers are lost, failing stream reads and
+/// cut SSE connections on the wake stream. Every event is still handled in
+/// order per stream, the cursors end at the tails, and the number of
+/// requests stays bounded (no hot loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_survive_a_hostile_proxy_without_hammering() {
+    use test_servers::fault_proxy::{Fault, FaultProxy, Rule};
+    const STREAMS: usize = 4;
+    const PER_STREAM: u64 = 300;
+    let server = common::node();
+    let proxy = FaultProxy::start(&server);
+    let direct = subs(&server);
+    let subs = common::client().subscriptions(proxy.base_url()).unwrap();
+    create_json(&direct, "wake/h").await;
+    for i in 0..STREAMS {
+        create_json(&direct, &format!("h/s{i}")).await;
+    }
+    direct
+        .create(
+            "h",
+            &SubscriptionSpec::pull_wake("wake/h")
+                .pattern("h/*")
+                .lease_ttl(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    let rules = [
+        proxy.add_rule(
+            Rule::new(Fault::StatusAfterForward(502))
+                .path("/claim")
+                .times(2),
+        ),
+        proxy.add_rule(
+            Rule::new(Fault::Status(503, vec![]))
+                .path("/claim")
+                .times(3),
+        ),
+        proxy.add_rule(Rule::new(Fault::DropAfterForward).path("/ack").times(2)),
+        proxy.add_rule(
+            Rule::new(Fault::Status(500, vec![]))
+                .method("GET")
+                .path("/h/s")
+                .times(5),
+        ),
+        proxy.add_rule(
+            Rule::new(Fault::CutSseAfterFirstControl)
+                .path("/wake/h")
+                .times(3),
+        ),
+    ];
+
+    let shared = Recorder {
+        worker: 0,
+        seen: Arc::default(),
+        busy: Arc::default(),
+        overlaps: Arc::default(),
+        delay: Duration::ZERO,
+    };
+    let mut workers = Vec::new();
+    for w in 0..2 {
+        workers.push(
+            Worker::builder(&subs, recorder(w, &shared))
+                .subscription("h")
+                .name(format!("h{w}"))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    for round in 0..10u64 {
+        for i in 0..STREAMS {
+            let path = format!("h/s{i}");
+            let events: Vec<_> = (0..PER_STREAM / 10)
+                .map(|n| Event {
+                    stream: path.clone(),
+                    n: round * (PER_STREAM / 10) + n,
+                })
+                .collect();
+            direct
+                .stream(&path)
+                .unwrap()
+                .append_json_batch(&events)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sub = direct.get("h").await.unwrap();
+        let mut at_tail = sub.streams.len() == STREAMS;
+        for link in &sub.streams {
+            let tail = direct
+                .stream(&link.path)
+                .unwrap()
+                .head()
+                .await
+                .unwrap()
+                .next_offset;
+            at_tail &= link.acked_offset == tail;
+        }
+        if at_tail {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cursors never reached the tails: {:?} / {:?}",
+            sub.streams,
+            workers.iter().map(|w| w.stats()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
+    let seen = shared.seen.lock().unwrap().clone();
+    assert_complete_in_order(&seen, STREAMS, PER_STREAM);
+    assert_eq!(*shared.overlaps.lock().unwrap(), 0);
+    let hits: Vec<u64> = rules.iter().map(|r| proxy.rule_hits(*r)).collect();
+    assert!(
+        hits.iter().all(|&h| h > 0),
+        "every fault was exercised: {hits:?}"
+    );
+    let total = proxy.total_requests();
+    eprintln!("faults hit {hits:?}, {total} requests through the proxy");
+    assert!(
+        total < 1_500,
+        "{total} requests through the proxy: a hot loop?"
+    );
+}
