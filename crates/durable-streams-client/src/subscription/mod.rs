@@ -37,6 +37,7 @@
 //! at `{base}/v1/stream/events/abc`.
 
 mod types;
+mod webhook;
 mod worker;
 
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub use types::{
     AckOutcome, Claim, Confirmed, DEFAULT_LEASE_TTL, LinkType, MAX_LEASE_TTL, MIN_LEASE_TTL,
     PendingStream, SecretToken, StreamAck, StreamLink, Subscription, SubscriptionSpec,
     SubscriptionStatus, SubscriptionType, Wake, WebhookSigning, WebhookTarget,
+};
+pub use webhook::{
+    DEFAULT_KEYS_MAX_AGE, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_REPLAY_WINDOW, SIGNATURE_HEADER,
+    WebhookResponse, WebhookVerifier, WebhookVerifierBuilder,
 };
 pub use worker::{Worker, WorkerBuilder, WorkerHandle, WorkerStats};
 
