@@ -293,7 +293,7 @@ async fn synchronous_done_acks_the_snapshot() {
         "{}",
         signing.jwks_url
     );
-    assert_eq!(verifier.key_ids(), [signing.kid.clone()]);
+    assert_eq!(verifier.key_ids(), [signing.kid]);
     // Stale: the wake was completed by the synchronous answer.
     let err = subs
         .ack(&wake, &[StreamAck::new("orders/a", tail.clone())], true)
