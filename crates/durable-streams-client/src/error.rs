@@ -210,6 +210,70 @@ pub enum ErrorKind {
         /// What is missing, for example `"subscriptions"`.
         feature: &'static str,
     },
+    /// A webhook delivery failed verification
+    /// ([`WebhookVerifier`](crate::subscription::WebhookVerifier)): do no
+    /// work for it, and answer it with an error status (401). Failures to
+    /// fetch the server's keys are not rejections: they keep their own kind
+    /// (network, server, ...), and the receiver should answer 503 so the
+    /// server retries.
+    WebhookRejected {
+        /// Why.
+        reason: WebhookRejection,
+    },
+}
+
+/// Why a webhook delivery was rejected (PROTOCOL.md sections 7.1 and 12.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WebhookRejection {
+    /// No `Webhook-Signature` header.
+    MissingSignature,
+    /// The header is not exactly `t=<unix seconds>,kid=<key id>,ed25519=<signature>`
+    /// with an unpadded base64url signature of 64 bytes (or it was sent twice).
+    MalformedSignature,
+    /// No key with the header's `kid` in the server's key set, also after
+    /// fetching it again (or a refetch was not allowed yet).
+    UnknownKey,
+    /// The signature does not match the timestamp and body under that key:
+    /// forged, or the body was altered (verify the raw body bytes, before any
+    /// parsing or re-encoding).
+    BadSignature,
+    /// The timestamp is older than the replay window, or further in the
+    /// future than it.
+    OutsideReplayWindow,
+    /// Correctly signed, but for a subscription this receiver does not serve.
+    UnexpectedSubscription,
+    /// Correctly signed, but the body is not a wake notification.
+    MalformedBody,
+}
+
+impl WebhookRejection {
+    /// A short, stable name such as `"bad_signature"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::MissingSignature => "missing_signature",
+            Self::MalformedSignature => "malformed_signature",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::OutsideReplayWindow => "outside_replay_window",
+            Self::UnexpectedSubscription => "unexpected_subscription",
+            Self::MalformedBody => "malformed_body",
+        }
+    }
+}
+
+impl fmt::Display for WebhookRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MissingSignature => "no Webhook-Signature header",
+            Self::MalformedSignature => "malformed Webhook-Signature header",
+            Self::UnknownKey => "signed with an unknown key",
+            Self::BadSignature => "the signature does not match the body",
+            Self::OutsideReplayWindow => "the signature timestamp is outside the replay window",
+            Self::UnexpectedSubscription => "a subscription this receiver does not serve",
+            Self::MalformedBody => "the body is not a wake notification",
+        })
+    }
 }
 
 /// The error codes of the subscription APIs (PROTOCOL.md sections 6 and 7).
@@ -359,6 +423,9 @@ impl ErrorKind {
             ErrorKind::Unsupported { feature } => {
                 write!(f, "this server does not support {feature}")
             }
+            ErrorKind::WebhookRejected { reason } => {
+                write!(f, "webhook delivery rejected: {reason}")
+            }
         }
     }
 }
@@ -383,6 +450,7 @@ impl ErrorKind {
             } => "fenced",
             ErrorKind::Subscription { .. } => "subscription",
             ErrorKind::Unsupported { .. } => "unsupported",
+            ErrorKind::WebhookRejected { .. } => "webhook_rejected",
             _ => "other",
         }
     }
@@ -425,6 +493,10 @@ impl Error {
 
     pub(crate) fn invalid_argument(field: &'static str, message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidArgument { field }).with_message(message)
+    }
+
+    pub(crate) fn webhook_rejected(reason: WebhookRejection, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::WebhookRejected { reason }).with_message(message)
     }
 
     pub(crate) fn decode(what: DecodeKind, message: impl Into<String>) -> Self {

@@ -111,7 +111,9 @@ mod testing;
 mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
-pub use error::{ConflictReason, DecodeKind, Error, ErrorKind, Result, SubscriptionErrorCode};
+pub use error::{
+    ConflictReason, DecodeKind, Error, ErrorKind, Result, SubscriptionErrorCode, WebhookRejection,
+};
 pub use offset::Offset;
 pub use producer::{
     Ack, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES,

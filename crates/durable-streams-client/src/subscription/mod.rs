@@ -10,6 +10,8 @@
 //!   the wake's tail, hands the batches to the same
 //!   [`Handler`](crate::consumer::Handler) a consumer uses, heartbeats while
 //!   the handler works, and acks with `done` when finished.
+//! * [`WebhookVerifier`]: checks webhook deliveries and turns them into
+//!   [`Wake`]s (see [Webhooks](#webhooks)).
 //!
 //! # Guarantees
 //!
@@ -32,11 +34,32 @@
 //! shards keep up to K workers busy, and a shard whose worker died is taken
 //! over by another after one lease.
 //!
+//! # Webhooks
+//!
+//! A webhook subscription ([`SubscriptionSpec::webhook`]) has the server
+//! POST each wake, signed with Ed25519, to a URL. The receiver verifies
+//! every delivery with a [`WebhookVerifier`] before doing any work: the
+//! `Webhook-Signature` header over the raw body, a replay window on its
+//! timestamp (five minutes by default), the key named by its `kid` from the
+//! server's key set (`{root}/__ds/jwks.json`, fetched through this client
+//! and cached; refetched at most once per interval when an unknown key
+//! appears), and optionally the subscription id. Failures are errors of
+//! kind [`ErrorKind::WebhookRejected`]
+//! with a [`WebhookRejection`](crate::WebhookRejection) reason; the callback
+//! token is never shown. The wake is then completed either by answering
+//! [`WebhookResponse::done()`] (the server acks the snapshot's tail
+//! offsets) or by answering [`WebhookResponse::accepted()`] and calling
+//! [`Subscriptions::ack`] later; a wake completed already or superseded is
+//! fenced ([`SubscriptionErrorCode::Fenced`]). A failed answer (non-2xx or
+//! no answer) is delivered again with backoff, so the same wake can arrive
+//! more than once. `examples/webhook_receiver.rs` is a complete receiver.
+//!
 //! Paths in subscription bodies are relative to the stream root
 //! (`{base}/v1/stream` on the reference servers): `events/abc` is the stream
 //! at `{base}/v1/stream/events/abc`.
 
 mod types;
+mod webhook;
 mod worker;
 
 use std::sync::Arc;
@@ -56,6 +79,10 @@ pub use types::{
     AckOutcome, Claim, Confirmed, DEFAULT_LEASE_TTL, LinkType, MAX_LEASE_TTL, MIN_LEASE_TTL,
     PendingStream, SecretToken, StreamAck, StreamLink, Subscription, SubscriptionSpec,
     SubscriptionStatus, SubscriptionType, Wake, WebhookSigning, WebhookTarget,
+};
+pub use webhook::{
+    DEFAULT_KEYS_MAX_AGE, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_REPLAY_WINDOW, SIGNATURE_HEADER,
+    WebhookResponse, WebhookVerifier, WebhookVerifierBuilder,
 };
 pub use worker::{Worker, WorkerBuilder, WorkerHandle, WorkerStats};
 

@@ -159,7 +159,7 @@ impl<H: Handler> WorkerBuilder<H> {
     /// Validate, resolve the wake stream, and start the worker on a tokio task.
     pub async fn start(self) -> Result<WorkerHandle> {
         let run = self.prepare().await?;
-        let stats = run.stats.clone();
+        let stats = Arc::clone(&run.stats);
         let name = run.name.clone();
         let task = TaskHandle::spawn("the worker task", &name, (), OnDrop::Abort, |token, _| {
             run.run(token)
@@ -690,7 +690,7 @@ impl<H: Handler> Run<H> {
                 up_to_date: chunk.up_to_date,
                 closed: chunk.closed,
                 bytes,
-                stream: path.clone(),
+                stream: Arc::clone(&path),
             };
             let mut flow = Flow::Continue;
             if !batch.items.is_empty() {
@@ -728,7 +728,7 @@ impl<H: Handler> Run<H> {
         let beat = Heartbeat {
             subs: self.subs.clone(),
             wake: wake.clone(),
-            lease: lease.clone(),
+            lease: Arc::clone(lease),
             every,
         };
         let stop_task = stop.clone();
