@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::offset::Offset;
+use crate::offset::{InvalidOffset, Offset, Origin};
 
 /// A boxed error accepted as the `source` of an [`Error`].
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -553,6 +553,18 @@ impl From<ErrorKind> for Error {
     }
 }
 
+/// An offset given as an argument becomes [`ErrorKind::InvalidArgument`]
+/// (field `offset`); one sent by a server, a [`DecodeKind::Header`] decode
+/// error. The message is the offset error's text.
+impl From<InvalidOffset> for Error {
+    fn from(e: InvalidOffset) -> Self {
+        match e.origin() {
+            Origin::Argument => Error::invalid_argument("offset", e.reason()),
+            Origin::Server => Error::decode(DecodeKind::Header, e.reason()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,6 +628,32 @@ mod tests {
         let err = Error::new(ErrorKind::Network).with_outcome_unknown();
         assert!(err.is_outcome_unknown());
         assert!(err.to_string().contains("outcome unknown"));
+    }
+
+    #[test]
+    fn invalid_offsets_map_to_invalid_argument_or_header_decode() {
+        for bad in ["", "a,b", "a&b", "a=b", "a?b", "a/b", "a\nb", "\u{7f}"] {
+            let reason = Offset::parse(bad).unwrap_err().reason().to_owned();
+            let err = Error::from(Offset::parse(bad).unwrap_err());
+            assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "offset" });
+            assert_eq!(err.message(), Some(reason.as_str()));
+            let err = Error::from(Offset::from_server(bad).unwrap_err());
+            assert_eq!(err.kind(), &ErrorKind::Decode(DecodeKind::Header));
+            assert_eq!(err.message(), Some(reason.as_str()));
+        }
+        let err = Error::from(Offset::parse("a/b").unwrap_err());
+        assert_eq!(
+            err.to_string(),
+            "invalid argument `offset`: offset contains the forbidden character '/'"
+        );
+        for sentinel in ["-1", "now"] {
+            let err = Error::from(Offset::from_server(sentinel).unwrap_err());
+            assert_eq!(err.kind(), &ErrorKind::Decode(DecodeKind::Header));
+            assert_eq!(
+                err.message(),
+                Some(format!("server returned the reserved offset {sentinel:?}").as_str())
+            );
+        }
     }
 
     #[test]
