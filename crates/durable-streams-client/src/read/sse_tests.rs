@@ -1,3 +1,8 @@
+//! Unit and property tests of the SSE parser. One file on purpose: the
+//! cases share one harness (`parse_all_ways` parses each input whole, in
+//! 1-byte and in 2-byte chunks, which must agree) and follow the WHATWG
+//! event stream rules one by one.
+
 use super::*;
 use proptest::prelude::*;
 
