@@ -127,7 +127,8 @@ async fn append(state: &mut State, op: &Operation) -> Result<Measured, Failure> 
 async fn read_all(state: &mut State, op: &Operation) -> Result<Measured, Failure> {
     let stream = state.bench_stream(&op.path)?;
     let start = op.offset.clone().unwrap_or_else(|| "-1".to_owned());
-    let offset = Offset::parse(&start).map_err(|e| Failure::from_client(&e, &op.path, true))?;
+    let offset =
+        Offset::parse(&start).map_err(|e| Failure::from_client(&e.into(), &op.path, true))?;
     let started = Instant::now();
     let bytes = stream
         .read()

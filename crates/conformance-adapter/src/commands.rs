@@ -322,7 +322,8 @@ pub async fn read(state: &mut State, command: &Value) -> Reply {
     let cmd: Read = fields(command)?;
     let live = read::live_mode(cmd.live.as_ref()).map_err(Failure::invalid_argument)?;
     let start = cmd.offset.clone().unwrap_or_else(|| "-1".to_owned());
-    let offset = Offset::parse(&start).map_err(|e| Failure::from_client(&e, &cmd.path, true))?;
+    let offset =
+        Offset::parse(&start).map_err(|e| Failure::from_client(&e.into(), &cmd.path, true))?;
     let timeout_ms = cmd
         .timeout_ms
         .as_ref()

@@ -308,10 +308,7 @@ pub fn parse_offset(raw: &str) -> Result<Offset, String> {
     match raw.trim() {
         "start" | "beginning" | "-1" => Ok(Offset::start()),
         "now" | "end" => Ok(Offset::now()),
-        token => Offset::parse(token).map_err(|e| match e.message() {
-            Some(m) => m.to_owned(),
-            None => e.to_string(),
-        }),
+        token => Offset::parse(token).map_err(|e| e.to_string()),
     }
 }
 

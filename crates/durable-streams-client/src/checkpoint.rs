@@ -195,6 +195,7 @@ impl CheckpointStore for FileCheckpointStore {
                 Err(e) => return Err(io_error("cannot read checkpoint", &path, e)),
             };
             let offset = Offset::parse(text.trim()).map_err(|e| {
+                let e = Error::from(e);
                 let message = format!("corrupt checkpoint file {}: {e}", path.display());
                 Error::checkpoint(e).with_message(message)
             })?;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::value::RawValue;
 
-use crate::error::{DecodeKind, ErrorKind};
+use crate::error::{DecodeKind, Error, ErrorKind};
 use crate::json::{ArraySplitter, split_messages};
 use crate::offset::Offset;
 use crate::request::ResponseMeta;
@@ -182,7 +182,10 @@ pub fn offset(data: &[u8]) {
                         .any(|c| matches!(c, ',' | '&' | '=' | '?' | '/') || c.is_control())
                 );
             }
-            Err(e) => assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header)),
+            Err(e) => assert_eq!(
+                Error::from(e).kind(),
+                &ErrorKind::Decode(DecodeKind::Header)
+            ),
         }
     }
     if let (Ok(x), Ok(y)) = (Offset::from_server(a), Offset::from_server(b)) {

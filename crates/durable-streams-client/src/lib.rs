@@ -114,7 +114,7 @@ pub use client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::{
     ConflictReason, DecodeKind, Error, ErrorKind, Result, SubscriptionErrorCode, WebhookRejection,
 };
-pub use offset::Offset;
+pub use offset::{InvalidOffset, Offset};
 pub use producer::{
     Ack, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, FailedBatch, Producer, ProducerBuilder,

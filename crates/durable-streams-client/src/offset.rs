@@ -1,9 +1,11 @@
 //! Offsets: opaque positions in a stream.
+//!
+//! A leaf module: it depends on nothing else in the crate. Its own error,
+//! [`InvalidOffset`], becomes the crate's [`Error`](crate::Error) through a
+//! `From` impl in `error.rs`.
 
 use std::fmt;
 use std::sync::Arc;
-
-use crate::error::{DecodeKind, Error, Result};
 
 /// A position in a stream: the start (`-1`), the current tail (`now`), or an
 /// opaque token the server returned in `Stream-Next-Offset`.
@@ -45,25 +47,32 @@ impl Offset {
     /// (`,` `&` `=` `?` `/`) and control characters; anything else is a
     /// valid opaque token (spaces and non-ASCII included: they are
     /// percent-encoded in request URLs).
-    pub fn parse(token: &str) -> Result<Offset> {
+    ///
+    /// The error converts into the crate's [`Error`](crate::Error) (kind
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// with field `offset`), so `?` works in functions returning
+    /// [`Result`](crate::Result).
+    pub fn parse(token: &str) -> Result<Offset, InvalidOffset> {
         match token {
             "-1" => return Ok(Offset::start()),
             "now" => return Ok(Offset::now()),
             _ => {}
         }
-        validate_token(token).map_err(|why| Error::invalid_argument("offset", why))?;
+        validate_token(token).map_err(|reason| InvalidOffset::new(Origin::Argument, reason))?;
         Ok(Offset(Repr::Token(Arc::from(token))))
     }
 
-    /// An offset from a server response header or control event.
-    pub(crate) fn from_server(token: &str) -> Result<Offset> {
+    /// An offset from a server response header or control event. The error
+    /// converts into a [`DecodeKind::Header`](crate::DecodeKind::Header)
+    /// decode error.
+    pub(crate) fn from_server(token: &str) -> Result<Offset, InvalidOffset> {
         if token == "-1" || token == "now" {
-            return Err(Error::decode(
-                DecodeKind::Header,
+            return Err(InvalidOffset::new(
+                Origin::Server,
                 format!("server returned the reserved offset {token:?}"),
             ));
         }
-        validate_token(token).map_err(|why| Error::decode(DecodeKind::Header, why))?;
+        validate_token(token).map_err(|reason| InvalidOffset::new(Origin::Server, reason))?;
         Ok(Offset(Repr::Token(Arc::from(token))))
     }
 
@@ -87,7 +96,67 @@ impl Offset {
     }
 }
 
-fn validate_token(token: &str) -> std::result::Result<(), String> {
+/// Why a text is not a valid [`Offset`]: it is empty, contains a character
+/// the protocol forbids in tokens (`,` `&` `=` `?` `/`) or a control
+/// character, or (from a server) is one of the reserved sentinels `-1` and
+/// `now`. `Display` says which, naming the offending character.
+///
+/// Returned by [`Offset::parse`] and [`str::parse`]; `?` turns it into the
+/// crate's [`Error`](crate::Error) of kind
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+/// (field `offset`) with the same text as its message.
+///
+/// ```
+/// use durable_streams_client::{Error, ErrorKind, Offset};
+/// let err = Offset::parse("a/b").unwrap_err();
+/// assert_eq!(err.to_string(), "offset contains the forbidden character '/'");
+/// let err = Error::from(err);
+/// assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "offset" });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOffset {
+    origin: Origin,
+    reason: String,
+}
+
+/// Where a rejected offset came from, which decides the crate error it maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// An argument ([`Offset::parse`]).
+    Argument,
+    /// A server response ([`Offset::from_server`]).
+    Server,
+}
+
+impl InvalidOffset {
+    fn new(origin: Origin, reason: impl Into<String>) -> Self {
+        InvalidOffset {
+            origin,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the offset came from an argument or from a server.
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// What was wrong, e.g. `offset contains the forbidden character '/'`
+    /// (the same text as `Display`).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for InvalidOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for InvalidOffset {}
+
+fn validate_token(token: &str) -> Result<(), String> {
     if token.is_empty() {
         return Err("offset is empty".into());
     }
@@ -121,20 +190,20 @@ impl fmt::Debug for Offset {
 }
 
 impl std::str::FromStr for Offset {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Offset> {
+    type Err = InvalidOffset;
+    fn from_str(s: &str) -> Result<Offset, InvalidOffset> {
         Offset::parse(s)
     }
 }
 
 impl serde::Serialize for Offset {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Offset {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Offset, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Offset, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Offset::parse(&s).map_err(serde::de::Error::custom)
     }
@@ -160,15 +229,11 @@ mod tests {
             "", "a,b", "a&b", "a=b", "a?b", "a/b", "a\nb", "a\tb", "\u{7f}", "a\u{85}",
         ] {
             let err = Offset::parse(bad).unwrap_err();
-            assert_eq!(
-                err.kind(),
-                &crate::ErrorKind::InvalidArgument { field: "offset" }
-            );
+            assert_eq!(err.origin(), Origin::Argument);
+            assert!(err.reason().starts_with("offset "), "{err}");
+            assert_eq!(err.to_string(), err.reason());
             let err = Offset::from_server(bad).unwrap_err();
-            assert_eq!(
-                err.kind(),
-                &crate::ErrorKind::Decode(crate::DecodeKind::Header)
-            );
+            assert_eq!(err.origin(), Origin::Server);
         }
     }
 
@@ -262,25 +327,6 @@ mod tests {
                 }
                 Err(_) => prop_assert!(s.is_empty() || s.chars().any(is_forbidden)),
             }
-        }
-
-        #[test]
-        fn query_encoding_round_trips(t in token()) {
-            // How request URLs carry offsets: percent-encoded, never `+`.
-            let mut url = url::Url::parse("http://h/s").unwrap();
-            url.set_query(Some(&crate::request::encode_query(&[("offset".to_owned(), t.clone())])));
-            let query = url.query().unwrap().to_owned();
-            prop_assert!(!query.contains('+'));
-            prop_assert!(!query.contains(' '));
-            let decoded: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            prop_assert_eq!(decoded, vec![("offset".to_owned(), t.clone())]);
-            let pct = percent_encoding::percent_decode_str(query.strip_prefix("offset=").unwrap())
-                .decode_utf8()
-                .unwrap();
-            prop_assert_eq!(pct.as_ref(), t.as_str());
         }
     }
 }

@@ -533,4 +533,38 @@ mod tests {
         let e = ResponseMeta::from_headers(&bad).unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));
     }
+
+    /// Any valid offset token (sentinels included: only the encoding matters).
+    fn token() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            any::<char>().prop_filter("allowed", |&c| {
+                !matches!(c, ',' | '&' | '=' | '?' | '/') && !c.is_control()
+            }),
+            1..40,
+        )
+        .prop_map(|cs| cs.into_iter().collect::<String>())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn query_encoding_round_trips(t in token()) {
+            use proptest::prelude::*;
+            // How request URLs carry offsets: percent-encoded, never `+`.
+            let mut url = url::Url::parse("http://h/s").unwrap();
+            url.set_query(Some(&encode_query(&[("offset".to_owned(), t.clone())])));
+            let query = url.query().unwrap().to_owned();
+            prop_assert!(!query.contains('+'));
+            prop_assert!(!query.contains(' '));
+            let decoded: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            prop_assert_eq!(decoded, vec![("offset".to_owned(), t.clone())]);
+            let pct = percent_encoding::percent_decode_str(query.strip_prefix("offset=").unwrap())
+                .decode_utf8()
+                .unwrap();
+            prop_assert_eq!(pct.as_ref(), t.as_str());
+        }
+    }
 }

@@ -165,6 +165,52 @@ impl<R: Send + 'static, P: Send + Sync + 'static> TaskHandle<R, P> {
         };
         task.await.unwrap_or_else(|e| Err(join_error(self.what, e)))
     }
+
+    /// Wait until `signal` resolves or the task ends, whichever comes
+    /// first: on `signal`, [`shutdown`](Self::shutdown) (cancel the token,
+    /// which drains, and wait); when the task ended first, its result as
+    /// [`join`](Self::join) returns it. Dropping the future drops the
+    /// handle (see [`OnDrop`]).
+    pub(crate) async fn shutdown_on<F>(mut self, signal: F) -> Result<R>
+    where
+        F: Future + Send,
+    {
+        let ended = {
+            let Some(task) = self.task.as_mut() else {
+                return Err(internal(format!("{} is gone", self.what)));
+            };
+            tokio::select! {
+                biased;
+                joined = task => Some(joined),
+                _ = signal => None,
+            }
+        };
+        match ended {
+            Some(joined) => {
+                self.task = None;
+                joined.unwrap_or_else(|e| Err(join_error(self.what, e)))
+            }
+            None => self.shutdown().await,
+        }
+    }
+
+    /// [`shutdown_on`](Self::shutdown_on) ctrl-c ([`ctrl_c`]).
+    pub(crate) async fn shutdown_on_ctrl_c(self) -> Result<R> {
+        let what = format!("{} ({})", self.what, self.name);
+        self.shutdown_on(ctrl_c(&what)).await
+    }
+}
+
+/// Resolves on ctrl-c (SIGINT), logging that `what` is shutting down; never
+/// when the signal cannot be listened for (logged as a warning). Once
+/// listened for, ctrl-c no longer ends the process by itself (tokio
+/// replaces the default handler for the life of the process).
+pub(crate) async fn ctrl_c(what: &str) {
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::warn!(error = %e, "cannot listen for ctrl-c; {what} runs until stopped otherwise");
+        std::future::pending::<()>().await;
+    }
+    tracing::info!("{what} received ctrl-c; shutting down");
 }
 
 impl<R, P> TaskHandle<R, P> {
@@ -326,6 +372,8 @@ macro_rules! reader_handle {
         $(#[$finished:meta])* is_finished;
         $(#[$request:meta])* request_shutdown;
         $(#[$shutdown:meta])* shutdown;
+        $(#[$shutdown_on:meta])* shutdown_on;
+        $(#[$ctrl_c:meta])* shutdown_on_ctrl_c;
         $(#[$join:meta])* join;
         $(#[$abort:meta])* abort;
         $(#[$detach:meta])* detach;
@@ -365,6 +413,19 @@ macro_rules! reader_handle {
             $(#[$shutdown])*
             pub async fn shutdown(self) -> $crate::Result<$r> {
                 self.0.shutdown().await
+            }
+
+            $(#[$shutdown_on])*
+            pub async fn shutdown_on<F>(self, signal: F) -> $crate::Result<$r>
+            where
+                F: ::std::future::Future + Send,
+            {
+                self.0.shutdown_on(signal).await
+            }
+
+            $(#[$ctrl_c])*
+            pub async fn shutdown_on_ctrl_c(self) -> $crate::Result<$r> {
+                self.0.shutdown_on_ctrl_c().await
             }
 
             $(#[$join])*
@@ -479,6 +540,52 @@ mod tests {
         drop(handle);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!ended.is_cancelled(), "a detaching handle's task runs on");
+    }
+
+    /// A task that ends on its own when `end` resolves ("ended"), or
+    /// drains when its token is cancelled ("drained").
+    fn ending_on(end: tokio::sync::oneshot::Receiver<()>) -> TaskHandle<&'static str, ()> {
+        TaskHandle::spawn(
+            "the test task",
+            "t",
+            (),
+            OnDrop::Abort,
+            |token, _| async move {
+                tokio::select! {
+                    _ = token.cancelled() => Ok("drained"),
+                    _ = end => Ok("ended"),
+                }
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn shutdown_on_runs_until_the_signal_then_shuts_down() {
+        let (_end, end) = tokio::sync::oneshot::channel();
+        let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+        let waiting = tokio::spawn(ending_on(end).shutdown_on(signalled));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it runs until the signal");
+        signal.send(()).unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap(), "drained");
+    }
+
+    #[tokio::test]
+    async fn shutdown_on_returns_what_the_task_returned_when_it_ends_first() {
+        let (end, ended) = tokio::sync::oneshot::channel();
+        end.send(()).unwrap();
+        let never = std::future::pending::<()>();
+        assert_eq!(ending_on(ended).shutdown_on(never).await.unwrap(), "ended");
+
+        let failing =
+            TaskHandle::<(), ()>::spawn("the test task", "t", (), OnDrop::Abort, |_, _| async {
+                Err(internal("boom"))
+            });
+        let e = failing
+            .shutdown_on(std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Internal);
     }
 
     #[tokio::test]

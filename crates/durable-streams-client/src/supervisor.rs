@@ -383,10 +383,7 @@ impl Supervisor {
 /// Resolves on ctrl-c when `enabled` (never otherwise).
 async fn ctrl_c_signal(enabled: bool) {
     if enabled {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tracing::info!("supervisor received ctrl-c; shutting down");
+        crate::runtime::ctrl_c("supervisor").await;
     } else {
         std::future::pending::<()>().await;
     }

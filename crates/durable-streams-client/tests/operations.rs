@@ -428,7 +428,7 @@ async fn reading_from_an_offset_resumes_exactly() {
 #[tokio::test]
 async fn invalid_offsets_never_reach_the_wire() {
     for bad in ["a&b", "a/b", "", "x=y"] {
-        let err = Offset::parse(bad).unwrap_err();
+        let err = durable_streams_client::Error::from(Offset::parse(bad).unwrap_err());
         assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "offset" });
     }
 }

@@ -17,7 +17,7 @@ use durable_streams_client::consumer::{
     Batch, Consumer, Flow, Handler, Json, MemoryCheckpointStore, StartFrom, StopReason,
 };
 use durable_streams_client::pipeline::{
-    BatchInfo, DeadLetter, Failure, Message, Pipeline, Processed, Stage,
+    BatchInfo, BatchTrigger, DeadLetter, Failure, Message, Pipeline, Processed, Stage,
 };
 use durable_streams_client::supervisor::{ChildSpec, Restart, Supervisor};
 use durable_streams_client::{
@@ -979,5 +979,91 @@ async fn abort_never_commits_unfinished_messages_and_restart_completes() {
         .unwrap();
         handle.shutdown().await.unwrap();
         assert_eq!(done.lock().unwrap().len(), TOTAL as usize, "nothing lost");
+    }
+}
+
+/// `shutdown_on` (which `shutdown_on_ctrl_c` runs with ctrl-c) drains like
+/// `shutdown` once its signal resolves: messages waiting in a batcher are
+/// flushed by the drain and the checkpoint reaches the tail. A pipeline that
+/// stops on its own first returns like `join`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_on_a_signal_drains_the_batchers_and_commits() {
+    let _serial = SERIAL.lock().await;
+    const TOTAL: u32 = 50;
+    for server in common::servers() {
+        let stream = json_stream(&server, "pipeline-signal").await;
+        fill(&stream, 0..TOTAL, 5, TOTAL as usize).await;
+        let end = tail(&stream).await;
+        let store = MemoryCheckpointStore::new();
+        let processed = Arc::new(AtomicUsize::new(0));
+        let flushed: Arc<Mutex<Vec<(BatchTrigger, usize)>>> = Arc::default();
+        let (p, f) = (Arc::clone(&processed), Arc::clone(&flushed));
+        let handle = Pipeline::json::<Event>(&stream)
+            .name("signal")
+            .live(LiveMode::LongPoll)
+            .checkpoint_store(store.clone())
+            .process(move |m: Message<Event>| {
+                p.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(Processed::batch("sink", m)) }
+            })
+            // Never full and never timed out: only the drain flushes it.
+            .batcher(
+                "sink",
+                1000,
+                Duration::from_secs(3600),
+                move |info: BatchInfo, msgs: Vec<Message<Event>>| {
+                    f.lock().unwrap().push((info.trigger, msgs.len()));
+                    async { Ok(()) }
+                },
+            )
+            .build()
+            .unwrap()
+            .spawn();
+        let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+        let stopping = tokio::spawn(handle.shutdown_on(signalled));
+
+        let waited = Instant::now();
+        while processed.load(Ordering::SeqCst) < TOTAL as usize {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "{:?}: only {} of {TOTAL} messages processed",
+                server.kind(),
+                processed.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!stopping.is_finished(), "it runs until the signal");
+        assert!(flushed.lock().unwrap().is_empty(), "nothing flushed yet");
+        assert_eq!(store.get("signal"), None, "nothing committed yet");
+
+        signal.send(()).unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(30), stopping)
+            .await
+            .expect("the drain ends")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reason, StopReason::Shutdown, "{:?}", server.kind());
+        let flushed = flushed.lock().unwrap().clone();
+        assert!(
+            flushed.iter().all(|(t, _)| *t == BatchTrigger::Drain),
+            "{flushed:?}"
+        );
+        let total: usize = flushed.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, TOTAL as usize, "every message flushed by the drain");
+        assert_eq!(store.get("signal"), Some(end), "checkpoint at the tail");
+
+        // Stopping on its own (caught up) before the signal: like `join`.
+        let reason = Pipeline::json::<Event>(&stream)
+            .name("signal-off")
+            .live(LiveMode::Off)
+            .process(|_m: Message<Event>| async { Ok(Processed::done()) })
+            .build()
+            .unwrap()
+            .spawn()
+            .shutdown_on(std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(reason, StopReason::CaughtUp, "{:?}", server.kind());
     }
 }

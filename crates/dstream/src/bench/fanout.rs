@@ -201,8 +201,7 @@ pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<()
     for id in 0..n {
         let tx = tx.clone();
         if ours {
-            let offset =
-                durable_streams_client::Offset::parse(&tail).map_err(|e| format!("offset: {e}"))?;
+            let offset = durable_streams_client::Offset::parse(&tail).map_err(|e| e.to_string())?;
             let mut reader = stream.read().offset(offset).live(LiveMode::Sse).bytes();
             tasks.push(tokio::spawn(async move {
                 while let Some(Ok(chunk)) = reader.next().await {

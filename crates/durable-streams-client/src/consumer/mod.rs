@@ -441,6 +441,41 @@ crate::runtime::reader_handle! {
     /// Returns why the consumer stopped (another reason if it had already
     /// stopped on its own).
     shutdown;
+    /// Run until `signal` resolves, then stop cleanly and wait like
+    /// [`shutdown`](ConsumerHandle::shutdown); if the consumer stops on its
+    /// own first, return like [`join`](ConsumerHandle::join). Any future
+    /// serves as the signal (a `CancellationToken::cancelled()`, a oneshot
+    /// receiver, a timer). Dropping the returned future aborts the
+    /// consumer, like dropping the handle.
+    shutdown_on;
+    /// Run until ctrl-c (SIGINT), then stop cleanly and wait like
+    /// [`shutdown`](ConsumerHandle::shutdown); if the consumer stops on its
+    /// own first, return like [`join`](ConsumerHandle::join).
+    ///
+    /// From the first call on, ctrl-c no longer ends the process by itself
+    /// (tokio replaces the default handler for the life of the process).
+    /// Several consumers or pipelines under one ctrl-c belong in a
+    /// [`supervisor`](crate::supervisor) with
+    /// [`stop_on_ctrl_c`](crate::supervisor::SupervisorBuilder::stop_on_ctrl_c).
+    ///
+    /// ```no_run
+    /// # use durable_streams_client::consumer::{Batch, Consumer, Flow, Handler, Raw};
+    /// # use durable_streams_client::{Client, Result};
+    /// # struct Print;
+    /// # impl Handler for Print {
+    /// #     type Format = Raw;
+    /// #     async fn handle_batch(&mut self, batch: &Batch<bytes::Bytes>) -> Result<Flow> {
+    /// #         Ok(Flow::Continue)
+    /// #     }
+    /// # }
+    /// # async fn demo() -> Result<()> {
+    /// let stream = Client::new().stream("http://127.0.0.1:4437/v1/stream/orders")?;
+    /// let handle = Consumer::builder(&stream, Print).name("print").build()?.spawn();
+    /// let reason = handle.shutdown_on_ctrl_c().await?;
+    /// println!("stopped: {reason:?}");
+    /// # Ok(()) }
+    /// ```
+    shutdown_on_ctrl_c;
     /// Wait until the consumer stops on its own. `Err` when it stopped
     /// because of an error (see [`Handler::handle_error`]).
     join;

@@ -53,7 +53,8 @@
 //!   does not grow.
 //! * **Drain.** [`PipelineHandle::shutdown`] stops the reader, lets every
 //!   message already read finish (processors, then batchers, which flush
-//!   their partial batches), commits the checkpoint and returns.
+//!   their partial batches), commits the checkpoint and returns;
+//!   [`PipelineHandle::shutdown_on_ctrl_c`] does so on ctrl-c.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -382,6 +383,49 @@ crate::runtime::reader_handle! {
     /// Drain and wait: stop reading, finish every message already read,
     /// flush the batchers, commit. Returns why it stopped.
     shutdown;
+    /// Run until `signal` resolves, then drain and wait like
+    /// [`shutdown`](PipelineHandle::shutdown); if the pipeline stops on its
+    /// own first, return like [`join`](PipelineHandle::join). Any future
+    /// serves as the signal: a `CancellationToken::cancelled()`, a oneshot
+    /// receiver, a timer, or [`tokio::signal::ctrl_c`] (see
+    /// [`shutdown_on_ctrl_c`](PipelineHandle::shutdown_on_ctrl_c)).
+    /// Dropping the returned future aborts the pipeline, like dropping the
+    /// handle.
+    shutdown_on;
+    /// Run until ctrl-c (SIGINT), then drain and wait like
+    /// [`shutdown`](PipelineHandle::shutdown): what a pipeline alone in a
+    /// program needs to stop without reprocessing. If it stops on its own
+    /// first, returns like [`join`](PipelineHandle::join).
+    ///
+    /// From the first call on, ctrl-c no longer ends the process by itself
+    /// (tokio replaces the default handler for the life of the process),
+    /// so a second ctrl-c does not cut a long drain short; bound the drain
+    /// with [`shutdown_on`](PipelineHandle::shutdown_on) and your own
+    /// signal handling if you need that. Several pipelines or consumers
+    /// under one ctrl-c belong in a [`supervisor`](crate::supervisor) with
+    /// [`stop_on_ctrl_c`](crate::supervisor::SupervisorBuilder::stop_on_ctrl_c).
+    ///
+    /// ```no_run
+    /// use durable_streams_client::pipeline::{Message, Pipeline, Processed};
+    /// use durable_streams_client::{Client, Result};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<()> {
+    ///     let stream = Client::new().stream("http://127.0.0.1:4437/v1/stream/events")?;
+    ///     let handle = Pipeline::json::<serde_json::Value>(&stream)
+    ///         .name("events")
+    ///         .process(|m: Message<serde_json::Value>| async move {
+    ///             println!("{}", m.data);
+    ///             Ok(Processed::done())
+    ///         })
+    ///         .build()?
+    ///         .spawn();
+    ///     let reason = handle.shutdown_on_ctrl_c().await?;
+    ///     println!("stopped: {reason:?}");
+    ///     Ok(())
+    /// }
+    /// ```
+    shutdown_on_ctrl_c;
     /// Wait until the pipeline stops on its own (end of a non-live read,
     /// closed stream, a fatal error, or a shutdown request).
     join;

@@ -4,7 +4,8 @@
 //! One task owns all sequencing state, so there are no locks around it; the
 //! appending side only touches the open batch and the sealed queue in
 //! [`ProducerShared::state`]. Requests run as futures polled by this task (the HTTP
-//! connections themselves live in the client's pool).
+//! connections themselves live in the client's pool). What an answer means
+//! and what the task does about it is in [`answer`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
@@ -14,20 +15,17 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::SealedBatch;
-use super::{FailedBatch, MAX_SAFE_INTEGER, ProducerShared, Receipt};
-use crate::error::{DecodeKind, Error, ErrorKind, Result};
-use crate::offset::Offset;
-use crate::request::{
-    BufferedResponse, Idempotency, RequestSpec, error_from_response, header_is_true, header_str,
-    header_u64, names,
-};
+use super::{FailedBatch, MAX_SAFE_INTEGER, ProducerShared};
+use crate::error::{Error, ErrorKind, Result};
+use crate::request::{BufferedResponse, Idempotency, RequestSpec, names};
 use crate::retry::Backoff;
+
+mod answer;
 
 /// Requests from the [`super::Producer`] handle to its task.
 #[derive(Debug)]
@@ -48,21 +46,6 @@ struct Sent {
 }
 
 type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Sent> + Send>>>;
-
-enum AttemptOutcome {
-    Acked {
-        duplicate: bool,
-        offset: Option<Offset>,
-    },
-    Gap(Error),
-    /// A duplicate answer to a tuple no attempt of ours could have written.
-    Collision,
-    Stale {
-        current: u64,
-        error: Error,
-    },
-    Fatal(Error),
-}
 
 pub(crate) struct Driver {
     shared: Arc<ProducerShared>,
@@ -327,228 +310,6 @@ impl Driver {
         }));
     }
 
-    fn classify(&self, sent: &Sent) -> AttemptOutcome {
-        let url = &self.shared.stream.inner.url;
-        let batch = &sent.batch;
-        let seq = batch.seq.unwrap_or_default();
-        match &sent.result {
-            Ok(resp) if resp.status.is_success() => {
-                // A close without a body is answered 204 as a matter of course.
-                let close_only = batch.close && batch.body.is_empty();
-                let duplicate = resp.status == StatusCode::NO_CONTENT && !close_only;
-                if let Err(error) =
-                    check_echo(&resp.headers, resp.status, sent.epoch, seq, close_only)
-                {
-                    return AttemptOutcome::Fatal(
-                        error.with_status(resp.status.as_u16()).with_url(url),
-                    );
-                }
-                if is_collision(duplicate, batch.uncertain, self.shared.detect_collisions) {
-                    return AttemptOutcome::Collision;
-                }
-                AttemptOutcome::Acked {
-                    duplicate,
-                    // A missing or unreadable offset is not a failure: the
-                    // write is done (PROTOCOL.md 5.2.1 acknowledges by status).
-                    offset: header_str(&resp.headers, names::NEXT_OFFSET)
-                        .and_then(|v| Offset::from_server(v).ok()),
-                }
-            }
-            Ok(resp) => {
-                let error = error_from_response(&sent.spec, resp.status, &resp.headers, &resp.body)
-                    .with_url(url);
-                match error.kind() {
-                    ErrorKind::StaleEpoch { current } => AttemptOutcome::Stale {
-                        current: *current,
-                        error,
-                    },
-                    // A closed stream is final, whatever else the answer says.
-                    ErrorKind::SequenceGap { .. }
-                        if !header_is_true(&resp.headers, names::CLOSED) =>
-                    {
-                        AttemptOutcome::Gap(error)
-                    }
-                    // "A new epoch must start at seq 0" for seq > 0: the
-                    // server does not know this epoch (any more); judged
-                    // like a gap (lost state once seq 0 was acknowledged).
-                    ErrorKind::BadRequest if seq > 0 && mentions_epoch(&error) => {
-                        AttemptOutcome::Gap(error)
-                    }
-                    _ => AttemptOutcome::Fatal(error),
-                }
-            }
-            // Retryable failures were retried until the delivery deadline.
-            Err(error) if error.is_retryable() => {
-                let mut timeout = Error::new(ErrorKind::DeliveryTimeout)
-                    .with_message(format!(
-                        "batch (epoch {}, seq {seq}, {} messages) not acknowledged within the \
-                         delivery timeout of {:?}; last error: {error}",
-                        sent.epoch, batch.messages, self.shared.delivery_timeout
-                    ))
-                    .with_source(error.clone())
-                    .with_url(url);
-                if batch.uncertain {
-                    timeout = timeout.with_outcome_unknown();
-                }
-                AttemptOutcome::Fatal(timeout)
-            }
-            Err(error) => AttemptOutcome::Fatal(error.clone()),
-        }
-    }
-
-    fn on_sent(&mut self, mut sent: Sent) {
-        sent.batch.uncertain |= sent.backoff.take_outcome_unknown();
-        let outcome = self.classify(&sent);
-        let Sent {
-            mut batch,
-            epoch,
-            started,
-            backoff,
-            ..
-        } = sent;
-        batch.backoff = Some(backoff);
-        let seq = batch.seq.unwrap_or_default();
-        let old_epoch = epoch != self.epoch || self.pending_epoch.is_some();
-        match outcome {
-            AttemptOutcome::Acked { duplicate, offset } => {
-                if epoch == self.epoch {
-                    self.mark_acked(seq);
-                }
-                self.window.on_ack();
-                if batch.close {
-                    self.closed_at = Some((epoch, seq));
-                }
-                if !duplicate && seq == 0 && batch.uncertain {
-                    // A server without state for this producer (restarted
-                    // without it) accepts a repeat of seq 0 as new: if the
-                    // unknown attempt was applied, it is now stored twice.
-                    self.stats(|s| {
-                        s.possible_duplicate_batches += 1;
-                        s.possible_duplicate_messages += batch.messages as u64;
-                    });
-                }
-                crate::telemetry::producer_batch_sent(
-                    batch.messages,
-                    batch.body.len(),
-                    started.elapsed(),
-                    epoch,
-                    seq,
-                    duplicate,
-                );
-                let receipt = Receipt {
-                    offset,
-                    duplicate,
-                    epoch,
-                    seq,
-                };
-                batch.resolve(&Ok(receipt));
-                self.release(&batch);
-            }
-            AttemptOutcome::Gap(_) | AttemptOutcome::Stale { .. } | AttemptOutcome::Collision
-                if self.poisoned.is_some() =>
-            {
-                let error = self.poisoned.clone().unwrap_or_else(closed_error);
-                self.fail(batch, error);
-            }
-            AttemptOutcome::Gap(_) | AttemptOutcome::Collision if old_epoch => {
-                self.reclaim.push(batch)
-            }
-            AttemptOutcome::Collision => {
-                self.stats(|s| s.collisions += 1);
-                if self.shared.auto_claim && epoch < MAX_SAFE_INTEGER {
-                    tracing::warn!(
-                        producer_id = %self.shared.producer_id,
-                        epoch,
-                        seq,
-                        "producer id collision: another writer already used this (id, epoch, seq); claiming the next epoch"
-                    );
-                    self.claim(epoch + 1);
-                    self.reclaim.push(batch);
-                } else {
-                    let error = Error::new(ErrorKind::ProducerIdCollision { epoch, seq })
-                        .with_status(204)
-                        .with_message(format!(
-                            "the server answered the first attempt of (id {:?}, epoch {epoch}, seq {seq}) \
-                             as a duplicate, so it holds another writer's batch under that tuple; \
-                             this batch was not stored. Give each run a higher epoch (the default epoch \
-                             comes from the clock), use a unique producer id per instance, or enable \
-                             auto_claim",
-                            self.shared.producer_id
-                        ))
-                        .with_url(&self.shared.stream.inner.url);
-                    self.fail(batch, error);
-                }
-            }
-            AttemptOutcome::Gap(error)
-                if state_lost(&error, self.established, batch.sent_after_all_lower_acked) =>
-            {
-                self.stats(|s| s.state_losses += 1);
-                if self.shared.recover_lost_state && epoch < MAX_SAFE_INTEGER {
-                    tracing::warn!(
-                        producer_id = %self.shared.producer_id,
-                        epoch,
-                        acknowledged_below = self.acked_below,
-                        error = %error,
-                        "the server lost this producer's state; claiming the next epoch and re-sending unacknowledged batches"
-                    );
-                    self.claim(epoch + 1);
-                    self.reclaim.push(batch);
-                } else {
-                    let answer = match error.kind() {
-                        ErrorKind::SequenceGap { expected, received } => {
-                            format!("the server expects seq {expected} for seq {received}")
-                        }
-                        _ => format!(
-                            "the server no longer knows epoch {epoch} (it answered {:?} to seq {seq})",
-                            error.message().unwrap_or("400")
-                        ),
-                    };
-                    let error = Error::new(ErrorKind::ProducerStateLost { epoch })
-                        .with_status(409)
-                        .with_message(format!(
-                            "{answer} although seqs below {} \
-                             of this epoch were acknowledged: it forgot them (restarted without durable \
-                             producer state?). Acknowledged batches are stored; the unacknowledged ones \
-                             fail (those in flight at the loss may have been stored). \
-                             recover_lost_state(true) re-sends them in a new epoch instead (those in flight \
-                             at the loss may then be stored twice)",
-                            self.acked_below
-                        ))
-                        .with_url(&self.shared.stream.inner.url);
-                    self.fail(batch, error);
-                }
-            }
-            AttemptOutcome::Gap(error) => {
-                self.window.on_gap();
-                if batch.sent_after_all_lower_acked {
-                    // Nothing lower was outstanding: the server's state differs
-                    // from ours (expired or reset), and resending cannot help.
-                    self.fail(batch, error);
-                } else if self.acked_below == seq {
-                    // The lower seqs were acknowledged meanwhile: it was only
-                    // reordering on the way to the server.
-                    crate::telemetry::producer_retry("sequence_gap");
-                    self.resend.push_back(batch);
-                } else {
-                    crate::telemetry::producer_retry("sequence_gap");
-                    self.parked.insert(seq, batch);
-                }
-            }
-            AttemptOutcome::Stale { current, error } => {
-                if self.shared.auto_claim && current < MAX_SAFE_INTEGER {
-                    self.claim(current + 1);
-                    self.reclaim.push(batch);
-                } else {
-                    self.fenced_by = Some(self.fenced_by.map_or(current, |f| f.max(current)));
-                    self.fail(batch, error);
-                }
-            }
-            AttemptOutcome::Fatal(error) => self.fail(batch, error),
-        }
-        self.release_parked();
-        self.maybe_switch_epoch();
-    }
-
     /// Move to `epoch` (or higher) once the current epoch's requests resolve.
     fn claim(&mut self, epoch: u64) {
         self.pending_epoch = Some(self.pending_epoch.map_or(epoch, |p| p.max(epoch)));
@@ -736,84 +497,6 @@ impl Driver {
     }
 }
 
-/// Whether a sequence gap answer means the server forgot this epoch's
-/// state: it expects seq 0 although seq 0 was acknowledged (`established`),
-/// or it expects less than a seq sent after every lower one was
-/// acknowledged. Other gaps are requests overtaking each other.
-fn state_lost(error: &Error, established: bool, sent_after_all_lower_acked: bool) -> bool {
-    match error.kind() {
-        // Only classified as a gap for seq > 0 (see `classify`).
-        ErrorKind::BadRequest => established,
-        ErrorKind::SequenceGap { expected, received } => {
-            (*expected == 0 && *received > 0 && established)
-                || (sent_after_all_lower_acked && expected < received)
-        }
-        _ => false,
-    }
-}
-
-/// A duplicate answer is another writer's batch unless an attempt of ours
-/// with this tuple may have been applied (PROTOCOL.md 5.2.1: `204` means the
-/// server already has `(id, epoch, seq)`).
-fn is_collision(duplicate: bool, uncertain: bool, detect: bool) -> bool {
-    duplicate && !uncertain && detect
-}
-
-/// A `400` about the epoch (PROTOCOL.md 5.2.1: an epoch the server sees as
-/// new must start at seq 0).
-fn mentions_epoch(error: &Error) -> bool {
-    error
-        .message()
-        .is_some_and(|m| m.to_ascii_lowercase().contains("epoch"))
-}
-
-/// Check the producer headers a server echoes on success (PROTOCOL.md
-/// 5.2.1): `Producer-Epoch` is the request's epoch; `Producer-Seq` is the
-/// highest accepted seq, so the request's seq on `200` and at least it on a
-/// duplicate `204`. Absent headers are not checked (older servers).
-fn check_echo(
-    headers: &HeaderMap,
-    status: StatusCode,
-    epoch: u64,
-    seq: u64,
-    close_only: bool,
-) -> Result<()> {
-    let mismatch = |what: String| {
-        Err(Error::decode(
-            DecodeKind::Header,
-            format!(
-                "the server acknowledged producer (epoch {epoch}, seq {seq}) but {what}; \
-                 not counted as written"
-            ),
-        ))
-    };
-    let echoed_epoch = match header_u64(headers, names::PRODUCER_EPOCH) {
-        Ok(v) => v,
-        Err(e) => return mismatch(format!("sent an unreadable Producer-Epoch ({e})")),
-    };
-    if let Some(echoed) = echoed_epoch
-        && echoed != epoch
-    {
-        return mismatch(format!("echoed Producer-Epoch {echoed}"));
-    }
-    if close_only {
-        return Ok(());
-    }
-    let echoed_seq = match header_u64(headers, names::PRODUCER_SEQ) {
-        Ok(v) => v,
-        Err(e) => return mismatch(format!("sent an unreadable Producer-Seq ({e})")),
-    };
-    match echoed_seq {
-        Some(echoed) if status == StatusCode::NO_CONTENT && echoed < seq => mismatch(format!(
-            "echoed Producer-Seq {echoed} on a duplicate answer"
-        )),
-        Some(echoed) if status != StatusCode::NO_CONTENT && echoed != seq => {
-            mismatch(format!("echoed Producer-Seq {echoed}"))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Requests allowed in flight, up to `max_in_flight`. Back to 1 on a
 /// sequence gap (requests overtaking each other on different connections;
 /// each gap costs a whole re-upload), grown by one after as many clean
@@ -869,89 +552,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn echoed_producer_headers_must_match() {
-        let ok = StatusCode::OK;
-        let dup = StatusCode::NO_CONTENT;
-        let echo = |e: &str, s: &str| headers(&[("producer-epoch", e), ("producer-seq", s)]);
-        assert!(check_echo(&echo("7", "3"), ok, 7, 3, false).is_ok());
-        // A duplicate echoes the highest accepted seq: ours or later.
-        assert!(check_echo(&echo("7", "5"), dup, 7, 3, false).is_ok());
-        assert!(check_echo(&echo("7", "2"), dup, 7, 3, false).is_err());
-        // New data must be acknowledged as exactly this tuple.
-        let err = check_echo(&echo("7", "4"), ok, 7, 3, false).unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::Decode(DecodeKind::Header));
-        assert!(err.to_string().contains("Producer-Seq 4"), "{err}");
-        let err = check_echo(&echo("8", "3"), ok, 7, 3, false).unwrap_err();
-        assert!(err.to_string().contains("Producer-Epoch 8"), "{err}");
-        assert!(check_echo(&echo("x", "3"), ok, 7, 3, false).is_err());
-        // Servers that echo nothing are not second-guessed.
-        assert!(check_echo(&HeaderMap::new(), ok, 7, 3, false).is_ok());
-        // A close without a body: only the epoch is checked.
-        assert!(check_echo(&echo("7", "0"), dup, 7, 3, true).is_ok());
-        assert!(check_echo(&echo("6", "3"), dup, 7, 3, true).is_err());
-    }
-
-    #[test]
-    fn only_a_duplicate_of_a_first_attempt_is_a_collision() {
-        assert!(is_collision(true, false, true));
-        // An earlier attempt may have been applied: our own repeat.
-        assert!(!is_collision(true, true, true));
-        assert!(!is_collision(false, false, true));
-        assert!(!is_collision(true, false, false), "detection off");
-    }
-
-    #[test]
-    fn lost_state_is_told_apart_from_reordering() {
-        let gap = |expected, received| Error::new(ErrorKind::SequenceGap { expected, received });
-        // Seq 0 was acknowledged, the server expects it again: forgotten.
-        assert!(state_lost(&gap(0, 7), true, false));
-        // Before seq 0 is acknowledged an expected 0 is plain reordering.
-        assert!(!state_lost(&gap(0, 1), false, false));
-        // A lower expected seq for a request sent after every lower seq was
-        // acknowledged: the server went back.
-        assert!(state_lost(&gap(3, 7), true, true));
-        // The same answer to a pipelined request: reordering.
-        assert!(!state_lost(&gap(3, 7), true, false));
-        // A server that went back to an older epoch: "new epoch must start
-        // at seq 0" for an established epoch.
-        let bad = Error::new(ErrorKind::BadRequest)
-            .with_message("new producer epoch must start at seq 0");
-        assert!(mentions_epoch(&bad));
-        assert!(state_lost(&bad, true, false));
-        assert!(!state_lost(&bad, false, true));
-        assert!(!mentions_epoch(&Error::new(ErrorKind::BadRequest)));
-        assert!(!state_lost(&Error::new(ErrorKind::NotFound), true, true));
-    }
-
-    #[test]
-    fn window_drops_on_a_gap_and_grows_back() {
-        let mut w = Window::new(5);
-        assert_eq!(w.current, 5);
-        w.on_ack();
-        assert_eq!(w.current, 5, "never above max");
-        w.on_gap();
-        assert_eq!(w.current, 1);
-        // 1 clean ack -> 2, 2 more -> 3, 3 more -> 4, 4 more -> 5.
-        let mut acks = 0;
-        while w.current < 5 {
-            w.on_ack();
-            acks += 1;
-        }
-        assert_eq!(acks, 1 + 2 + 3 + 4);
-        w.on_ack();
-        assert_eq!(w.current, 5);
-    }
-}
+mod tests;

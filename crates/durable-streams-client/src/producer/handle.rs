@@ -1,0 +1,432 @@
+//! [`Producer`]: the handle applications append through, and how appends
+//! reach the open batch under the buffer budget.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{Framing, OutcomeReceiver, SealedBatch};
+use super::driver::ProducerControl;
+use super::{Ack, ProducerBuilder, ProducerShared, ProducerState, ProducerStats};
+use crate::error::{Error, ErrorKind, Result};
+#[cfg(doc)]
+use crate::producer::Receipt;
+use crate::stream::{CloseResult, Stream};
+
+/// An idempotent producer for one stream. `Send + Sync`: share it behind an
+/// `Arc` to append from many tasks. See the [module docs](crate::producer).
+pub struct Producer {
+    pub(super) shared: Arc<ProducerShared>,
+    pub(super) control: mpsc::Sender<ProducerControl>,
+    pub(super) cancel: CancellationToken,
+    pub(super) task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("stream", &self.shared.stream.url().path())
+            .field("producer_id", &self.shared.producer_id)
+            .field("epoch", &self.epoch())
+            .field("next_seq", &self.next_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// Configure a producer writing to `stream` as `producer_id`.
+    pub fn builder(stream: &Stream, producer_id: impl Into<String>) -> ProducerBuilder {
+        ProducerBuilder::new(stream, producer_id.into())
+    }
+
+    /// The producer id.
+    pub fn producer_id(&self) -> &str {
+        &self.shared.producer_id
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::Relaxed)
+    }
+
+    /// The sequence number the next request of this epoch will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.shared.next_seq.load(Ordering::Relaxed)
+    }
+
+    /// Appended payload bytes not yet acknowledged (or failed).
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.unacknowledged_bytes()
+    }
+
+    /// Counters of recoveries so far: epochs claimed, lost server state,
+    /// collisions, and batches that may have been stored twice.
+    pub fn stats(&self) -> ProducerStats {
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Messages that may have been stored twice: they were re-sent in a new
+    /// epoch after an attempt with an unknown outcome (see
+    /// [`ProducerBuilder::recover_lost_state`]). Zero unless the producer
+    /// changed epochs with such batches outstanding.
+    pub fn possible_duplicates(&self) -> u64 {
+        self.stats().possible_duplicate_messages
+    }
+
+    /// Append one message without waiting. For JSON streams `data` must be
+    /// exactly one JSON value (it becomes one message). Errors:
+    /// [`ErrorKind::BufferFull`] when `max_buffered_bytes` has no room,
+    /// `InvalidArgument` for an empty or malformed message, or the error
+    /// that failed the current epoch.
+    pub fn append(&self, data: impl Into<Bytes>) -> Result<()> {
+        let data = data.into();
+        self.check_message(&data)?;
+        let mut state = self.shared.lock();
+        self.check_open(&state)?;
+        if !self.reserve_now(data.len()) {
+            return Err(self.buffer_full());
+        }
+        self.push(&mut state, data, false);
+        Ok(())
+    }
+
+    /// Serialize `value` and append it as one message without waiting.
+    /// The value is encoded straight into the batch (no per-message buffer).
+    pub fn append_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let mut state = self.shared.lock();
+        self.check_open(&state)?;
+        match self.push_json(&mut state, value, false)? {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.buffer_full()),
+        }
+    }
+
+    fn buffer_full(&self) -> Error {
+        Error::new(ErrorKind::BufferFull)
+            .with_message(format!(
+                "{} bytes appended and not yet acknowledged (max_buffered_bytes {})",
+                self.shared.unacknowledged_bytes(),
+                self.shared.max_buffered_bytes
+            ))
+            .with_url(self.shared.stream.url())
+    }
+
+    /// Encode `value` into the open batch. The inner `Err` means there was
+    /// no buffer room right now (nothing was kept).
+    fn push_json<T: Serialize + ?Sized>(
+        &self,
+        state: &mut ProducerState,
+        value: &T,
+        want_outcome: bool,
+    ) -> Result<std::result::Result<Option<OutcomeReceiver>, ()>> {
+        let written = state
+            .open
+            .write(|body| serde_json::to_writer(bytes::BufMut::writer(body), value))
+            .map_err(|e| self.encode_error(e))?;
+        if written.len > self.shared.max_buffered_bytes {
+            state.open.rollback(written);
+            return Err(too_large(written.len).with_url(self.shared.stream.url()));
+        }
+        if !self.reserve_now(written.len) {
+            state.open.rollback(written);
+            return Ok(Err(()));
+        }
+        let first = state.open.is_empty();
+        let ProducerState {
+            open,
+            sealed,
+            next_ordinal,
+            ..
+        } = state;
+        let (full, rx) = open.commit(written, self.shared.limits, want_outcome, || {
+            let ordinal = *next_ordinal;
+            *next_ordinal += 1;
+            ordinal
+        });
+        let wake = first || full.is_some();
+        if let Some(batch) = full {
+            sealed.push_back(batch);
+        }
+        self.after_push(state, wake);
+        Ok(Ok(rx))
+    }
+
+    /// Append one message, waiting for buffer room (backpressure). The
+    /// returned [`Ack`] resolves to the message's [`Receipt`] once the
+    /// server acknowledged its batch.
+    pub async fn send(&self, data: impl Into<Bytes>) -> Result<Ack> {
+        let data = data.into();
+        self.check_message(&data)?;
+        if !self.reserve_now(data.len()) {
+            // `check_message` bounds the length by u32 permits.
+            let permits = u32::try_from(data.len()).map_err(|_| too_large(data.len()))?;
+            let reserved = tokio::select! {
+                permit = self.shared.budget.acquire_many(permits) => permit,
+                _ = self.shared.done.cancelled() => return Err(Error::new(ErrorKind::ProducerClosed)),
+            };
+            reserved
+                .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
+                .forget();
+        }
+        let mut state = self.shared.lock();
+        if let Err(e) = self.check_open(&state) {
+            self.shared.budget.add_permits(data.len());
+            return Err(e);
+        }
+        let rx = self.push(&mut state, data, true);
+        Ok(Ack {
+            rx: rx.expect("push returns a receiver when asked"),
+        })
+    }
+
+    /// Serialize `value` and [`send`](Self::send) it. Encodes straight into
+    /// the batch when there is buffer room.
+    pub async fn send_json<T: Serialize + Sync + ?Sized>(&self, value: &T) -> Result<Ack> {
+        let pushed = {
+            let mut state = self.shared.lock();
+            self.check_open(&state)?;
+            self.push_json(&mut state, value, true)?
+        };
+        match pushed {
+            Ok(rx) => Ok(Ack {
+                rx: rx.expect("push_json returns a receiver when asked"),
+            }),
+            // No room now: wait for it like `send`.
+            Err(()) => self.send(self.encode_json(value)?).await,
+        }
+    }
+
+    /// Wait until every message appended before this call is acknowledged
+    /// or failed. Returns the first failure since the previous flush.
+    pub async fn flush(&self) -> Result<()> {
+        let target = {
+            let mut state = self.shared.lock();
+            state.seal_open();
+            state.next_ordinal
+        };
+        self.shared.wake.notify_one();
+        self.wait_resolved(target).await?;
+        match self.shared.lock().first_error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    async fn wait_resolved(&self, target: u64) -> Result<()> {
+        let mut resolved = self.shared.resolved.subscribe();
+        tokio::select! {
+            biased;
+            r = resolved.wait_for(|r| *r >= target) => r.map(|_| ()).map_err(|_| Error::new(ErrorKind::ProducerClosed)),
+            _ = self.shared.done.cancelled() => Err(Error::new(ErrorKind::ProducerClosed)),
+        }
+    }
+
+    /// Flush, then close the stream through the producer: the request
+    /// carries the producer headers, so repeating it (or a retry whose
+    /// answer was lost) is deduplicated instead of failing. `final_message`
+    /// is appended atomically with the close (for JSON streams, one JSON
+    /// value). Another writer's close makes this a `StreamClosed` error.
+    pub async fn close_stream(&self, final_message: Option<Bytes>) -> Result<CloseResult> {
+        let final_message = final_message.unwrap_or_default();
+        if !final_message.is_empty() {
+            self.check_message(&final_message)?;
+        }
+        self.flush().await?;
+        let len = final_message.len();
+        let permits = u32::try_from(len).map_err(|_| too_large(len))?;
+        self.shared
+            .budget
+            .acquire_many(permits)
+            .await
+            .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
+            .forget();
+        let rx = {
+            let mut state = self.shared.lock();
+            if let Err(e) = self.check_open(&state) {
+                self.shared.budget.add_permits(len);
+                return Err(e);
+            }
+            state.seal_open();
+            let body = if final_message.is_empty() {
+                Bytes::new()
+            } else {
+                super::batch::frame_single(self.shared.framing, &final_message)
+            };
+            let ordinal = state.take_ordinal();
+            let (batch, rx) = SealedBatch::whole(ordinal, body, len, true);
+            state.sealed.push_back(batch);
+            rx
+        };
+        self.shared.wake.notify_one();
+        let receipt = Ack { rx }.await?;
+        Ok(CloseResult {
+            final_offset: receipt.offset,
+        })
+    }
+
+    /// Serialize `value` and close the stream with it as the final message.
+    pub fn close_stream_json<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<CloseResult>> + Send + '_ {
+        let encoded = self.encode_json(value);
+        async move { self.close_stream(Some(encoded?)).await }
+    }
+
+    /// Flush, then move to the next epoch with seq 0. This is also how a
+    /// producer recovers after a batch failed. Returns the new epoch.
+    /// Failures found by the flush were reported on their receipts and to
+    /// `on_error`; call [`flush`](Self::flush) first to see them.
+    pub async fn restart(&self) -> Result<u64> {
+        let _ = self.flush().await;
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(ProducerControl::Restart(tx))
+            .await
+            .map_err(|_| Error::new(ErrorKind::ProducerClosed))?;
+        rx.await
+            .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
+    }
+
+    /// Flush and stop the producer's task. Later appends fail with
+    /// [`ErrorKind::ProducerClosed`]. Returns the flush's result.
+    pub async fn close(&self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.shared.lock().closed = true;
+        self.cancel.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        flushed
+    }
+
+    fn check_message(&self, data: &[u8]) -> Result<()> {
+        let url = self.shared.stream.url();
+        if data.is_empty() {
+            return Err(
+                Error::invalid_argument("data", "a message must not be empty").with_url(url),
+            );
+        }
+        if data.len() > self.shared.max_buffered_bytes || u32::try_from(data.len()).is_err() {
+            return Err(too_large(data.len()).with_url(url));
+        }
+        if self.shared.framing == Framing::JsonArray
+            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(data)
+        {
+            return Err(Error::invalid_argument(
+                "data",
+                format!("a message for a JSON stream must be one JSON value: {e}"),
+            )
+            .with_url(url));
+        }
+        Ok(())
+    }
+
+    fn encode_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
+        serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|e| self.encode_error(e))
+    }
+
+    fn encode_error(&self, e: serde_json::Error) -> Error {
+        Error::invalid_argument("value", format!("could not serialize to JSON: {e}"))
+            .with_url(self.shared.stream.url())
+    }
+
+    fn check_open(&self, state: &ProducerState) -> Result<()> {
+        if state.closed {
+            return Err(Error::new(ErrorKind::ProducerClosed).with_url(self.shared.stream.url()));
+        }
+        if let Some(error) = &state.poison {
+            return Err(error.clone());
+        }
+        Ok(())
+    }
+
+    fn reserve_now(&self, len: usize) -> bool {
+        let Ok(permits) = u32::try_from(len) else {
+            return false;
+        };
+        match self.shared.budget.try_acquire_many(permits) {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Add an encoded message whose bytes are already reserved.
+    fn push(
+        &self,
+        state: &mut ProducerState,
+        message: Bytes,
+        want_outcome: bool,
+    ) -> Option<OutcomeReceiver> {
+        let limits = self.shared.limits;
+        let mut wake = false;
+        if state.open.would_overflow(message.len(), limits) {
+            state.seal_open();
+            wake = true;
+        }
+        if state.open.is_empty()
+            && self.shared.framing == Framing::Concat
+            && message.len() >= limits.max_bytes
+        {
+            // A batch-sized byte message is its own body: no copy.
+            let ordinal = state.take_ordinal();
+            let len = message.len();
+            let (batch, rx) = SealedBatch::whole(ordinal, message, len, false);
+            state.sealed.push_back(batch);
+            self.shared.wake.notify_one();
+            return want_outcome.then_some(rx);
+        }
+        // The first message starts the linger clock in the task.
+        wake |= state.open.is_empty();
+        let rx = state.open.push(&message, want_outcome);
+        self.after_push(state, wake);
+        rx
+    }
+
+    /// Send a full open batch on its way, and wake the task when a batch
+    /// was sealed or a new one started lingering.
+    fn after_push(&self, state: &mut ProducerState, mut wake: bool) {
+        if state.open.is_full(self.shared.limits) {
+            state.seal_open();
+            wake = true;
+        }
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+fn too_large(len: usize) -> Error {
+    Error::invalid_argument(
+        "data",
+        format!("a {len}-byte message is larger than max_buffered_bytes"),
+    )
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let unacknowledged = self.shared.unacknowledged_bytes();
+        let closed = self.shared.lock().closed;
+        if unacknowledged > 0 && !closed {
+            tracing::warn!(
+                producer_id = %self.shared.producer_id,
+                stream = %self.shared.stream.url().path(),
+                unacknowledged_bytes = unacknowledged,
+                "producer dropped with unacknowledged messages; call close() to flush"
+            );
+        }
+    }
+}

@@ -1,0 +1,93 @@
+use super::*;
+use crate::Client;
+
+fn stream() -> Stream {
+    Client::new()
+        .stream("http://127.0.0.1:9/v1/stream/unit")
+        .unwrap()
+        .with_content_type("application/json")
+}
+
+fn field_of(builder: ProducerBuilder) -> &'static str {
+    match builder.validate().unwrap_err().kind() {
+        ErrorKind::InvalidArgument { field } => field,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn invalid_options_name_their_field() {
+    let s = stream();
+    assert_eq!(field_of(Producer::builder(&s, "")), "producer_id");
+    assert_eq!(field_of(Producer::builder(&s, "a\nb")), "producer_id");
+    assert_eq!(
+        field_of(Producer::builder(&s, "p").epoch(MAX_SAFE_INTEGER + 1)),
+        "epoch"
+    );
+    assert_eq!(
+        field_of(Producer::builder(&s, "p").max_batch_bytes(0)),
+        "max_batch_bytes"
+    );
+    assert_eq!(
+        field_of(Producer::builder(&s, "p").max_batch_items(0)),
+        "max_batch_items"
+    );
+    assert_eq!(
+        field_of(Producer::builder(&s, "p").max_in_flight(0)),
+        "max_in_flight"
+    );
+    assert_eq!(
+        field_of(Producer::builder(&s, "p").max_buffered_bytes(0)),
+        "max_buffered_bytes"
+    );
+    assert!(
+        Producer::builder(&s, "p")
+            .epoch(MAX_SAFE_INTEGER)
+            .linger(Duration::ZERO)
+            .validate()
+            .is_ok()
+    );
+}
+
+#[test]
+fn build_needs_a_content_type_and_a_runtime() {
+    let unknown = Client::new().stream("http://127.0.0.1:9/x").unwrap();
+    let err = Producer::builder(&unknown, "p").build().unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::InvalidArgument {
+            field: "content_type"
+        }
+    );
+    let err = Producer::builder(&stream(), "p").build().unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "runtime" });
+}
+
+#[tokio::test]
+async fn dropping_the_producer_stops_its_task() {
+    let producer = Producer::builder(&stream(), "p").build().unwrap();
+    producer.append_json(&1).unwrap();
+    assert!(producer.buffered_bytes() > 0);
+    let shared = Arc::downgrade(&producer.shared);
+    drop(producer);
+    // The task held the only other reference; it must end promptly.
+    for _ in 0..100 {
+        if shared.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the producer task outlived its handle");
+}
+
+#[tokio::test]
+async fn appends_after_close_fail() {
+    let producer = Producer::builder(&stream(), "p").build().unwrap();
+    producer.close().await.unwrap();
+    assert_eq!(
+        producer.append_json(&1).unwrap_err().kind(),
+        &ErrorKind::ProducerClosed
+    );
+    // Nothing is pending, so there is nothing to wait for.
+    producer.flush().await.unwrap();
+}

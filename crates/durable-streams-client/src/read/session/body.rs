@@ -1,0 +1,324 @@
+//! Catch-up and long-poll response bodies, read in bounded pieces: a
+//! response larger than a piece is handed out in parts, a broken body is
+//! requested again and the part already handed out is skipped.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::StatusCode;
+
+use super::{Answer, PIECE_BYTES, Session, Step};
+use crate::error::{Error, ErrorKind, Result};
+use crate::json::{ArraySplitter, frame_elements};
+use crate::offset::Offset;
+use crate::read::Chunk;
+use crate::read::guard::{catch_up_stalled, check_forward, long_poll_stalled};
+use crate::request::{RequestSpec, ResponseMeta};
+
+/// A catch-up or long-poll response being read in bounded pieces.
+pub(super) struct ResponseBody {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    spec: RequestSpec,
+    long_poll: bool,
+    status: StatusCode,
+    meta: ResponseMeta,
+    /// The response's next offset (checked when the headers arrived).
+    next: Offset,
+    /// How long the request took until its headers arrived.
+    elapsed: Duration,
+    /// The cursor the request carried.
+    sent_cursor: Option<String>,
+    /// JSON streams: the array is split into messages as it arrives.
+    splitter: Option<ArraySplitter>,
+    pending_bytes: BytesMut,
+    pending_items: Vec<Bytes>,
+    pending_len: usize,
+    /// Units (bytes, or messages for JSON) handed out from this response.
+    delivered: u64,
+    /// The body has been read to its end.
+    ended: bool,
+    /// Units received in the current attempt (a re-request after a broken
+    /// body starts over and skips what was already handed out).
+    received: u64,
+}
+
+impl ResponseBody {
+    /// Take up to `limit` bytes of pending data (at least one message), and
+    /// for JSON the messages themselves.
+    fn take_pending(&mut self, limit: usize) -> (Bytes, u64, Option<Vec<Bytes>>) {
+        if self.splitter.is_some() {
+            let mut size = 0;
+            let mut count = 0;
+            for item in &self.pending_items {
+                if count > 0 && size + item.len() + 1 > limit {
+                    break;
+                }
+                size += item.len() + 1;
+                count += 1;
+            }
+            let items: Vec<Bytes> = self.pending_items.drain(..count).collect();
+            self.pending_len -= size;
+            (frame_elements(&items), count as u64, Some(items))
+        } else {
+            let n = limit.min(self.pending_bytes.len());
+            let data = self.pending_bytes.split_to(n).freeze();
+            self.pending_len -= n;
+            (data, n as u64, None)
+        }
+    }
+
+    /// Take a received piece, dropping units already handed out before a
+    /// re-request (data at an offset never changes, so the prefix is the same).
+    fn accept(&mut self, mut piece: Bytes) -> Result<()> {
+        match &mut self.splitter {
+            Some(splitter) => {
+                splitter.feed(&piece)?;
+                for item in splitter.take() {
+                    self.received += 1;
+                    if self.received > self.delivered + self.pending_items.len() as u64 {
+                        self.pending_len += item.len() + 1;
+                        self.pending_items.push(item);
+                    }
+                }
+            }
+            None => {
+                let already = self.delivered + self.pending_bytes.len() as u64;
+                let skip = already
+                    .saturating_sub(self.received)
+                    .min(piece.len() as u64) as usize;
+                self.received += piece.len() as u64;
+                piece.advance(skip);
+                self.pending_len += piece.len();
+                self.pending_bytes.extend_from_slice(&piece);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    pub(super) fn open_body(
+        &mut self,
+        spec: RequestSpec,
+        resp: reqwest::Response,
+        long_poll: bool,
+        elapsed: Duration,
+    ) -> Result<()> {
+        let (meta, next) = self.response_meta(&resp, long_poll)?;
+        // The next offset arrives with the headers: a backwards one fails
+        // before any of the body is delivered.
+        check_forward(&self.offset, &next, false)?;
+        if !long_poll {
+            self.stream.learn_content_type(meta.content_type.as_deref());
+        }
+        let limit = self.stream.client().max_response_bytes();
+        self.body = Some(ResponseBody {
+            status: resp.status(),
+            body: resp.bytes_stream().boxed(),
+            spec,
+            long_poll,
+            meta,
+            next,
+            elapsed,
+            sent_cursor: self.cursor.clone(),
+            splitter: self.json.then(|| ArraySplitter::new(limit)),
+            pending_bytes: BytesMut::new(),
+            pending_items: Vec::new(),
+            pending_len: 0,
+            delivered: 0,
+            ended: false,
+            received: 0,
+        });
+        Ok(())
+    }
+
+    /// Read the open response: a piece of at most [`PIECE_BYTES`] (its
+    /// offset is where the response started, since the server gives no
+    /// position inside a response: not an exact resume position), or at its
+    /// end the final piece with the response's offsets. A broken body is
+    /// requested again and the part already handed out is skipped.
+    pub(super) async fn body_step(&mut self) -> Result<Step> {
+        let piece_limit = PIECE_BYTES.min(self.stream.client().max_response_bytes());
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                return Ok(Step::Continue);
+            };
+            // A full piece, or more than one piece left at the end: hand out
+            // a piece. Its offset is where the response started.
+            if body.pending_len >= piece_limit && !(body.ended && body.pending_len == piece_limit) {
+                // Data is delivered only when the offset moves forward.
+                check_forward(&self.offset, &body.next, true)?;
+                let (data, units, messages) = body.take_pending(piece_limit);
+                body.delivered += units;
+                let cursor = body.meta.cursor.clone();
+                let status = body.status;
+                // Progress: a later break gets a fresh retry budget.
+                self.progressed();
+                self.last_up_to_date = false;
+                return Ok(Step::Yield(Chunk {
+                    data,
+                    offset: self.offset.clone(),
+                    exact: false,
+                    cursor: cursor.or_else(|| self.cursor.clone()),
+                    up_to_date: false,
+                    closed: false,
+                    status: status.as_u16(),
+                    messages,
+                }));
+            }
+            if body.ended {
+                let Some(mut body) = self.body.take() else {
+                    return Ok(Step::Continue);
+                };
+                if let Some(splitter) = &body.splitter {
+                    splitter
+                        .finish()
+                        .map_err(|e| e.with_url(self.stream.url()))?;
+                }
+                let handed_out = body.delivered;
+                let (data, units, messages) = body.take_pending(usize::MAX);
+                return self
+                    .finish_response(body, data, messages, units, handed_out)
+                    .await;
+            }
+            match body.body.next().await {
+                Some(Ok(piece)) => body.accept(piece)?,
+                Some(Err(err)) => self.retry_body(err).await?,
+                None => body.ended = true,
+            }
+        }
+    }
+
+    /// Re-request a response whose body broke, drawing on the read's backoff.
+    async fn retry_body(&mut self, err: reqwest::Error) -> Result<()> {
+        let Some(body) = self.body.as_ref() else {
+            return Ok(());
+        };
+        let spec = body.spec.clone();
+        let long_poll = body.long_poll;
+        let Some(wait) = self.backoff.next_delay(None) else {
+            self.body = None;
+            return Err(Error::new(if err.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Network
+            })
+            .with_source(err)
+            .with_url(self.stream.url()));
+        };
+        tracing::debug!(path = %self.stream.url().path(), error = %err, wait_ms = wait.as_millis() as u64, "response body broke; requesting it again");
+        crate::telemetry::retry(spec.operation, "body");
+        tokio::time::sleep(wait).await;
+        let started = Instant::now();
+        let resp = self
+            .stream
+            .inner
+            .send_retrying(&spec, &mut self.backoff)
+            .await?;
+        if !matches!(resp.status(), StatusCode::OK | StatusCode::NO_CONTENT) {
+            self.body = None;
+            return Err(self.error_from(&spec, resp).await);
+        }
+        let (meta, next) = self.response_meta(&resp, long_poll)?;
+        let limit = self.stream.client().max_response_bytes();
+        if let Some(body) = self.body.as_mut() {
+            body.status = resp.status();
+            body.body = resp.bytes_stream().boxed();
+            body.meta = meta;
+            body.next = next;
+            body.elapsed = started.elapsed();
+            body.received = 0;
+            body.ended = false;
+            body.pending_bytes.clear();
+            body.pending_items.clear();
+            body.pending_len = 0;
+            if body.splitter.is_some() {
+                body.splitter = Some(ArraySplitter::new(limit));
+            }
+        }
+        Ok(())
+    }
+
+    /// A response was read to its end: record its position, judge whether
+    /// it moved the read forward (backing off when not) and yield what is
+    /// worth yielding. Whether it carried messages is decided by their
+    /// count, never by looking at the bytes (`[]` is a message).
+    async fn finish_response(
+        &mut self,
+        body: ResponseBody,
+        data: Bytes,
+        messages: Option<Vec<Bytes>>,
+        units: u64,
+        handed_out: u64,
+    ) -> Result<Step> {
+        let ResponseBody {
+            meta,
+            next,
+            status,
+            long_poll,
+            elapsed,
+            sent_cursor,
+            ..
+        } = body;
+        let has_data = units > 0;
+        let any_data = has_data || handed_out > 0;
+        if long_poll {
+            let got_cursor = meta.cursor.clone();
+            let up_to_date = meta.up_to_date || status == StatusCode::NO_CONTENT;
+            let (step, moved) = self.advance(Answer {
+                data,
+                messages,
+                has_data,
+                any_data,
+                next,
+                cursor: meta.cursor,
+                up_to_date,
+                closed: meta.closed,
+                status,
+            })?;
+            if long_poll_stalled(
+                moved,
+                any_data,
+                meta.closed,
+                elapsed,
+                sent_cursor.as_deref(),
+                got_cursor.as_deref(),
+            ) {
+                self.stall("long-poll answers").await?;
+            } else {
+                self.progressed();
+            }
+            return Ok(step);
+        }
+        if !any_data && !meta.closed {
+            self.stream.remember_tail_etag(
+                meta.etag
+                    .clone()
+                    .filter(|_| next == self.offset)
+                    .map(|e| (next.clone(), e)),
+            );
+        }
+        let (step, moved) = self.advance(Answer {
+            data,
+            messages,
+            has_data,
+            any_data,
+            next,
+            cursor: meta.cursor,
+            up_to_date: meta.up_to_date,
+            closed: meta.closed,
+            status,
+        })?;
+        if meta.up_to_date && !self.done {
+            self.after_caught_up();
+        }
+        if catch_up_stalled(moved, any_data, meta.up_to_date, meta.closed) {
+            self.stall("catch-up answers").await?;
+        } else {
+            self.progressed();
+        }
+        Ok(step)
+    }
+}

@@ -1,0 +1,356 @@
+//! The SSE phase of a [`Session`]: one connection at a time, data events
+//! held until a control event confirms them, reconnects from the last
+//! control offset, and the fallback to long-poll in auto mode.
+
+use std::time::Instant;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::StatusCode;
+
+use super::{Answer, Phase, Session, Step, watched};
+use crate::error::{DecodeKind, Error, ErrorKind, Result};
+use crate::json::frame_elements;
+use crate::offset::Offset;
+use crate::read::LiveMode;
+use crate::read::guard::{AUTO_SSE_MAX_SHORT, CLOCK_CHECK, ClockWatch, SSE_SHORT, SseEnd, sse_end};
+use crate::read::sse::{SseError, SseEvent, SseParser};
+use crate::request::{header_str, names};
+
+pub(super) struct SseConnection {
+    pub(super) body: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub(super) parser: SseParser,
+    pub(super) base64: bool,
+    /// Data events not yet confirmed by a control event.
+    pub(super) pending: Vec<Bytes>,
+    pub(super) pending_bytes: usize,
+    /// When the connection opened (its age decides whether its end is healthy).
+    pub(super) opened: Instant,
+    /// A control event moved the offset or confirmed data.
+    pub(super) moved: bool,
+    /// The client ended it on purpose (max age, clock jump).
+    pub(super) deliberate: bool,
+}
+
+impl Session {
+    pub(super) async fn sse_step(&mut self) -> Result<Step> {
+        if self.sse.is_none() {
+            match self.connect_sse().await? {
+                Some(conn) => self.sse = Some(conn),
+                None => return Ok(Step::Continue),
+            }
+        }
+        loop {
+            let Some(conn) = self.sse.as_mut() else {
+                return Ok(Step::Continue);
+            };
+            let step = match conn.parser.next_event() {
+                Some(Err(SseError::EventTooLarge { limit })) => {
+                    return Err(Error::new(ErrorKind::ResponseTooLarge { limit })
+                        .with_message("SSE event exceeds the size limit"));
+                }
+                Some(Ok(event)) => self.sse_event(event)?,
+                None => self.sse_wait().await?,
+            };
+            if let Some(step) = step {
+                return Ok(step);
+            }
+        }
+    }
+
+    /// One parsed event: data is held until a control event confirms it
+    /// (`None`: read on); a control event records the position and yields
+    /// what is worth yielding.
+    fn sse_event(&mut self, event: SseEvent) -> Result<Option<Step>> {
+        let limit = self.stream.client().max_response_bytes();
+        let Some(conn) = self.sse.as_mut() else {
+            return Ok(Some(Step::Continue));
+        };
+        match event.event.as_str() {
+            "data" => {
+                let payload = if conn.base64 {
+                    decode_base64(&event.data)?
+                } else {
+                    event.data
+                };
+                conn.pending_bytes += payload.len();
+                if conn.pending_bytes > limit {
+                    return Err(Error::new(ErrorKind::ResponseTooLarge { limit })
+                        .with_message("SSE data before a control event exceeds the size limit"));
+                }
+                conn.pending.push(payload);
+                Ok(None)
+            }
+            "control" => {
+                let control = parse_control(&event.data)?;
+                let parts = std::mem::take(&mut conn.pending);
+                conn.pending_bytes = 0;
+                let (data, messages, has_data) = join_payloads(self.json, parts)?;
+                let (step, moved) = self.advance(Answer {
+                    data,
+                    messages,
+                    has_data,
+                    any_data: has_data,
+                    next: control.next_offset,
+                    cursor: control.cursor,
+                    up_to_date: control.up_to_date,
+                    closed: control.closed,
+                    status: StatusCode::OK,
+                })?;
+                if moved || has_data {
+                    self.progressed();
+                    if let Some(conn) = self.sse.as_mut() {
+                        conn.moved = true;
+                    }
+                }
+                if self.done {
+                    self.sse = None;
+                }
+                Ok(Some(step))
+            }
+            // Unknown event types are ignored (forward compatibility).
+            _ => Ok(None),
+        }
+    }
+
+    /// No complete event buffered: wait for more bytes (`None`: parse on),
+    /// the connection's end, its maximum age or a clock check.
+    async fn sse_wait(&mut self) -> Result<Option<Step>> {
+        let max_age = self.sse_max_age;
+        let Some(conn) = self.sse.as_mut() else {
+            return Ok(Some(Step::Continue));
+        };
+        let deadline = tokio::time::Instant::from_std(conn.opened + max_age);
+        let wake = tokio::select! {
+            next = conn.body.next() => Wake::Body(next),
+            _ = tokio::time::sleep_until(deadline) => Wake::Expired,
+            _ = tokio::time::sleep(CLOCK_CHECK) => Wake::Tick,
+        };
+        let ended = match wake {
+            Wake::Body(Some(Ok(bytes))) => {
+                conn.parser.push(&bytes);
+                return Ok(None);
+            }
+            Wake::Body(Some(Err(err))) => {
+                let reason = if err.is_timeout() {
+                    "idle timeout"
+                } else {
+                    "connection error"
+                };
+                tracing::debug!(error = %err, "SSE connection broke");
+                reason
+            }
+            Wake::Body(None) => "server closed the connection",
+            Wake::Expired => {
+                conn.deliberate = true;
+                "maximum connection age"
+            }
+            Wake::Tick => {
+                if !self.clock.jumped() {
+                    return Ok(None);
+                }
+                if let Some(conn) = self.sse.as_mut() {
+                    conn.deliberate = true;
+                }
+                "the clock jumped (sleep or pause)"
+            }
+        };
+        self.sse_ended(ended).await.map(Some)
+    }
+
+    /// The connection ended before the stream closed: drop unconfirmed data
+    /// and reconnect from the last control offset. Connections that lasted
+    /// (the server's periodic close) or moved the read reconnect at once;
+    /// short ones that moved nothing back off and count towards the
+    /// no-progress bound; auto mode long-polls after a few short ones.
+    pub(super) async fn sse_ended(&mut self, reason: &'static str) -> Result<Step> {
+        let Some(conn) = self.sse.take() else {
+            return Ok(Step::Continue);
+        };
+        let age = conn.opened.elapsed();
+        let verdict = if conn.deliberate {
+            SseEnd::Healthy
+        } else {
+            sse_end(age, conn.moved)
+        };
+        if !conn.deliberate && age < SSE_SHORT {
+            self.short_sse += 1;
+        } else {
+            self.short_sse = 0;
+        }
+        if self.mode == LiveMode::Auto && self.short_sse >= AUTO_SSE_MAX_SHORT {
+            tracing::info!(path = %self.stream.url().path(), short = self.short_sse, "SSE connections keep ending quickly; falling back to long-poll");
+            self.short_sse = 0;
+            self.phase = Phase::LongPoll;
+            if verdict == SseEnd::Stalled {
+                self.stall("SSE connections").await?;
+            }
+            return Ok(Step::Continue);
+        }
+        match verdict {
+            SseEnd::Healthy => self.progressed(),
+            SseEnd::ShortWithProgress => {}
+            SseEnd::Stalled => self.stall("SSE connections").await?,
+        }
+        tracing::debug!(path = %self.stream.url().path(), offset = %self.offset, reason, age_ms = age.as_millis() as u64, "reconnecting SSE");
+        crate::telemetry::reconnect("sse");
+        Ok(Step::Continue)
+    }
+
+    /// Open an SSE connection; `None` when there is none to read yet (auto
+    /// mode fell back to long-poll, or the clock jumped while connecting).
+    async fn connect_sse(&mut self) -> Result<Option<SseConnection>> {
+        let spec = self.read_spec("sse").query("live", "sse").live();
+        let sent = watched(
+            &mut self.clock,
+            self.stream.inner.send_retrying(&spec, &mut self.backoff),
+        )
+        .await;
+        let Some(resp) = sent else {
+            tracing::info!(path = %self.stream.url().path(), "the clock jumped (sleep or pause); connecting SSE again");
+            return Ok(None);
+        };
+        let resp = resp?;
+        let status = resp.status();
+        let is_event_stream = header_str(resp.headers(), "content-type")
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"));
+        if status == StatusCode::OK && is_event_stream {
+            let base64 = header_str(resp.headers(), names::SSE_DATA_ENCODING)
+                .is_some_and(|v| v.eq_ignore_ascii_case("base64"));
+            let limit = self.stream.client().max_response_bytes();
+            self.clock = ClockWatch::new();
+            return Ok(Some(SseConnection {
+                body: resp.bytes_stream().boxed(),
+                parser: SseParser::new(limit),
+                base64,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                opened: Instant::now(),
+                moved: false,
+                deliberate: false,
+            }));
+        }
+        let refused = matches!(status.as_u16(), 400 | 405 | 406 | 415 | 501)
+            || (status.is_success() && !is_event_stream);
+        if self.mode == LiveMode::Auto && refused {
+            tracing::info!(path = %self.stream.url().path(), status = status.as_u16(), "SSE refused; falling back to long-poll");
+            self.phase = Phase::LongPoll;
+            return Ok(None);
+        }
+        let headers = resp.headers().clone();
+        let body = crate::request::read_body_limited(resp, 4096)
+            .await
+            .unwrap_or_default();
+        if status.is_success() {
+            return Err(
+                Error::decode(DecodeKind::Sse, "SSE response is not text/event-stream")
+                    .with_status(status.as_u16()),
+            );
+        }
+        Err(crate::request::error_from_response(
+            &spec, status, &headers, &body,
+        ))
+    }
+}
+
+/// What woke an SSE read.
+enum Wake {
+    Body(Option<reqwest::Result<Bytes>>),
+    Expired,
+    Tick,
+}
+
+/// Join the data events confirmed by one control event: `(data, messages,
+/// has_data)`. For JSON the messages are counted by splitting each event's
+/// array, so a message that is `[]` or `{}` counts.
+pub(super) fn join_payloads(
+    json: bool,
+    parts: Vec<Bytes>,
+) -> Result<(Bytes, Option<Vec<Bytes>>, bool)> {
+    if !json {
+        let data: Bytes = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.into_iter().next().unwrap_or_default(),
+            _ => parts.concat().into(),
+        };
+        let has_data = !data.is_empty();
+        return Ok((data, None, has_data));
+    }
+    let mut messages = Vec::new();
+    for part in &parts {
+        messages.extend(crate::json::split_messages(part)?);
+    }
+    if messages.is_empty() {
+        return Ok((Bytes::new(), None, false));
+    }
+    let data = if parts.len() == 1 {
+        parts.into_iter().next().unwrap_or_default()
+    } else {
+        frame_elements(&messages)
+    };
+    Ok((data, Some(messages), true))
+}
+
+pub(super) fn decode_base64(data: &[u8]) -> Result<Bytes> {
+    let cleaned: Vec<u8> = data
+        .iter()
+        .copied()
+        .filter(|b| *b != b'\n' && *b != b'\r')
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&cleaned)
+        .map(Bytes::from)
+        .map_err(|e| {
+            Error::decode(
+                DecodeKind::Base64,
+                format!("SSE data event is not valid base64: {e}"),
+            )
+        })
+}
+
+#[derive(Debug)]
+pub(super) struct Control {
+    pub(super) next_offset: Offset,
+    pub(super) cursor: Option<String>,
+    pub(super) up_to_date: bool,
+    pub(super) closed: bool,
+}
+
+pub(super) fn parse_control(data: &[u8]) -> Result<Control> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Raw {
+        stream_next_offset: Option<String>,
+        stream_cursor: Option<serde_json::Value>,
+        #[serde(default)]
+        up_to_date: bool,
+        #[serde(default)]
+        stream_closed: bool,
+    }
+    let raw: Raw = serde_json::from_slice(data)
+        .map_err(|e| Error::decode(DecodeKind::Sse, format!("malformed control event: {e}")))?;
+    let next = raw
+        .stream_next_offset
+        .ok_or_else(|| Error::decode(DecodeKind::Sse, "control event without streamNextOffset"))?;
+    let next_offset =
+        Offset::from_server(&next).map_err(|e| Error::decode(DecodeKind::Sse, e.to_string()))?;
+    let cursor = match raw.stream_cursor {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    };
+    Ok(Control {
+        next_offset,
+        cursor,
+        up_to_date: raw.up_to_date,
+        closed: raw.stream_closed,
+    })
+}
+
+/// Fuzzing entry: [`parse_control`] on server bytes, as
+/// `(next offset, cursor, up to date, closed)`.
+pub(crate) fn fuzz_entry_control(data: &[u8]) -> Result<(Offset, Option<String>, bool, bool)> {
+    parse_control(data).map(|c| (c.next_offset, c.cursor, c.up_to_date, c.closed))
+}
