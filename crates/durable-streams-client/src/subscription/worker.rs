@@ -204,7 +204,7 @@ impl<H: Handler> WorkerBuilder<H> {
             heartbeat: self.heartbeat,
             retry: self.retry,
             resweep: self.resweep,
-            stats: stats.clone(),
+            stats: Arc::clone(&stats),
         };
         let task = TaskHandle::spawn("the worker task", &name, (), OnDrop::Abort, |token, _| {
             run.run(token)
@@ -677,7 +677,7 @@ impl<H: Handler> Run<H> {
                 up_to_date: chunk.up_to_date,
                 closed: chunk.closed,
                 bytes,
-                stream: path.clone(),
+                stream: Arc::clone(&path),
             };
             let mut flow = Flow::Continue;
             if !batch.items.is_empty() {
@@ -715,7 +715,7 @@ impl<H: Handler> Run<H> {
         let beat = Heartbeat {
             subs: self.subs.clone(),
             wake: wake.clone(),
-            lease: lease.clone(),
+            lease: Arc::clone(lease),
             every,
         };
         let stop_task = stop.clone();
