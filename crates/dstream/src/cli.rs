@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use durable_streams_client::{LiveMode, Offset};
 
 use crate::util;
@@ -27,6 +27,7 @@ Exit codes:
     7    server error (5xx, or 429 after retries ran out)
     8    bad request or invalid argument (400, 413, invalid input data)
     9    unauthorized or forbidden (401, 403)
+    10   the server does not support the feature (subscriptions)
     130  interrupted (ctrl-c during read or produce; produce flushes what
          it sent)";
 
@@ -123,6 +124,9 @@ pub enum Command {
     Fork(ForkArgs),
     /// Bulk-load newline-delimited records or JSON lines through the idempotent producer.
     Produce(ProduceArgs),
+    /// Manage server-side subscriptions and run pull-wake workers (alias `sub`).
+    #[command(visible_alias = "sub")]
+    Subscription(SubscriptionArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Benchmark the client against real servers, next to a raw HTTP baseline.
@@ -306,6 +310,136 @@ pub struct ProduceArgs {
     pub epoch: Option<u64>,
 }
 
+/// `subscription` (alias `sub`).
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Subscriptions (PROTOCOL.md sections 6-7) are durable cursors over many
+streams, kept by the server; only some servers implement them (the Node
+reference server does; others fail with exit code 10). Stream paths, globs
+and wake streams are relative to the stream root <URL>/v1/stream, like bare
+stream names: `orders/*` matches <URL>/v1/stream/orders/<one segment>.")]
+pub struct SubscriptionArgs {
+    #[command(subcommand)]
+    pub command: SubCommand,
+}
+
+/// The `subscription` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SubCommand {
+    /// Create a subscription (idempotent: an identical one is re-confirmed).
+    Create(SubCreateArgs),
+    /// Show a subscription: linked streams with acked offsets, lease, status.
+    Get(SubIdArg),
+    /// Delete a subscription (in-flight acks for it fail).
+    Delete(SubIdArg),
+    /// Link streams explicitly, at their current tail (idempotent).
+    AddStreams(SubAddStreamsArgs),
+    /// Remove a stream's explicit link (a matching --pattern still links it).
+    RemoveStream(SubRemoveStreamArgs),
+    /// Join the worker group of pull-wake subscriptions and print every message.
+    Work(SubWorkArgs),
+}
+
+/// Just a subscription id.
+#[derive(Debug, Args)]
+pub struct SubIdArg {
+    /// Subscription id.
+    pub id: String,
+}
+
+/// `subscription create`.
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("members").required(true).multiple(true).args(["pattern", "streams"])),
+    group(ArgGroup::new("delivery").required(true).args(["pull_wake", "webhook"])),
+    after_help = "\
+Streams that already match --pattern, and --stream links, start at their
+current tail: history is not replayed. --pull-wake creates the wake stream
+(JSON) when it does not exist. Prints `created` or `reconfirmed` (an
+identical subscription existed); a different configuration under the same
+id fails with exit code 4. With --output json: the subscription as the
+server reports it, plus \"created\": true|false."
+)]
+pub struct SubCreateArgs {
+    /// Subscription id.
+    pub id: String,
+    /// Link every stream matching this glob (`*` one path segment, `**` any number).
+    #[arg(long, value_name = "GLOB")]
+    pub pattern: Option<String>,
+    /// Link this stream explicitly (repeatable; additive to --pattern).
+    #[arg(long = "stream", value_name = "PATH")]
+    pub streams: Vec<String>,
+    /// Pull-wake delivery: workers follow this wake stream and claim work.
+    #[arg(long, value_name = "WAKE_STREAM")]
+    pub pull_wake: Option<String>,
+    /// Webhook delivery: the server POSTs signed wake notifications here.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// How long a claim stays valid without a heartbeat: 1s to 10m, e.g.
+    /// `30s`, `2m`, `1500ms` or bare seconds (server default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = util::parse_lease_ttl)]
+    pub lease_ttl: Option<std::time::Duration>,
+    /// Human-readable description.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+}
+
+/// `subscription add-streams`.
+#[derive(Debug, Args)]
+pub struct SubAddStreamsArgs {
+    /// Subscription id.
+    pub id: String,
+    /// Stream paths (relative to the stream root).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+/// `subscription remove-stream`.
+#[derive(Debug, Args)]
+pub struct SubRemoveStreamArgs {
+    /// Subscription id.
+    pub id: String,
+    /// Stream path (relative to the stream root).
+    pub path: String,
+}
+
+/// `subscription work`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The worker follows the wake stream, races the other workers of the group to
+claim whichever subscription has pending work, reads each pending stream
+from its acked offset and writes the messages to stdout, heartbeating while
+it works. A batch is acknowledged only after its output was written and
+flushed: delivery is at least once (a worker that dies mid-batch leaves the
+unacknowledged part to the next one, which prints it again), in order within
+each stream. One subscription is worked by one worker at a time; run several
+subscriptions (shards) to spread work over several workers.
+
+Output: human: one line per message, `PATH<TAB>MESSAGE` (JSON messages as
+compact JSON; byte streams line by line, invalid UTF-8 replaced). With
+--output json: one object per line, {\"stream\",\"offset\",\"value\"} per
+message of a JSON stream, {\"stream\",\"offset\",\"bytes\",\"data\"} per
+chunk of a byte stream (\"data_base64\" instead of \"data\" when the bytes
+are not UTF-8). `offset` is where the stream's cursor moves once the batch
+is acked (for a piece of a large byte response: where that response started).
+Whether a stream is JSON is learned from its content type (one HEAD per
+stream, cached).
+
+ctrl-c stops gracefully: the batch in hand is finished and acked, the claim
+released (another worker continues at once), exit code 0. A second ctrl-c
+exits at once with 130 without releasing (the lease lapses after its TTL).")]
+pub struct SubWorkArgs {
+    /// Subscription ids to serve (all pull-wake, with one wake stream).
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+    /// The wake stream (default: the subscriptions' own, read from the server).
+    #[arg(long, value_name = "WAKE")]
+    pub wake_stream: Option<String>,
+    /// Worker name the server records as lease holder (default worker-<pid>-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub worker: Option<String>,
+}
+
 /// `completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -390,6 +524,32 @@ mod tests {
             &["fork", "x"],
             &["read", "x", "-H", "no-colon"],
             &["completions", "cmd.exe"],
+            &["sub", "create", "s", "--pull-wake", "w"],
+            &["sub", "create", "s", "--pattern", "a/*"],
+            &[
+                "sub",
+                "create",
+                "s",
+                "--pattern",
+                "a/*",
+                "--pull-wake",
+                "w",
+                "--webhook",
+                "https://h/x",
+            ],
+            &[
+                "sub",
+                "create",
+                "s",
+                "--stream",
+                "a",
+                "--pull-wake",
+                "w",
+                "--lease-ttl",
+                "20m",
+            ],
+            &["sub", "add-streams", "s"],
+            &["sub", "work"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
@@ -407,6 +567,58 @@ mod tests {
                 assert_eq!(a.data, vec!["a", "b"]);
                 assert_eq!(a.files.len(), 2);
                 assert!(a.json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn subscription_commands_parse() {
+        let cli = parse(&[
+            "sub",
+            "create",
+            "s",
+            "--pattern",
+            "a/*",
+            "--stream",
+            "b",
+            "--stream",
+            "c",
+            "--pull-wake",
+            "wake/a",
+            "--lease-ttl",
+            "5s",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Subscription(SubscriptionArgs {
+                command: SubCommand::Create(c),
+            }) => {
+                assert_eq!(c.pattern.as_deref(), Some("a/*"));
+                assert_eq!(c.streams, vec!["b", "c"]);
+                assert_eq!(c.pull_wake.as_deref(), Some("wake/a"));
+                assert_eq!(c.lease_ttl, Some(std::time::Duration::from_secs(5)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&[
+            "subscription",
+            "work",
+            "a",
+            "b",
+            "--wake-stream",
+            "w",
+            "--worker",
+            "n",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Subscription(SubscriptionArgs {
+                command: SubCommand::Work(w),
+            }) => {
+                assert_eq!(w.ids, vec!["a", "b"]);
+                assert_eq!(w.wake_stream.as_deref(), Some("w"));
+                assert_eq!(w.worker.as_deref(), Some("n"));
             }
             other => panic!("{other:?}"),
         }

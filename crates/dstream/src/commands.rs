@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use clap::CommandFactory;
+use durable_streams_client::subscription::Subscriptions;
 use durable_streams_client::{
     Client, CreateOptions, CreateResult, ErrorKind, ForkOptions, LiveMode, Offset, Stream,
     StreamInfo,
@@ -70,6 +71,18 @@ impl Ctx {
     pub fn json(&self) -> bool {
         self.output == OutputFormat::Json
     }
+
+    /// The subscription APIs under the server's stream root.
+    pub fn subscriptions(&self) -> Result<Subscriptions, CliError> {
+        // The same check as for stream URLs: an http(s) base.
+        util::resolve_stream_url(&self.base, "x").map_err(|e| CliError::new(exit::USAGE, e))?;
+        self.client.subscriptions(&self.base).map_err(|e| {
+            CliError::new(
+                exit::USAGE,
+                format!("invalid server URL {:?}: {e}", util::redact_url(&self.base)),
+            )
+        })
+    }
 }
 
 /// Error mapper for library errors during `op` on `name`.
@@ -110,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Delete(NameArg { name }) => delete(&ctx, &name).await,
         Command::Fork(args) => fork(&ctx, args).await,
         Command::Produce(args) => crate::produce::produce(&ctx, args).await,
+        Command::Subscription(args) => crate::subscription::run(&ctx, args.command).await,
         Command::Completions(_) => Ok(()),
         #[cfg(feature = "bench")]
         Command::Bench(_) => Ok(()),
@@ -494,7 +508,7 @@ impl Sink {
     }
 }
 
-fn push_json_line(buf: &mut Vec<u8>, raw: &RawValue) {
+pub fn push_json_line(buf: &mut Vec<u8>, raw: &RawValue) {
     let text = raw.get();
     if text.contains('\n') {
         // Keep one message per line.

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod commands;
 mod produce;
+mod subscription;
 mod util;
 
 use std::io::Write;

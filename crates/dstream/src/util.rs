@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use durable_streams_client::{Error, ErrorKind, Offset};
+use durable_streams_client::{Error, ErrorKind, Offset, SubscriptionErrorCode};
 
 /// Exit codes (documented in `--help` and the README).
 pub mod exit {
@@ -27,6 +27,8 @@ pub mod exit {
     pub const BAD_REQUEST: u8 = 8;
     /// 401 or 403.
     pub const AUTH: u8 = 9;
+    /// The server does not implement the feature (e.g. subscriptions).
+    pub const UNSUPPORTED: u8 = 10;
     /// Interrupted by ctrl-c.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -47,6 +49,20 @@ pub fn exit_code(kind: &ErrorKind) -> u8 {
             exit::BAD_REQUEST
         }
         ErrorKind::Unauthorized { .. } => exit::AUTH,
+        ErrorKind::Subscription { code } => match code {
+            SubscriptionErrorCode::NotFound => exit::NOT_FOUND,
+            SubscriptionErrorCode::InvalidRequest | SubscriptionErrorCode::WebhookUrlRejected => {
+                exit::BAD_REQUEST
+            }
+            SubscriptionErrorCode::TokenInvalid | SubscriptionErrorCode::TokenExpired => exit::AUTH,
+            SubscriptionErrorCode::AlreadyExists
+            | SubscriptionErrorCode::Fenced
+            | SubscriptionErrorCode::AlreadyClaimed
+            | SubscriptionErrorCode::NoPendingWork
+            | SubscriptionErrorCode::InvalidOffset => exit::CONFLICT,
+            _ => exit::OTHER,
+        },
+        ErrorKind::Unsupported { .. } => exit::UNSUPPORTED,
         ErrorKind::Redirect { .. } | ErrorKind::NoProgress { .. } => exit::OTHER,
         ErrorKind::UnexpectedStatus { .. } => exit::OTHER,
         _ => exit::OTHER,
@@ -318,6 +334,28 @@ pub fn parse_rfc3339(raw: &str) -> Result<SystemTime, String> {
         .map_err(|e| format!("expected an RFC 3339 time like 2030-01-01T00:00:00Z: {e}"))
 }
 
+/// A subscription lease: `30s`, `1m30s`, `500ms` (humantime), or bare
+/// seconds; 1 s to 10 min, whole milliseconds (PROTOCOL.md 6.2).
+pub fn parse_lease_ttl(raw: &str) -> Result<std::time::Duration, String> {
+    use durable_streams_client::subscription::{MAX_LEASE_TTL, MIN_LEASE_TTL};
+    let raw = raw.trim();
+    let ttl = match raw.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(raw)
+            .map_err(|e| format!("expected a duration like 30s, 2m or 1500ms: {e}"))?,
+    };
+    if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
+        return Err(format!(
+            "the lease must be between 1s and 10m, got {}",
+            humantime::format_duration(ttl)
+        ));
+    }
+    if ttl.subsec_nanos() % 1_000_000 != 0 {
+        return Err("the lease must be whole milliseconds".into());
+    }
+    Ok(ttl)
+}
+
 /// Whether a content type is JSON (message semantics).
 pub fn is_json_content_type(ct: Option<&str>) -> bool {
     ct.and_then(|ct| ct.split(';').next())
@@ -480,6 +518,30 @@ mod tests {
             (ErrorKind::Unauthorized { status: 401 }, exit::AUTH),
             (ErrorKind::Unauthorized { status: 403 }, exit::AUTH),
             (ErrorKind::UnexpectedStatus { status: 405 }, exit::OTHER),
+            (
+                ErrorKind::Subscription {
+                    code: SubscriptionErrorCode::NotFound,
+                },
+                exit::NOT_FOUND,
+            ),
+            (
+                ErrorKind::Subscription {
+                    code: SubscriptionErrorCode::AlreadyExists,
+                },
+                exit::CONFLICT,
+            ),
+            (
+                ErrorKind::Subscription {
+                    code: SubscriptionErrorCode::InvalidRequest,
+                },
+                exit::BAD_REQUEST,
+            ),
+            (
+                ErrorKind::Unsupported {
+                    feature: "subscriptions",
+                },
+                exit::UNSUPPORTED,
+            ),
             (ErrorKind::ProducerClosed, exit::OTHER),
         ];
         for (kind, code) in cases {
@@ -495,11 +557,12 @@ mod tests {
             exit::SERVER,
             exit::BAD_REQUEST,
             exit::AUTH,
+            exit::UNSUPPORTED,
             exit::INTERRUPTED,
         ]
         .into_iter()
         .collect();
-        assert_eq!(distinct.len(), 10);
+        assert_eq!(distinct.len(), 11);
     }
 
     #[test]
@@ -515,6 +578,21 @@ mod tests {
             &std::io::Error::from(std::io::ErrorKind::BrokenPipe),
         );
         assert_eq!((pipe.code, pipe.message.as_str()), (exit::OK, ""));
+    }
+
+    #[test]
+    fn lease_ttls() {
+        use std::time::Duration;
+        assert_eq!(parse_lease_ttl("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_lease_ttl("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_lease_ttl("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_lease_ttl("999ms").is_err());
+        assert!(parse_lease_ttl("11m").is_err());
+        assert!(parse_lease_ttl("1s500us").is_err());
+        assert!(parse_lease_ttl("soon").is_err());
     }
 
     #[test]

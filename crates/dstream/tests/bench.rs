@@ -1,6 +1,8 @@
 //! `dstream bench --quick` end to end against the Rust server started by the
 //! command itself: the JSON has every scenario with positive numbers and the
-//! SVG is a complete document.
+//! SVG is a complete document. The subscription scenarios (`sub-*`) run
+//! against the Node server (the Rust server has no subscriptions: they are
+//! skipped there with a note).
 
 use std::process::Command;
 
@@ -74,6 +76,11 @@ fn quick_bench_writes_json_and_svg() {
     assert_eq!(doc["quick"], true);
     assert_eq!(doc["servers"], serde_json::json!(["rust"]));
     assert_eq!(doc["errors"], serde_json::json!([]));
+    let notes = doc["notes"].to_string();
+    assert!(
+        notes.contains("sub-latency: skipped, the server does not support subscriptions"),
+        "{notes}"
+    );
     let results = doc["results"].as_array().expect("results");
     for scenario in SCENARIOS {
         let rows: Vec<&Value> = results
@@ -107,6 +114,57 @@ fn quick_bench_writes_json_and_svg() {
     assert_eq!(svg.matches("<svg").count(), 1);
     assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
     assert!(svg.contains("append-100B") && svg.contains("fanout-100"));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `sub-latency` and `sub-throughput-{1,2,4}w` on the Node server.
+#[test]
+fn quick_subscription_bench_on_node() {
+    assert!(
+        ServerKind::Node.is_available(),
+        "the Node server (@durable-streams/server) is not installed; run scripts/install-servers.sh"
+    );
+    let out = temp_dir();
+    let output = Command::new(BIN)
+        .args([
+            "bench", "--quick", "--server", "node", "--only", "sub-", "--out",
+        ])
+        .arg(&out)
+        .env_remove("DS_URL")
+        .output()
+        .expect("run dstream bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "dstream bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
+            .expect("bench.json is JSON");
+    assert_eq!(doc["errors"], serde_json::json!([]));
+    let results = doc["results"].as_array().expect("results");
+    for (scenario, metric) in [
+        ("sub-latency", "latency"),
+        ("sub-throughput-1w", "throughput"),
+        ("sub-throughput-2w", "throughput"),
+        ("sub-throughput-4w", "throughput"),
+    ] {
+        let row = results
+            .iter()
+            .find(|r| r["scenario"] == scenario && r["server"] == "node")
+            .unwrap_or_else(|| panic!("no result for {scenario}: {doc}"));
+        assert_eq!(row["metric"], metric, "{row}");
+        positive(&row["ours"], &format!("{scenario} ours"));
+        positive(&row["baseline"], &format!("{scenario} baseline"));
+        let ratio = row["ratio"].as_f64().unwrap();
+        assert!(
+            ratio > 0.0 && ratio.is_finite(),
+            "{scenario}: ratio {ratio}"
+        );
+    }
+    assert!(stdout.contains("sub-throughput-4w"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -11,6 +11,7 @@ mod raw;
 pub mod report;
 mod scenarios;
 pub mod stats;
+mod subscriptions;
 pub mod svg;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub const SCENARIOS: &[&str] = &[
     "producer-1MiB",
     "json-read",
     "fanout",
+    "sub-latency",
+    "sub-throughput",
 ];
 
 /// `bench`.
@@ -55,8 +58,15 @@ in the same run, alternating round by round):
   fanout-N             N SSE subscribers on one client (N = 100, 1,000,
                        10,000): RSS per subscriber, and the latency of one
                        append to every subscriber (p50/p99)
+  sub-latency          pull-wake subscription: one append, time until the
+                       worker's handler has it; baseline: a live consumer
+  sub-throughput-Nw    50,000 JSON events over 4 subscriptions x 4 streams
+                       drained by N = 1, 2, 4 in-process workers (msg/s);
+                       baseline: one plain consumer per stream
+                       (sub-*: servers with subscriptions only, e.g. node;
+                       skipped with a note elsewhere)
 --quick: 10,000 JSON messages, 2,000 x 100 B, 5 x 1 MiB, N = 10 and 100,
-2 rounds of 20 samples.
+2,000 events over 4 x 2 streams, 2 rounds of 20 samples.
 
 Without --url the servers are started on free ports (the Rust server with
 --durability memory; installed by scripts/install-servers.sh). With --url
@@ -115,6 +125,8 @@ struct Sizes {
     json_messages: usize,
     fanout: Vec<usize>,
     fanout_appends: usize,
+    sub_streams_per_shard: usize,
+    sub_events: usize,
 }
 
 impl Sizes {
@@ -126,6 +138,8 @@ impl Sizes {
                 json_messages: 10_000,
                 fanout: vec![10, 100],
                 fanout_appends: 3,
+                sub_streams_per_shard: 2,
+                sub_events: 2_000,
             }
         } else {
             Sizes {
@@ -134,6 +148,8 @@ impl Sizes {
                 json_messages: 1_000_000,
                 fanout: vec![100, 1_000, 10_000],
                 fanout_appends: 5,
+                sub_streams_per_shard: 4,
+                sub_events: 50_000,
             }
         }
     }
@@ -213,6 +229,10 @@ async fn run_scenario(t: &Target, name: &str, sizes: &Sizes) -> Result<Vec<Row>,
                 );
             }
             Ok(rows)
+        }
+        "sub-latency" => subscriptions::latency(t).await,
+        "sub-throughput" => {
+            subscriptions::throughput(t, sizes.sub_streams_per_shard, sizes.sub_events).await
         }
         other => Err(format!("unknown scenario {other}")),
     }
@@ -297,7 +317,31 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let mut rows: Vec<Row> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for t in &targets {
+        // Whether the server has subscriptions, asked once (sub-* only).
+        let mut subscriptions: Option<bool> = None;
         for name in &selected {
+            if name.starts_with("sub-") {
+                if subscriptions.is_none() {
+                    match subscriptions::supported(t).await {
+                        Ok(yes) => subscriptions = Some(yes),
+                        Err(e) => {
+                            let msg = format!("[{}] {name}: {e}", t.label);
+                            eprintln!("  error: {msg}");
+                            errors.push(msg);
+                            continue;
+                        }
+                    }
+                }
+                if subscriptions == Some(false) {
+                    let msg = format!(
+                        "[{}] {name}: skipped, the server does not support subscriptions",
+                        t.label
+                    );
+                    eprintln!("  note: {msg}");
+                    notes.push(msg);
+                    continue;
+                }
+            }
             let at = Instant::now();
             match run_scenario(t, name, &sizes).await {
                 Ok(r) => rows.extend(r),

@@ -21,7 +21,7 @@ const JSON: &str = "application/json";
 const LANES: usize = durable_streams_client::DEFAULT_MAX_IN_FLIGHT;
 /// How long a live reader gets to re-arm (issue its next request) before
 /// the next append of a roundtrip sample.
-const SETTLE: Duration = Duration::from_millis(5);
+pub(super) const SETTLE: Duration = Duration::from_millis(5);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn api(what: &str) -> impl Fn(durable_streams_client::Error) -> String + '_ {
@@ -177,7 +177,9 @@ pub async fn create_latency(t: &Target) -> Result<Vec<Row>, String> {
     Ok(vec![latency_row(t, "create", params, ours, base)])
 }
 
-async fn next_delivery(rx: &mut mpsc::UnboundedReceiver<Instant>) -> Result<Instant, String> {
+pub(super) async fn next_delivery(
+    rx: &mut mpsc::UnboundedReceiver<Instant>,
+) -> Result<Instant, String> {
     match tokio::time::timeout(DELIVERY_TIMEOUT, rx.recv()).await {
         Ok(Some(at)) => Ok(at),
         Ok(None) => Err("the live reader ended".to_owned()),
