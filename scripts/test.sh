@@ -30,13 +30,13 @@ scripts/install-cargo-deny.sh
 section "cargo fmt --all --check"
 cargo fmt --all --check
 
-section "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+section "cargo clippy --workspace --all-targets (+ sqlite) -- -D warnings"
+cargo clippy --workspace --all-targets --features durable-streams-client/sqlite -- -D warnings
 # dstream's `bench` feature (off by default) too.
 cargo clippy -p dstream --all-targets --features bench -- -D warnings
 
 section "cargo doc (library, warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client --features sqlite
 
 section "cargo deny check licenses bans (deny.toml)"
 "$DS_TOOLS_DIR/cargo/bin/cargo-deny" check licenses bans
@@ -49,9 +49,9 @@ section "cargo test --workspace"
 cargo build -q -p conformance-adapter
 if [[ "${DS_SKIP_CONFORMANCE:-}" == 1 ]]; then
     echo "note: skipping the runner_can_fail tests (they need ../shared/conformance/test-cases)"
-    cargo test --workspace -- --skip fails_most_cases
+    cargo test --workspace --features durable-streams-client/sqlite -- --skip fails_most_cases
 else
-    cargo test --workspace
+    cargo test --workspace --features durable-streams-client/sqlite
 fi
 
 section "cargo test -p dstream --features bench --test bench (bench smoke test)"

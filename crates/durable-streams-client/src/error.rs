@@ -220,6 +220,15 @@ pub enum ErrorKind {
         /// Why.
         reason: WebhookRejection,
     },
+    /// A message read from a stream breaks the rules of its format (for
+    /// example a [State Protocol](crate::state) change without `key`); the
+    /// message names the offset, the message and the field.
+    InvalidMessage {
+        /// The offending field, e.g. `"headers.operation"`.
+        field: &'static str,
+    },
+    /// A [state store](crate::state::StateStore) failed to load or apply a batch.
+    Store,
 }
 
 /// Why a webhook delivery was rejected (PROTOCOL.md sections 7.1 and 12.10).
@@ -426,6 +435,8 @@ impl ErrorKind {
             ErrorKind::WebhookRejected { reason } => {
                 write!(f, "webhook delivery rejected: {reason}")
             }
+            ErrorKind::InvalidMessage { field } => write!(f, "invalid message (`{field}`)"),
+            ErrorKind::Store => f.write_str("state store failed"),
         }
     }
 }
@@ -451,6 +462,8 @@ impl ErrorKind {
             ErrorKind::Subscription { .. } => "subscription",
             ErrorKind::Unsupported { .. } => "unsupported",
             ErrorKind::WebhookRejected { .. } => "webhook_rejected",
+            ErrorKind::InvalidMessage { .. } => "invalid_message",
+            ErrorKind::Store => "store",
             _ => "other",
         }
     }

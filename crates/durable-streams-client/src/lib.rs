@@ -102,6 +102,7 @@ mod read;
 mod request;
 mod retry;
 mod runtime;
+pub mod state;
 mod stream;
 pub mod subscription;
 pub mod supervisor;

@@ -202,6 +202,63 @@ impl Producer {
         }
     }
 
+    /// Send `values` as messages of **one** request, which the server stores
+    /// atomically and contiguously (a transaction; the State Protocol writer
+    /// uses it). The group ignores `max_batch_bytes`/`max_batch_items` but
+    /// must fit `max_buffered_bytes`; it waits for buffer room. The [`Ack`]
+    /// resolves once the whole group is stored (exactly once, like every
+    /// producer message).
+    pub async fn send_json_group<T: Serialize + Sync>(&self, values: &[T]) -> Result<Ack> {
+        if values.is_empty() {
+            return Err(Error::invalid_argument(
+                "values",
+                "a group needs at least one message",
+            ));
+        }
+        let encoded = values
+            .iter()
+            .map(|v| self.encode_json(v))
+            .collect::<Result<Vec<_>>>()?;
+        for message in &encoded {
+            self.check_message(message)?;
+        }
+        let total: usize = encoded.iter().map(Bytes::len).sum();
+        if total > self.shared.max_buffered_bytes {
+            return Err(too_large(total).with_url(self.shared.stream.url()));
+        }
+        if !self.reserve_now(total) {
+            let permits = u32::try_from(total).map_err(|_| too_large(total))?;
+            let reserved = tokio::select! {
+                permit = self.shared.budget.acquire_many(permits) => permit,
+                _ = self.shared.done.cancelled() => return Err(Error::new(ErrorKind::ProducerClosed)),
+            };
+            reserved
+                .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
+                .forget();
+        }
+        let mut state = self.shared.lock();
+        if let Err(e) = self.check_open(&state) {
+            self.shared.budget.add_permits(total);
+            return Err(e);
+        }
+        // The group gets a batch of its own: seal what is open, push every
+        // message without limit checks, seal again.
+        state.seal_open();
+        let last = encoded.len() - 1;
+        let mut rx = None;
+        for (i, message) in encoded.iter().enumerate() {
+            let r = state.open.push(message, i == last);
+            if i == last {
+                rx = r;
+            }
+        }
+        state.seal_open();
+        self.shared.wake.notify_one();
+        Ok(Ack {
+            rx: rx.expect("push returns a receiver when asked"),
+        })
+    }
+
     /// Wait until every message appended before this call is acknowledged
     /// or failed. Returns the first failure since the previous flush.
     pub async fn flush(&self) -> Result<()> {
