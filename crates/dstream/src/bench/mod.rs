@@ -38,6 +38,7 @@ pub const SCENARIOS: &[&str] = &[
     "json-read",
     "fanout",
     "sub-latency",
+    "sub-webhook-latency",
     "sub-throughput",
 ];
 
@@ -60,6 +61,10 @@ in the same run, alternating round by round):
                        append to every subscriber (p50/p99)
   sub-latency          pull-wake subscription: one append, time until the
                        worker's handler has it; baseline: a live consumer
+  sub-webhook-latency  webhook subscription: one append, time until a
+                       receiver on 127.0.0.1 verified the signed
+                       notification and read the event; baseline: a
+                       live consumer
   sub-throughput-Nw    50,000 JSON events over 4 subscriptions x 4 streams
                        drained by N = 1, 2, 4 in-process workers (msg/s);
                        baseline: one plain consumer per stream
@@ -231,6 +236,7 @@ async fn run_scenario(t: &Target, name: &str, sizes: &Sizes) -> Result<Vec<Row>,
             Ok(rows)
         }
         "sub-latency" => subscriptions::latency(t).await,
+        "sub-webhook-latency" => subscriptions::webhook_latency(t).await,
         "sub-throughput" => {
             subscriptions::throughput(t, sizes.sub_streams_per_shard, sizes.sub_events).await
         }
@@ -301,6 +307,8 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
                     // Long enough that no long-poll expires during a sample.
                     long_poll_timeout_ms: 10_000,
                     durability_memory: true,
+                    // Node: webhook subscriptions for sub-webhook-latency.
+                    webhooks: true,
                     ..ServerOptions::default()
                 },
             )

@@ -401,3 +401,163 @@ pub async fn throughput(t: &Target, per_shard: usize, events: usize) -> Result<V
     }
     Ok(rows)
 }
+
+/// A webhook receiver on 127.0.0.1 for the latency scenario: verifies each
+/// delivery, reads the pending ranges with the library's reader, stamps
+/// the time, and answers `{"done": true}` (the server then acks).
+struct Receiver {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn webhook_receiver(
+    subs: Subscriptions,
+    stamps: mpsc::UnboundedSender<Instant>,
+) -> Result<Receiver, String> {
+    use durable_streams_client::subscription::{WebhookResponse, WebhookVerifier};
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("webhook receiver: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("webhook receiver: {e}"))?;
+    let verifier = Arc::new(WebhookVerifier::new(&subs));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (subs, verifier, stamps) = (subs.clone(), Arc::clone(&verifier), stamps.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (subs, verifier, stamps) =
+                        (subs.clone(), Arc::clone(&verifier), stamps.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let signature = parts
+                            .headers
+                            .get("webhook-signature")
+                            .and_then(|v| v.to_str().ok());
+                        let answer = match verifier.verify_signature(signature, &body).await {
+                            Ok(wake) => {
+                                for p in wake.pending() {
+                                    if let Ok(stream) = subs.stream(&p.path) {
+                                        let mut read = stream
+                                            .read()
+                                            .offset(p.acked_offset.clone())
+                                            .json::<Event>();
+                                        while let Some(Ok(_)) =
+                                            futures::StreamExt::next(&mut read).await
+                                        {
+                                        }
+                                    }
+                                }
+                                let _ = stamps.send(Instant::now());
+                                WebhookResponse::done()
+                            }
+                            Err(_) => {
+                                return hyper::Response::builder()
+                                    .status(401)
+                                    .body(Full::new(bytes::Bytes::new()));
+                            }
+                        };
+                        hyper::Response::builder()
+                            .status(answer.status())
+                            .header("content-type", answer.content_type())
+                            .body(Full::new(bytes::Bytes::from_static(answer.body())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok(Receiver {
+        url: format!("http://{addr}/hook"),
+        task,
+    })
+}
+
+/// Append-to-handler latency through webhook delivery: one event appended
+/// to the stream of a webhook subscription, time until the receiver
+/// verified the signed notification and read the event. Baseline: a live
+/// consumer of the stream, as for `sub-latency`.
+pub async fn webhook_latency(t: &Target) -> Result<Vec<Row>, String> {
+    let subs = subscriptions(t)?;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..t.rounds {
+        let prefix = unique_path(t);
+        let (path, id) = (format!("{prefix}/s"), format!("{prefix}-hook"));
+        let stream = json_stream(&subs, &path).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let receiver = webhook_receiver(subs.clone(), tx).await?;
+        subs.create(&id, &SubscriptionSpec::webhook(&receiver.url).stream(&path))
+            .await
+            .map_err(api("webhook subscription create"))?;
+        for i in 0..=t.samples {
+            // The previous wake's `done` must reach the server first.
+            tokio::time::sleep(SETTLE * 2).await;
+            let start = Instant::now();
+            stream
+                .append_json(&event(i as u64))
+                .await
+                .map_err(api("append"))?;
+            let at = next_delivery(&mut rx).await?;
+            if i > 0 {
+                ours.push(at.duration_since(start).as_secs_f64() * 1e6);
+            }
+        }
+        subs.delete(&id).await.map_err(api("subscription delete"))?;
+        drop(receiver);
+
+        let tail = stream.head().await.map_err(api("head"))?.next_offset;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let consumer = Consumer::builder(&stream, Stamp(tx))
+            .start_from(StartFrom::Offset(tail))
+            .live(LiveMode::Auto)
+            .build()
+            .map_err(api("consumer"))?
+            .spawn();
+        for i in 0..=t.samples {
+            tokio::time::sleep(SETTLE).await;
+            let start = Instant::now();
+            stream
+                .append_json(&event(i as u64))
+                .await
+                .map_err(api("append"))?;
+            let at = next_delivery(&mut rx).await?;
+            if i > 0 {
+                base.push(at.duration_since(start).as_secs_f64() * 1e6);
+            }
+        }
+        consumer.abort();
+        let _ = stream.delete().await;
+    }
+    let mut row = Row::new(
+        &t.label,
+        "sub-webhook-latency",
+        Metric::Latency,
+        "us",
+        ours,
+        base,
+    )
+    .ok_or("no samples")?;
+    row.params = format!(
+        "{} x {} single-event appends to a webhook subscription's stream, until the receiver (127.0.0.1, hyper) verified the Ed25519 signature and read the event, answering done; baseline: a live consumer (auto: SSE) of the stream",
+        t.rounds, t.samples
+    );
+    Ok(vec![row])
+}
