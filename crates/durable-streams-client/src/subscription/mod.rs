@@ -58,6 +58,7 @@
 //! (`{base}/v1/stream` on the reference servers): `events/abc` is the stream
 //! at `{base}/v1/stream/events/abc`.
 
+mod lease;
 mod types;
 mod webhook;
 mod worker;

@@ -1,20 +1,24 @@
 //! The pull-wake worker: tail the wake stream, claim, process each pending
 //! stream with the consumer [`Handler`], heartbeat, ack, release.
+//!
+//! One file on purpose: the run loop, claim, per-stream processing and
+//! finish are one state machine whose order of steps is the guarantee.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use futures::{Stream as FuturesStream, StreamExt};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Claim, DEFAULT_LEASE_TTL, PendingStream, StreamAck, Subscriptions, Wake};
+use super::lease::{Heartbeat, Lease, is_fenced};
+use super::{Claim, PendingStream, Subscriptions, Wake};
 use crate::consumer::{Batch, ErrorAction, Flow, Format, Handler};
-use crate::error::{Error, ErrorKind, Result, SubscriptionErrorCode};
+use crate::error::{Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::read::{Chunk, LiveMode, Session};
 use crate::retry::{Backoff, RetryPolicy};
@@ -770,179 +774,6 @@ fn push_unique(queue: &mut VecDeque<String>, id: &str) {
     }
 }
 
-fn is_fenced(e: &Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Subscription {
-            code: SubscriptionErrorCode::Fenced
-                | SubscriptionErrorCode::TokenInvalid
-                | SubscriptionErrorCode::TokenExpired
-                | SubscriptionErrorCode::NotFound
-        }
-    )
-}
-
-/// The lease on one wake: when it was last renewed (on both clocks: the
-/// monotonic one stops while a machine sleeps, the wall clock does not) and
-/// the progress to commit.
-struct Lease {
-    ttl: Duration,
-    renewed: Mutex<(Instant, SystemTime)>,
-    progress: Mutex<Vec<StreamAck>>,
-    lost: CancellationToken,
-}
-
-impl Lease {
-    fn new(wake: &Wake) -> Self {
-        Lease {
-            ttl: wake.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
-            // The claim's answer was just received; the server's timer
-            // started a little earlier, which `lapsed` allows for.
-            renewed: Mutex::new((Instant::now(), SystemTime::now())),
-            progress: Mutex::new(Vec::new()),
-            lost: CancellationToken::new(),
-        }
-    }
-
-    fn record(&self, stream: &str, offset: &Offset) {
-        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        match progress.iter_mut().find(|a| a.stream == stream) {
-            Some(ack) => ack.offset = offset.clone(),
-            None => progress.push(StreamAck::new(stream, offset.clone())),
-        }
-    }
-
-    fn progress(&self) -> Vec<StreamAck> {
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn renewed(&self, at: (Instant, SystemTime)) {
-        *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = at;
-    }
-
-    /// Whether the lease may have expired on the server: a tenth of it (at
-    /// most a second) is kept as margin for the request's own travel time.
-    fn lapsed(&self) -> bool {
-        if self.lost.is_cancelled() {
-            return true;
-        }
-        let margin = (self.ttl / 10).min(Duration::from_secs(1));
-        let limit = self.ttl.saturating_sub(margin);
-        let (mono, wall) = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
-        mono.elapsed() >= limit || wall.elapsed().is_ok_and(|e| e >= limit)
-    }
-}
-
-struct Heartbeat {
-    subs: Subscriptions,
-    wake: Wake,
-    lease: Arc<Lease>,
-    every: Duration,
-}
-
-impl Heartbeat {
-    async fn run(self) {
-        let id = self.wake.subscription_id.as_str();
-        loop {
-            // Short ticks notice a lapse (a sleeping machine) soon after waking.
-            let deadline = Instant::now() + self.every;
-            while Instant::now() < deadline {
-                tokio::time::sleep(self.every.min(Duration::from_millis(250))).await;
-                if self.lease.lapsed() {
-                    self.lease.lost.cancel();
-                    return;
-                }
-            }
-            let sent = (Instant::now(), SystemTime::now());
-            match self
-                .subs
-                .ack(&self.wake, &self.lease.progress(), false)
-                .await
-            {
-                Ok(_) => {
-                    self.lease.renewed(sent);
-                    subscription_event("heartbeat", id);
-                    tracing::trace!(event = event_names::SUBSCRIPTION_HEARTBEAT, "heartbeat");
-                }
-                Err(e) if is_fenced(&e) => {
-                    tracing::warn!(event = event_names::SUBSCRIPTION_FENCED, error = %e, "heartbeat fenced");
-                    self.lease.lost.cancel();
-                    return;
-                }
-                // Transient: the next tick tries again; the lapse check decides.
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::subscription::types::{SecretToken, WakeSource};
-
-    fn wake(ttl: Duration) -> Wake {
-        Wake {
-            subscription_id: "s".into(),
-            wake_id: "w".into(),
-            generation: 1,
-            streams: Vec::new(),
-            lease_ttl: Some(ttl),
-            callback_url: None,
-            token: SecretToken::new("t".into()),
-            source: WakeSource::Claim,
-        }
-    }
-
-    #[test]
-    fn lease_lapses_before_the_server_ttl_and_renews() {
-        let lease = Lease::new(&wake(Duration::from_millis(200)));
-        assert!(!lease.lapsed());
-        std::thread::sleep(Duration::from_millis(185));
-        assert!(lease.lapsed(), "a tenth of the lease is kept as margin");
-        lease.renewed((Instant::now(), SystemTime::now()));
-        assert!(!lease.lapsed());
-        // A wall clock that jumped forward (a machine that slept) counts too.
-        lease.renewed((Instant::now(), SystemTime::now() - Duration::from_secs(5)));
-        assert!(lease.lapsed());
-        lease.renewed((Instant::now(), SystemTime::now()));
-        lease.lost.cancel();
-        assert!(lease.lapsed(), "a fenced heartbeat ends the lease");
-    }
-
-    #[test]
-    fn progress_keeps_the_latest_offset_per_stream() {
-        let lease = Lease::new(&wake(Duration::from_secs(30)));
-        let o = |s: &str| Offset::parse(s).unwrap();
-        lease.record("a", &o("0000000000000000_0000000000000001"));
-        lease.record("b", &o("0000000000000000_0000000000000002"));
-        lease.record("a", &o("0000000000000000_0000000000000003"));
-        assert_eq!(
-            lease.progress(),
-            vec![
-                StreamAck::new("a", o("0000000000000000_0000000000000003")),
-                StreamAck::new("b", o("0000000000000000_0000000000000002")),
-            ]
-        );
-    }
-
-    #[test]
-    fn wake_events_queue_each_known_subscription_once() {
-        let mut queue = VecDeque::new();
-        push_unique(&mut queue, "a");
-        push_unique(&mut queue, "a");
-        push_unique(&mut queue, "b");
-        assert_eq!(queue, ["a", "b"]);
-        let parsed: WakeEvent = serde_json::from_str(
-            r#"{"type":"wake","subscription_id":"a","stream":"x","generation":3,"ts":1}"#,
-        )
-        .unwrap();
-        assert_eq!(parsed.kind.as_deref(), Some("wake"));
-        assert_eq!(parsed.subscription_id.as_deref(), Some("a"));
-        let foreign: WakeEvent = serde_json::from_str(r#"{"hello":1}"#).unwrap();
-        assert!(foreign.kind.is_none() && foreign.subscription_id.is_none());
-    }
-}
+#[path = "worker_tests.rs"]
+mod tests;
