@@ -71,11 +71,7 @@ fn json_str(s: &str) -> String {
 }
 
 /// The state: `TYPE/KEY<TAB>VALUE` lines, or one JSON object `{TYPE: {KEY: VALUE}}`.
-fn format_state(
-    buf: &mut Vec<u8>,
-    state: &BTreeMap<String, BTreeMap<String, Value>>,
-    json: bool,
-) {
+fn format_state(buf: &mut Vec<u8>, state: &BTreeMap<String, BTreeMap<String, Value>>, json: bool) {
     if json {
         let obj: serde_json::Map<String, Value> = state
             .iter()
@@ -576,7 +572,11 @@ fn parse_line(line: &str) -> Result<Line, String> {
             no_more(word, rest)?;
             return Ok(Line::Commit);
         }
-        other => return Err(format!("unknown command {other:?} (expected {LINE_SYNTAX})")),
+        other => {
+            return Err(format!(
+                "unknown command {other:?} (expected {LINE_SYNTAX})"
+            ));
+        }
     };
     Ok(Line::Message(StateMessage::Change(change)))
 }
@@ -671,7 +671,9 @@ async fn write(ctx: &Ctx, args: StateWriteArgs) -> Result<(), CliError> {
                     failure = Some((
                         bad_line(
                             line_no,
-                            &format!("begin {txid}: the transaction begun at line {begun} is still open (commit it first)"),
+                            &format!(
+                                "begin {txid}: the transaction begun at line {begun} is still open (commit it first)"
+                            ),
                         ),
                         Some(resume),
                     ));
@@ -714,18 +716,12 @@ async fn write(ctx: &Ctx, args: StateWriteArgs) -> Result<(), CliError> {
             },
             Line::Commit => {
                 let Some((open, _)) = tx.take() else {
-                    failure = Some((
-                        bad_line(line_no, "commit without begin"),
-                        Some(line_no),
-                    ));
+                    failure = Some((bad_line(line_no, "commit without begin"), Some(line_no)));
                     break;
                 };
                 let n = open.len() as u64;
                 if n == 0 {
-                    failure = Some((
-                        bad_line(line_no, "the transaction is empty"),
-                        Some(resume),
-                    ));
+                    failure = Some((bad_line(line_no, "the transaction is empty"), Some(resume)));
                     break;
                 }
                 let r = tokio::select! {
@@ -827,7 +823,9 @@ mod tests {
         assert_eq!(change("update  t  k   7").value, Some(json!(7)));
         let c = change("delete t k");
         assert_eq!((c.operation, c.value), (Operation::Delete, None));
-        let c = change(r#"{"type":"t","key":"k","value":1,"headers":{"operation":"update","txid":"x"}}"#);
+        let c = change(
+            r#"{"type":"t","key":"k","value":1,"headers":{"operation":"update","txid":"x"}}"#,
+        );
         assert_eq!(c.txid.as_deref(), Some("x"));
         assert_eq!(
             parse_line("reset 0_5").unwrap(),
@@ -840,7 +838,10 @@ mod tests {
             parse_line("snapshot-start").unwrap(),
             Line::Message(StateMessage::Control(_))
         ));
-        assert_eq!(parse_line("begin tx-1").unwrap(), Line::Begin("tx-1".into()));
+        assert_eq!(
+            parse_line("begin tx-1").unwrap(),
+            Line::Begin("tx-1".into())
+        );
         assert_eq!(parse_line("commit").unwrap(), Line::Commit);
         for (bad, needle) in [
             ("insert t", "needs TYPE and KEY"),
@@ -851,7 +852,10 @@ mod tests {
             ("begin", "needs a transaction id"),
             ("commit now", "unexpected"),
             ("reset a&b", "not a valid offset"),
-            (r#"{"type":"t","key":"k","headers":{"operation":"insert"}}"#, "`value`"),
+            (
+                r#"{"type":"t","key":"k","headers":{"operation":"insert"}}"#,
+                "`value`",
+            ),
         ] {
             let e = parse_line(bad).unwrap_err();
             assert!(e.contains(needle), "{bad}: {e}");

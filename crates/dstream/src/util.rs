@@ -544,7 +544,10 @@ mod tests {
                 exit::UNSUPPORTED,
             ),
             (ErrorKind::ProducerClosed, exit::OTHER),
-            (ErrorKind::InvalidMessage { field: "key" }, exit::BAD_REQUEST),
+            (
+                ErrorKind::InvalidMessage { field: "key" },
+                exit::BAD_REQUEST,
+            ),
             (ErrorKind::Store, exit::OTHER),
         ];
         for (kind, code) in cases {

@@ -563,9 +563,10 @@ mod tests {
                 field: "headers.operation"
             }
         );
-        assert!(e.to_string().ends_with(
-            ": unknown operation \"upsert\" (insert, update or delete)"
-        ));
+        assert!(
+            e.to_string()
+                .ends_with(": unknown operation \"upsert\" (insert, update or delete)")
+        );
         assert!(!e.to_string().contains("message #"), "{e}");
         let at = Offset::parse("0_42").unwrap();
         let e = StateMessage::from_slice_at(raw, &at, 7).unwrap_err();
