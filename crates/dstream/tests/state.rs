@@ -304,6 +304,7 @@ fn invalid_input_and_streams_fail_with_clear_lines() {
         &["state", "materialize", &name, "--db", db.to_str().unwrap()],
     );
     fails_with(&out, 8, &[&name, "`headers.operation`", "at offset"]);
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
 
     // Bad input lines: exit 8, naming the line; nothing after it is written.
     let other = unique_name(&server, "state-bad-input");
