@@ -25,7 +25,8 @@ Exit codes:
     5    stream closed (append or close --data on a closed stream)
     6    network error or timeout
     7    server error (5xx, or 429 after retries ran out)
-    8    bad request or invalid argument (400, 413, invalid input data)
+    8    bad request or invalid argument (400, 413, invalid input data,
+         invalid State Protocol messages)
     9    unauthorized or forbidden (401, 403)
     10   the server does not support the feature (subscriptions)
     130  interrupted (ctrl-c during read or produce; produce flushes what
@@ -127,6 +128,9 @@ pub enum Command {
     /// Manage server-side subscriptions and run pull-wake workers (alias `sub`).
     #[command(visible_alias = "sub")]
     Subscription(SubscriptionArgs),
+    /// State Protocol streams: show the materialized state, list changes,
+    /// materialize into SQLite, write changes.
+    State(StateArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Benchmark the client against real servers, next to a raw HTTP baseline.
@@ -440,6 +444,130 @@ pub struct SubWorkArgs {
     pub worker: Option<String>,
 }
 
+/// `state`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The State Protocol (STATE-PROTOCOL.md) puts structured state on a JSON
+stream: change messages {\"type\",\"key\",\"value\",\"headers\":{\"operation\":
+\"insert\"|\"update\"|\"delete\",\"txid\"?}} and control messages
+{\"headers\":{\"control\":\"snapshot-start\"|\"snapshot-end\"|\"reset\"}},
+applied in stream order. Every message is validated; an invalid one stops the
+command with exit code 8 and an error naming the offset and the field.")]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+/// The `state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Materialize a stream in memory and print the state (with --live: then every change).
+    Show(StateShowArgs),
+    /// Print the change and control messages themselves, validated, one per line.
+    Changes(StateChangesArgs),
+    /// Materialize into a SQLite file, exactly once across restarts.
+    Materialize(StateMaterializeArgs),
+    /// Write changes read from stdin (line syntax or JSON messages) through the idempotent producer.
+    Write(StateWriteArgs),
+}
+
+/// `state show`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Output once caught up: human: one line per entity, `TYPE/KEY<TAB>VALUE`
+(compact JSON), ordered by type and key; --output json: one object
+{TYPE: {KEY: VALUE}}. Snapshots are shown only when complete.
+
+--live: after that, one line per change as it is applied, until the stream
+is closed or ctrl-c (exit 0): human: `insert|update<TAB>TYPE/KEY<TAB>VALUE`,
+`delete<TAB>TYPE/KEY`, `reset`; --output json: {\"op\":\"insert\"|\"update\",
+\"type\",\"key\",\"value\"}, {\"op\":\"delete\",\"type\",\"key\"},
+{\"op\":\"reset\"} (the state is cleared). Changes inside a snapshot appear
+when the snapshot ends. With --type, other types are left out (resets are
+always shown).")]
+pub struct StateShowArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// Only this entity type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub entity_type: Option<String>,
+    /// Keep following: print each change as it is applied (SSE, falling back to long-poll).
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// `state changes`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Human output: changes as `OP<TAB>TYPE/KEY<TAB>VALUE` (no value for a delete
+without one), then `<TAB>txid=ID` when the change has one; control messages
+as `snapshot-start`, `snapshot-end` or `reset`, then `<TAB>offset=O` when
+given. --output json: {\"offset\",\"message\"} per message, the message as
+stored (unknown fields kept), `offset` the resume position after the batch
+it arrived in (as for `read`). The messages before an invalid one are
+printed; the invalid one stops the command (exit 8).")]
+pub struct StateChangesArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// Start offset: `start` (or -1), `now`, or an offset the server returned.
+    #[arg(long, value_name = "OFFSET", default_value = "start", value_parser = util::parse_offset)]
+    pub from: Offset,
+    /// Keep following until the stream is closed or ctrl-c (SSE, falling back to long-poll).
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// `state materialize`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The database (created if missing) holds one stream's state: tables
+ds_state(entity_type, key, value JSON text) and ds_cursor(stream, offset,
+applied_changes). Every read batch is applied in one SQLite transaction
+together with its offset, so a restart, even after kill -9, resumes exactly
+where the state is: no change applied twice, none lost (a snapshot commits
+at its end). Other processes may read the file meanwhile (WAL mode), e.g.
+  sqlite3 FILE \"SELECT key, value ->> '$.name' FROM ds_state WHERE entity_type = 'user'\"
+
+Progress (changes applied, offset) goes to stderr at most once a second;
+a summary to stdout at the end (--output json: {\"url\",\"db\",
+\"applied_changes\",\"applied_this_run\",\"offset\",\"stopped\"}, stopped
+being caught-up, closed or interrupted). Without --live it stops at the
+tail. ctrl-c stops after the batch in hand is committed, exit 0. A database
+that materializes another stream is refused (exit 4).")]
+pub struct StateMaterializeArgs {
+    /// Stream name (or full http(s):// URL).
+    pub name: String,
+    /// The SQLite database file.
+    #[arg(long, value_name = "FILE")]
+    pub db: PathBuf,
+    /// Keep following after catching up (SSE, falling back to long-poll),
+    /// reconnecting after errors, until the stream is closed or ctrl-c.
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// `state write`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+One message per non-empty stdin line (lines starting with # are comments):
+  insert TYPE KEY JSON      update TYPE KEY JSON      delete TYPE KEY
+  snapshot-start            snapshot-end              reset [OFFSET]
+  begin TXID  ...  commit   the changes between are one transaction (each
+                            gets headers.txid = TXID), written as ONE append
+  {...}                     a State Protocol message as JSON (validated)
+TYPE and KEY are single words; JSON is the rest of the line. Messages go
+through the idempotent producer (exactly once under retries), in order. A
+malformed line stops the input; the messages before it are flushed and stay
+written (a transaction left open is not written). ctrl-c flushes what was
+sent and exits 130.")]
+pub struct StateWriteArgs {
+    /// Stream name (or full http(s):// URL); must be a JSON stream.
+    pub name: String,
+    /// Read from this file instead of stdin.
+    #[arg(long, short = 'f', value_name = "F")]
+    pub file: Option<PathBuf>,
+}
+
 /// `completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -550,6 +678,10 @@ mod tests {
             ],
             &["sub", "add-streams", "s"],
             &["sub", "work"],
+            &["state", "materialize", "s"],
+            &["state", "show"],
+            &["state", "changes", "s", "--from", "a/b"],
+            &["state", "show", "s", "--live", "sse"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
@@ -620,6 +752,37 @@ mod tests {
                 assert_eq!(w.wake_stream.as_deref(), Some("w"));
                 assert_eq!(w.worker.as_deref(), Some("n"));
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn state_commands_parse() {
+        let cli = parse(&["state", "show", "s", "--type", "user", "--live"]).unwrap();
+        match cli.command {
+            Command::State(StateArgs {
+                command: StateCommand::Show(a),
+            }) => {
+                assert_eq!(a.entity_type.as_deref(), Some("user"));
+                assert!(a.live);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["state", "materialize", "s", "--db", "x.db"]).unwrap();
+        match cli.command {
+            Command::State(StateArgs {
+                command: StateCommand::Materialize(a),
+            }) => {
+                assert_eq!(a.db, PathBuf::from("x.db"));
+                assert!(!a.live);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["state", "changes", "s", "--from", "now"]).unwrap();
+        match cli.command {
+            Command::State(StateArgs {
+                command: StateCommand::Changes(a),
+            }) => assert!(a.from.is_now()),
             other => panic!("{other:?}"),
         }
     }

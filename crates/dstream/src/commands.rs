@@ -124,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fork(args) => fork(&ctx, args).await,
         Command::Produce(args) => crate::produce::produce(&ctx, args).await,
         Command::Subscription(args) => crate::subscription::run(&ctx, args.command).await,
+        Command::State(args) => crate::state::run(&ctx, args.command).await,
         Command::Completions(_) => Ok(()),
         #[cfg(feature = "bench")]
         Command::Bench(_) => Ok(()),
@@ -525,7 +526,7 @@ pub fn push_json_line(buf: &mut Vec<u8>, raw: &RawValue) {
 /// HEAD the stream. A HEAD answer has no body, so when it says the stream
 /// is missing (or gone) one GET fetches the server's explanation, which the
 /// error then carries as other commands' errors do.
-async fn head_explained(stream: &Stream, op: &str, name: &str) -> Result<StreamInfo, CliError> {
+pub async fn head_explained(stream: &Stream, op: &str, name: &str) -> Result<StreamInfo, CliError> {
     let err = match stream.head().await {
         Ok(info) => return Ok(info),
         Err(err) => err,

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod commands;
 mod produce;
+mod state;
 mod subscription;
 mod util;
 

@@ -20,7 +20,7 @@ const READ_BUFFER: usize = 1 << 20;
 const PROGRESS_EVERY: u64 = 512;
 
 /// The default producer id: unique per run.
-fn default_producer_id() -> String {
+pub fn default_producer_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -257,7 +257,7 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
 /// What a failed `produce` already wrote: the messages before the failure
 /// were committed (unless the final flush failed too), so rerunning the
 /// same input appends them again.
-fn committed_note(messages: u64, resume: Option<u64>, flush_error: Option<&Error>) -> String {
+pub fn committed_note(messages: u64, resume: Option<u64>, flush_error: Option<&Error>) -> String {
     let plural = if messages == 1 { "" } else { "s" };
     match (flush_error, resume) {
         _ if messages == 0 => "; nothing was appended".to_owned(),

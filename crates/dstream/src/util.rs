@@ -45,9 +45,10 @@ pub fn exit_code(kind: &ErrorKind) -> u8 {
         ErrorKind::StreamClosed { .. } => exit::STREAM_CLOSED,
         ErrorKind::Network | ErrorKind::Timeout | ErrorKind::DeliveryTimeout => exit::NETWORK,
         ErrorKind::Server { .. } | ErrorKind::RateLimited { .. } => exit::SERVER,
-        ErrorKind::BadRequest | ErrorKind::PayloadTooLarge | ErrorKind::InvalidArgument { .. } => {
-            exit::BAD_REQUEST
-        }
+        ErrorKind::BadRequest
+        | ErrorKind::PayloadTooLarge
+        | ErrorKind::InvalidArgument { .. }
+        | ErrorKind::InvalidMessage { .. } => exit::BAD_REQUEST,
         ErrorKind::Unauthorized { .. } => exit::AUTH,
         ErrorKind::Subscription { code } => match code {
             SubscriptionErrorCode::NotFound => exit::NOT_FOUND,
@@ -543,6 +544,11 @@ mod tests {
                 exit::UNSUPPORTED,
             ),
             (ErrorKind::ProducerClosed, exit::OTHER),
+            (
+                ErrorKind::InvalidMessage { field: "key" },
+                exit::BAD_REQUEST,
+            ),
+            (ErrorKind::Store, exit::OTHER),
         ];
         for (kind, code) in cases {
             assert_eq!(exit_code(&kind), code, "{kind:?}");

@@ -23,6 +23,10 @@ const SCENARIOS: &[&str] = &[
     "json-read",
     "fanout-10",
     "fanout-100",
+    "state-memory",
+    "state-sqlite",
+    "state-rss-memory",
+    "state-rss-sqlite",
 ];
 
 fn temp_dir() -> std::path::PathBuf {
@@ -102,7 +106,15 @@ fn quick_bench_writes_json_and_svg() {
                 "{scenario}: {metrics:?}"
             );
         }
-        if scenario.starts_with("producer") || *scenario == "json-read" {
+        if scenario.starts_with("state-rss") {
+            assert_eq!(rows[0]["metric"], "memory");
+            assert_eq!(rows[0]["unit"], "B peak");
+        }
+        if scenario.starts_with("producer")
+            || *scenario == "json-read"
+            || *scenario == "state-memory"
+            || *scenario == "state-sqlite"
+        {
             assert_eq!(rows[0]["metric"], "throughput");
             assert!(rows[0]["ours_mb_per_s"].as_f64().unwrap() > 0.0);
         }
@@ -114,6 +126,7 @@ fn quick_bench_writes_json_and_svg() {
     assert_eq!(svg.matches("<svg").count(), 1);
     assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
     assert!(svg.contains("append-100B") && svg.contains("fanout-100"));
+    assert!(svg.contains("state-sqlite") && svg.contains("state-rss-memory"));
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -10,6 +10,7 @@ mod fanout;
 mod raw;
 pub mod report;
 mod scenarios;
+mod state;
 pub mod stats;
 mod subscriptions;
 pub mod svg;
@@ -40,6 +41,9 @@ pub const SCENARIOS: &[&str] = &[
     "sub-latency",
     "sub-webhook-latency",
     "sub-throughput",
+    "state-memory",
+    "state-sqlite",
+    "state-rss",
 ];
 
 /// `bench`.
@@ -70,8 +74,17 @@ in the same run, alternating round by round):
                        baseline: one plain consumer per stream
                        (sub-*: servers with subscriptions only, e.g. node;
                        skipped with a note elsewhere)
+  state-memory         State Protocol: 200,000 updates over 1,000 keys
+                       materialized into memory (changes/s); baseline: a raw
+                       catch-up read of the same stream into serde_json::Value
+  state-sqlite         the same into a fresh SQLite file per round (one
+                       SQLite transaction per read batch)
+  state-rss-memory     peak RSS growth while catching up 1,000,000 updates
+  state-rss-sqlite     over 1,000 keys (into memory / SQLite), each side in a
+                       fresh process; baseline: the raw read into Value
 --quick: 10,000 JSON messages, 2,000 x 100 B, 5 x 1 MiB, N = 10 and 100,
-2,000 events over 4 x 2 streams, 2 rounds of 20 samples.
+2,000 events over 4 x 2 streams, 10,000 state changes, 50,000 updates for
+state-rss, 2 rounds of 20 samples.
 
 Without --url the servers are started on free ports (the Rust server with
 --durability memory; installed by scripts/install-servers.sh). With --url
@@ -109,6 +122,15 @@ pub struct BenchArgs {
     /// Internal: timed fan-out appends.
     #[arg(long, hide = true, default_value_t = 5)]
     pub fanout_appends: usize,
+    /// Internal: run one side of a state RSS measurement in this process.
+    #[arg(long, hide = true, value_name = "memory|sqlite|raw", requires_all = ["state_url", "state_count"])]
+    pub state_child: Option<String>,
+    /// Internal: the state stream URL.
+    #[arg(long, hide = true)]
+    pub state_url: Option<String>,
+    /// Internal: the number of changes in the state stream.
+    #[arg(long, hide = true)]
+    pub state_count: Option<usize>,
 }
 
 /// `--server`.
@@ -132,6 +154,9 @@ struct Sizes {
     fanout_appends: usize,
     sub_streams_per_shard: usize,
     sub_events: usize,
+    state_changes: usize,
+    state_rss_updates: usize,
+    state_keys: usize,
 }
 
 impl Sizes {
@@ -145,6 +170,9 @@ impl Sizes {
                 fanout_appends: 3,
                 sub_streams_per_shard: 2,
                 sub_events: 2_000,
+                state_changes: 10_000,
+                state_rss_updates: 50_000,
+                state_keys: 1_000,
             }
         } else {
             Sizes {
@@ -155,6 +183,9 @@ impl Sizes {
                 fanout_appends: 5,
                 sub_streams_per_shard: 4,
                 sub_events: 50_000,
+                state_changes: 200_000,
+                state_rss_updates: 1_000_000,
+                state_keys: 1_000,
             }
         }
     }
@@ -240,6 +271,13 @@ async fn run_scenario(t: &Target, name: &str, sizes: &Sizes) -> Result<Vec<Row>,
         "sub-throughput" => {
             subscriptions::throughput(t, sizes.sub_streams_per_shard, sizes.sub_events).await
         }
+        "state-memory" => {
+            state::materialize_rate(t, false, sizes.state_changes, sizes.state_keys).await
+        }
+        "state-sqlite" => {
+            state::materialize_rate(t, true, sizes.state_changes, sizes.state_keys).await
+        }
+        "state-rss" => state::rss(t, sizes.state_rss_updates, sizes.state_keys).await,
         other => Err(format!("unknown scenario {other}")),
     }
 }
@@ -250,6 +288,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         let url = args.fanout_url.as_deref().unwrap_or_default();
         let n = args.fanout_n.unwrap_or(1).max(1);
         return fanout::child(kind, url, n, args.fanout_appends)
+            .await
+            .map_err(failed);
+    }
+    if let Some(kind) = &args.state_child {
+        let url = args.state_url.as_deref().unwrap_or_default();
+        return state::child(kind, url, args.state_count.unwrap_or(0))
             .await
             .map_err(failed);
     }

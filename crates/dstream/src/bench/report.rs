@@ -15,7 +15,7 @@ pub enum Metric {
     Latency,
     /// Messages per second, one sample per round (higher is better).
     Throughput,
-    /// Resident bytes per subscriber (lower is better).
+    /// Resident bytes (per subscriber, or peak growth; lower is better).
     Memory,
 }
 
@@ -30,7 +30,7 @@ pub struct Row {
     pub params: String,
     /// What is measured.
     pub metric: Metric,
-    /// Unit of the summaries: `us`, `msg/s` or `B/subscriber`.
+    /// Unit of the summaries: `us`, `msg/s`, `B/subscriber` or `B peak`.
     pub unit: &'static str,
     /// The library.
     pub ours: Summary,
@@ -74,6 +74,17 @@ impl Row {
             baseline_mb_per_s: None,
             note: None,
         })
+    }
+}
+
+/// The short unit of a row for the table and the SVG: `latency`, `msg/s`,
+/// `B/sub` (bytes per subscriber) or a memory row's own unit (`B peak`).
+pub fn unit_label(r: &Row) -> &'static str {
+    match r.metric {
+        Metric::Latency => "latency",
+        Metric::Throughput => "msg/s",
+        Metric::Memory if r.unit == "B/subscriber" => "B/sub",
+        Metric::Memory => r.unit,
     }
 }
 
@@ -137,11 +148,7 @@ pub fn table(rows: &[Row]) -> String {
             }
         };
         let spread = |s: &Summary| format!("{}-{}", f(s.min), f(s.max));
-        let unit = match r.metric {
-            Metric::Latency => "latency",
-            Metric::Throughput => "msg/s",
-            Metric::Memory => "B/sub",
-        };
+        let unit = unit_label(r);
         let _ = writeln!(
             out,
             "{:<8} {:<22} {:<10} {:>9} {:>9} {:>19} {:>9} {:>9} {:>19} {:>8.2}x{}",

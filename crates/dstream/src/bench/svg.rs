@@ -162,16 +162,12 @@ pub fn render(title: &str, rows: &[Row]) -> String {
     // Throughput and memory bars.
     let _ = writeln!(
         s,
-        r#"<text x="10" y="{}" font-weight="bold">Throughput (msg/s, higher is better) and memory (bytes per subscriber, lower is better): medians, each pair scaled to its larger value</text>"#,
+        r#"<text x="10" y="{}" font-weight="bold">Throughput (msg/s, higher is better) and memory (bytes, lower is better): medians, each pair scaled to its larger value</text>"#,
         bar_top - 12.0
     );
     for (i, r) in bars.iter().enumerate() {
         let y = bar_top + i as f64 * group_h;
-        let what = if r.metric == Metric::Memory {
-            "B/sub"
-        } else {
-            "msg/s"
-        };
+        let what = super::report::unit_label(r);
         label(
             &mut s,
             y + LANE,

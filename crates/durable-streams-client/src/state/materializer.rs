@@ -302,7 +302,7 @@ impl<S: StateStore> Run<S> {
         let mut jump = None;
         for (index, raw) in messages.iter().enumerate() {
             let at = Position {
-                offset: read_at,
+                offset: Some(read_at),
                 index,
             };
             let message = StateMessage::parse(raw, at)?;

@@ -141,30 +141,37 @@ pub enum StateMessage {
 }
 
 /// Where a message sits, for error messages: the read position of its
-/// batch and its index in it.
+/// batch and its index in it (`offset: None`: not read from a stream).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Position<'a> {
-    pub(crate) offset: &'a Offset,
+    pub(crate) offset: Option<&'a Offset>,
     pub(crate) index: usize,
 }
 
 impl std::fmt::Display for Position<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "message #{} of the batch read at offset {}",
-            self.index, self.offset
-        )
+        match self.offset {
+            Some(offset) => write!(
+                f,
+                "message #{} of the batch read at offset {offset}",
+                self.index
+            ),
+            None => f.write_str("the message"),
+        }
     }
 }
 
-/// An invalid message: the field and the reason, located.
+/// An invalid message: the field and the reason, located when read from a stream.
 pub(crate) fn invalid(
     at: Position<'_>,
     field: &'static str,
     reason: impl std::fmt::Display,
 ) -> Error {
-    Error::new(ErrorKind::InvalidMessage { field }).with_message(format!("{at}: {reason}"))
+    let message = match at.offset {
+        Some(_) => format!("{at}: {reason}"),
+        None => reason.to_string(),
+    };
+    Error::new(ErrorKind::InvalidMessage { field }).with_message(message)
 }
 
 /// The loose wire shape: every field optional, so validation can name
@@ -190,7 +197,42 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>
 
 impl StateMessage {
     /// Parse and validate one message (every MUST of STATE-PROTOCOL.md
-    /// sections 4 and 5).
+    /// sections 4 and 5; unknown fields are ignored). An invalid message is
+    /// an error of kind [`ErrorKind::InvalidMessage`] naming the field, with
+    /// a message that says what is wrong.
+    ///
+    /// ```
+    /// use durable_streams_client::ErrorKind;
+    /// use durable_streams_client::state::StateMessage;
+    /// let m = StateMessage::from_slice(br#"{"type":"user","key":"1","value":{},"headers":{"operation":"insert"}}"#);
+    /// assert!(matches!(m, Ok(StateMessage::Change(_))));
+    /// let e = StateMessage::from_slice(br#"{"type":"user","key":"1","headers":{"operation":"upsert"}}"#).unwrap_err();
+    /// assert_eq!(e.kind(), &ErrorKind::InvalidMessage { field: "headers.operation" });
+    /// ```
+    pub fn from_slice(raw: &[u8]) -> Result<StateMessage> {
+        Self::parse(
+            raw,
+            Position {
+                offset: None,
+                index: 0,
+            },
+        )
+    }
+
+    /// [`from_slice`](Self::from_slice) for a message read from a stream:
+    /// errors name where, as the materializer's do (`message #index of the
+    /// batch read at offset read_at`), `read_at` being the offset the read
+    /// that returned the message started at.
+    pub fn from_slice_at(raw: &[u8], read_at: &Offset, index: usize) -> Result<StateMessage> {
+        Self::parse(
+            raw,
+            Position {
+                offset: Some(read_at),
+                index,
+            },
+        )
+    }
+
     pub(crate) fn parse(raw: &[u8], at: Position<'_>) -> Result<StateMessage> {
         // serde would also accept a struct written as an array.
         if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -384,7 +426,7 @@ mod tests {
     fn at() -> Position<'static> {
         static START: Offset = Offset::start();
         Position {
-            offset: &START,
+            offset: Some(&START),
             index: 3,
         }
     }
@@ -509,6 +551,31 @@ mod tests {
             field_of(r#"{"headers":{"control":"reset","operation":"insert"}}"#),
             "headers"
         );
+    }
+
+    #[test]
+    fn public_parsers_locate_errors_only_when_read_from_a_stream() {
+        let raw = br#"{"type":"u","key":"1","headers":{"operation":"upsert"}}"#;
+        let e = StateMessage::from_slice(raw).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::InvalidMessage {
+                field: "headers.operation"
+            }
+        );
+        assert!(
+            e.to_string()
+                .ends_with(": unknown operation \"upsert\" (insert, update or delete)")
+        );
+        assert!(!e.to_string().contains("message #"), "{e}");
+        let at = Offset::parse("0_42").unwrap();
+        let e = StateMessage::from_slice_at(raw, &at, 7).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("message #7 of the batch read at offset 0_42: unknown operation"),
+            "{e}"
+        );
+        assert!(StateMessage::from_slice(br#"{"headers":{"control":"reset"}}"#).is_ok());
     }
 
     fn arb_message() -> impl Strategy<Value = StateMessage> {
