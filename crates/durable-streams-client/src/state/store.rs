@@ -310,18 +310,69 @@ impl<T: DeserializeOwned> Collection<T> {
 }
 
 /// The in-memory [`StateStore`] (the default). Read it through
-/// [`MemoryStore::state`]. Snapshot changes are staged until the snapshot
+/// [`MemoryStore::state`]. Changes that cannot be committed yet (an
+/// unfinished snapshot, or the pieces of a response larger than a read
+/// chunk) are staged coalesced per key, so staging memory is bounded by the
+/// number of keys, not by the stream's length; notifications then carry
+/// the last change of each staged key. Snapshot changes are staged until the snapshot
 /// ends (a snapshot is held in memory while it streams in).
 pub struct MemoryStore {
     shared: Arc<Shared>,
-    staged: Vec<StoreOp>,
-    staged_txids: Vec<String>,
+    staged: Staged,
+}
+
+/// Staged changes: the last op per key, and whether a reset came first.
+#[derive(Default)]
+struct Staged {
+    cleared: bool,
+    ops: HashMap<(String, String), StoreOp>,
+    txids: VecDeque<String>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        !self.cleared && self.ops.is_empty() && self.txids.is_empty()
+    }
+
+    fn add(&mut self, batch: &ApplyBatch) {
+        for op in &batch.ops {
+            match op {
+                StoreOp::Clear => {
+                    self.cleared = true;
+                    self.ops.clear();
+                }
+                StoreOp::Put {
+                    entity_type, key, ..
+                }
+                | StoreOp::Delete {
+                    entity_type, key, ..
+                } => {
+                    self.ops
+                        .insert((entity_type.clone(), key.clone()), op.clone());
+                }
+            }
+        }
+        self.txids.extend(batch.completed_txids.iter().cloned());
+        while self.txids.len() > REMEMBERED_TXIDS {
+            self.txids.pop_front();
+        }
+    }
+
+    fn take(&mut self) -> (Vec<StoreOp>, Vec<String>) {
+        let staged = std::mem::take(self);
+        let mut ops = Vec::with_capacity(staged.ops.len() + 1);
+        if staged.cleared {
+            ops.push(StoreOp::Clear);
+        }
+        ops.extend(staged.ops.into_values());
+        (ops, staged.txids.into())
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("staged", &self.staged.len())
+            .field("staged", &self.staged.ops.len())
             .finish_non_exhaustive()
     }
 }
@@ -344,8 +395,7 @@ impl MemoryStore {
                 version,
                 changes,
             }),
-            staged: Vec::new(),
-            staged_txids: Vec::new(),
+            staged: Staged::default(),
         }
     }
 
@@ -431,24 +481,81 @@ impl StateStore for MemoryStore {
     }
 
     fn apply(&mut self, batch: &ApplyBatch) -> Result<()> {
-        self.staged.extend(batch.ops.iter().cloned());
-        self.staged_txids
-            .extend(batch.completed_txids.iter().cloned());
+        if batch.commit && self.staged.is_empty() {
+            // The common case: one whole read batch, applied in order.
+            self.commit(
+                batch.ops.clone(),
+                &batch.offset,
+                batch.completed_txids.clone(),
+            );
+            return Ok(());
+        }
+        self.staged.add(batch);
         if batch.commit {
-            let ops = std::mem::take(&mut self.staged);
-            let txids = std::mem::take(&mut self.staged_txids);
+            let (ops, txids) = self.staged.take();
             self.commit(ops, &batch.offset, txids);
         }
         Ok(())
     }
 
     fn discard_staged(&mut self) -> Result<()> {
-        self.staged.clear();
-        self.staged_txids.clear();
+        self.staged = Staged::default();
         Ok(())
     }
 
     fn is_blocking(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: u64, v: u64) -> StoreOp {
+        StoreOp::Put {
+            entity_type: "t".into(),
+            key: format!("k{k}"),
+            value: Value::from(v),
+            operation: Operation::Update,
+            txid: None,
+        }
+    }
+
+    fn batch(ops: Vec<StoreOp>, commit: bool) -> ApplyBatch {
+        ApplyBatch {
+            ops,
+            offset: Offset::parse("0_1").unwrap(),
+            commit,
+            completed_txids: vec![],
+        }
+    }
+
+    #[test]
+    fn staging_is_bounded_by_keys_and_commits_the_final_state() {
+        let mut store = MemoryStore::new();
+        let state = store.state();
+        store.apply(&batch(vec![put(99, 1)], true)).unwrap();
+        // 100,000 updates over 10 keys, staged (pieces of one large response).
+        for round in 0..10_000u64 {
+            let ops = (0..10).map(|k| put(k, round)).collect();
+            store.apply(&batch(ops, false)).unwrap();
+            assert!(store.staged.ops.len() <= 10);
+        }
+        assert_eq!(state.get("t", "k3"), None);
+        assert_eq!(state.len("t"), 1, "staged changes are invisible");
+        store
+            .apply(&batch(vec![StoreOp::Clear, put(1, 7)], false))
+            .unwrap();
+        store.apply(&batch(vec![put(2, 8)], true)).unwrap();
+        assert_eq!(
+            state.get("t", "k99"),
+            None,
+            "the reset cleared committed state"
+        );
+        assert_eq!(state.get("t", "k1"), Some(Value::from(7)));
+        assert_eq!(state.get("t", "k2"), Some(Value::from(8)));
+        assert_eq!(state.len("t"), 2);
+        assert!(store.staged.is_empty());
     }
 }
