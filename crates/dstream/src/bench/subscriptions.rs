@@ -198,27 +198,7 @@ pub async fn latency(t: &Target) -> Result<Vec<Row>, String> {
         subs.delete(&id).await.map_err(api("subscription delete"))?;
 
         // Baseline: a live consumer at the tail of the same stream.
-        let tail = stream.head().await.map_err(api("head"))?.next_offset;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let consumer = Consumer::builder(&stream, Stamp(tx))
-            .start_from(StartFrom::Offset(tail))
-            .live(LiveMode::Auto)
-            .build()
-            .map_err(api("consumer"))?
-            .spawn();
-        for i in 0..=t.samples {
-            tokio::time::sleep(SETTLE).await;
-            let start = Instant::now();
-            stream
-                .append_json(&event(i as u64))
-                .await
-                .map_err(api("append"))?;
-            let at = next_delivery(&mut rx).await?;
-            if i > 0 {
-                base.push(at.duration_since(start).as_secs_f64() * 1e6);
-            }
-        }
-        consumer.abort();
+        base.extend(consumer_latency(t, &stream).await?);
         for s in [&path, &wake] {
             let _ = subs.stream(s).map_err(api("stream path"))?.delete().await;
         }
@@ -230,6 +210,35 @@ pub async fn latency(t: &Target) -> Result<Vec<Row>, String> {
         t.rounds, t.samples
     );
     Ok(vec![row])
+}
+
+/// The latency baseline of the `sub-*` scenarios: single-event appends to
+/// `stream`, each timed until a live consumer at its tail (`LiveMode::Auto`)
+/// has it; the first sample (connection warm-up) is dropped.
+async fn consumer_latency(t: &Target, stream: &Stream) -> Result<Vec<f64>, String> {
+    let tail = stream.head().await.map_err(api("head"))?.next_offset;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = Consumer::builder(stream, Stamp(tx))
+        .start_from(StartFrom::Offset(tail))
+        .live(LiveMode::Auto)
+        .build()
+        .map_err(api("consumer"))?
+        .spawn();
+    let mut samples = Vec::with_capacity(t.samples);
+    for i in 0..=t.samples {
+        tokio::time::sleep(SETTLE).await;
+        let start = Instant::now();
+        stream
+            .append_json(&event(i as u64))
+            .await
+            .map_err(api("append"))?;
+        let at = next_delivery(&mut rx).await?;
+        if i > 0 {
+            samples.push(at.duration_since(start).as_secs_f64() * 1e6);
+        }
+    }
+    consumer.abort();
+    Ok(samples)
 }
 
 /// One throughput set: `SHARDS` subscriptions, each over `per_shard` JSON
@@ -523,27 +532,7 @@ pub async fn webhook_latency(t: &Target) -> Result<Vec<Row>, String> {
         subs.delete(&id).await.map_err(api("subscription delete"))?;
         drop(receiver);
 
-        let tail = stream.head().await.map_err(api("head"))?.next_offset;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let consumer = Consumer::builder(&stream, Stamp(tx))
-            .start_from(StartFrom::Offset(tail))
-            .live(LiveMode::Auto)
-            .build()
-            .map_err(api("consumer"))?
-            .spawn();
-        for i in 0..=t.samples {
-            tokio::time::sleep(SETTLE).await;
-            let start = Instant::now();
-            stream
-                .append_json(&event(i as u64))
-                .await
-                .map_err(api("append"))?;
-            let at = next_delivery(&mut rx).await?;
-            if i > 0 {
-                base.push(at.duration_since(start).as_secs_f64() * 1e6);
-            }
-        }
-        consumer.abort();
+        base.extend(consumer_latency(t, &stream).await?);
         let _ = stream.delete().await;
     }
     let mut row = Row::new(

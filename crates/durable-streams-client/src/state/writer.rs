@@ -137,13 +137,7 @@ impl Transaction<'_> {
         key: &str,
         value: &T,
     ) -> Result<()> {
-        self.push(Change::new(
-            Operation::Insert,
-            entity_type,
-            key,
-            Some(to_value(value)?),
-        ));
-        Ok(())
+        self.put(Operation::Insert, entity_type, key, value)
     }
 
     /// Add an update.
@@ -153,12 +147,18 @@ impl Transaction<'_> {
         key: &str,
         value: &T,
     ) -> Result<()> {
-        self.push(Change::new(
-            Operation::Update,
-            entity_type,
-            key,
-            Some(to_value(value)?),
-        ));
+        self.put(Operation::Update, entity_type, key, value)
+    }
+
+    fn put<T: Serialize + ?Sized>(
+        &mut self,
+        operation: Operation,
+        entity_type: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<()> {
+        let change = Change::new(operation, entity_type, key, Some(to_value(value)?));
+        self.push(change);
         Ok(())
     }
 
