@@ -382,8 +382,10 @@ impl Transport {
         let mut hops = Hops::default();
         loop {
             let attempt = backoff.retries() + 1;
-            let request = self
-                .build(target, spec, &url)
+            // `build` and `answered` are boxed: each is short-lived, and
+            // inline they would enlarge this future for the whole time the
+            // request waits for its answer (one per live subscriber).
+            let request = Box::pin(self.build(target, spec, &url))
                 .await
                 .map_err(|e| e.with_url(target.url))?;
             let span = tracing::debug_span!(
@@ -416,7 +418,7 @@ impl Transport {
                         .with_message("the HTTP client followed a redirect by itself; build it with redirect::Policy::none()")
                         .with_url(target.url));
                     }
-                    self.answered(target, spec, backoff, resp, &mut url, &mut hops)
+                    Box::pin(self.answered(target, spec, backoff, resp, &mut url, &mut hops))
                         .await?
                 }
                 Err(err) => {

@@ -114,7 +114,7 @@ impl Session {
             self.stream.learn_content_type(meta.content_type.as_deref());
         }
         let limit = self.stream.client().max_response_bytes();
-        self.body = Some(ResponseBody {
+        self.body = Some(Box::new(ResponseBody {
             status: resp.status(),
             body: resp.bytes_stream().boxed(),
             spec,
@@ -130,7 +130,7 @@ impl Session {
             delivered: 0,
             ended: false,
             received: 0,
-        });
+        }));
         Ok(())
     }
 
@@ -180,7 +180,7 @@ impl Session {
                 let handed_out = body.delivered;
                 let (data, units, messages) = body.take_pending(usize::MAX);
                 return self
-                    .finish_response(body, data, messages, units, handed_out)
+                    .finish_response(*body, data, messages, units, handed_out)
                     .await;
             }
             match body.body.next().await {

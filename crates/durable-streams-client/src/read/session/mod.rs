@@ -148,7 +148,9 @@ pub(crate) struct Session {
     done: bool,
     last_up_to_date: bool,
     sse: Option<SseConnection>,
-    body: Option<ResponseBody>,
+    /// Boxed: a live SSE session never holds one, and its size would
+    /// otherwise sit in every subscriber.
+    body: Option<Box<ResponseBody>>,
     /// One retry budget for the whole read: request retries, body
     /// re-requests, reconnects and no-progress waits. Unbounded for live
     /// modes (reset on progress), the policy's budget for `LiveMode::Off`.
@@ -214,7 +216,9 @@ impl Session {
     }
 
     pub(crate) fn into_stream(self) -> impl FuturesStream<Item = Result<Chunk>> + Send + 'static {
-        futures::stream::unfold(self, |mut session| async move {
+        // The session boxed: `Unfold` keeps room for its state next to the
+        // future that holds it, so an inline session would count twice.
+        futures::stream::unfold(Box::new(self), |mut session| async move {
             let item = session.next_chunk().await?;
             Some((item, session))
         })
@@ -224,8 +228,11 @@ impl Session {
     pub(crate) async fn next_chunk(&mut self) -> Option<Result<Chunk>> {
         while !self.done {
             let step = match self.phase {
-                Phase::CatchUp => self.catch_up_step().await,
-                Phase::LongPoll => self.long_poll_step().await,
+                // The request futures of catch-up and long-poll are large
+                // (the whole reqwest send) and short-lived: boxed, they do
+                // not enlarge the future of every idle SSE subscriber.
+                Phase::CatchUp => Box::pin(self.catch_up_step()).await,
+                Phase::LongPoll => Box::pin(self.long_poll_step()).await,
                 Phase::Sse => self.sse_step().await,
             };
             match step {

@@ -37,7 +37,9 @@ pub(super) struct SseConnection {
 impl Session {
     pub(super) async fn sse_step(&mut self) -> Result<Step> {
         if self.sse.is_none() {
-            match self.connect_sse().await? {
+            // Boxed: connecting is rare and its future large; inline it
+            // would sit in every idle subscriber's future.
+            match Box::pin(self.connect_sse()).await? {
                 Some(conn) => self.sse = Some(conn),
                 None => return Ok(Step::Continue),
             }
@@ -123,10 +125,18 @@ impl Session {
             return Ok(Some(Step::Continue));
         };
         let deadline = tokio::time::Instant::from_std(conn.opened + max_age);
+        // One timer for both the maximum age and the clock check (each
+        // timer adds to every idle subscriber's future).
+        let wake_at = deadline.min(tokio::time::Instant::now() + CLOCK_CHECK);
         let wake = tokio::select! {
             next = conn.body.next() => Wake::Body(next),
-            _ = tokio::time::sleep_until(deadline) => Wake::Expired,
-            _ = tokio::time::sleep(CLOCK_CHECK) => Wake::Tick,
+            () = tokio::time::sleep_until(wake_at) => {
+                if tokio::time::Instant::now() >= deadline {
+                    Wake::Expired
+                } else {
+                    Wake::Tick
+                }
+            }
         };
         let ended = match wake {
             Wake::Body(Some(Ok(bytes))) => {
@@ -157,7 +167,9 @@ impl Session {
                 "the clock jumped (sleep or pause)"
             }
         };
-        self.sse_ended(ended).await.map(Some)
+        // Boxed: a connection ends rarely, and this future (a backoff
+        // wait) would otherwise sit in every idle subscriber's future.
+        Box::pin(self.sse_ended(ended)).await.map(Some)
     }
 
     /// The connection ended before the stream closed: drop unconfirmed data

@@ -507,3 +507,27 @@ fn base64_ignores_line_breaks() {
     let e = decode_base64(b"@@@").unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Base64));
 }
+
+/// Every idle SSE subscriber holds one of these: the rare, large futures
+/// (requests, reconnect waits) are boxed so that they do not count here
+/// (about 3.4 KiB before they were).
+#[test]
+fn idle_session_state_stays_small() {
+    let client = crate::Client::new();
+    let stream = client.stream("http://127.0.0.1:1/v1/stream/x").unwrap();
+    let session = Session::with_options(
+        stream,
+        Offset::parse("-1").unwrap(),
+        LiveMode::Sse,
+        false,
+        ReadOptions::default(),
+    );
+    let session_size = std::mem::size_of_val(&session);
+    let chunks = session.into_stream();
+    let stream_size = std::mem::size_of_val(&chunks);
+    assert!(session_size <= 640, "Session is {session_size} bytes");
+    assert!(
+        stream_size <= 640,
+        "the chunk stream is {stream_size} bytes"
+    );
+}
