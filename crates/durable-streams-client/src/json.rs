@@ -93,6 +93,20 @@ pub(crate) fn decode_slices<T: DeserializeOwned>(items: &[Bytes]) -> Result<Vec<
     items.iter().map(|m| decode_message(m)).collect()
 }
 
+/// Bytes that can change the array structure outside a string: quotes,
+/// brackets, braces, commas, backslashes and whitespace (which may end a
+/// top-level element). Everything else is skipped in runs.
+static STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    let bytes = b"\"[]{},\\ \t\n\r";
+    while i < bytes.len() {
+        t[bytes[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Splits a JSON array response into its top-level elements while it
 /// arrives, so a large catch-up response is delivered in bounded pieces.
 /// Elements are not validated here (serde does that when they are decoded);
@@ -187,6 +201,14 @@ impl ArraySplitter {
                             }
                             None => i = data.len() - 1,
                         }
+                    } else if !STRUCTURAL[usize::from(b)] {
+                        // Numbers, literals, colons: skip the whole run of
+                        // bytes that cannot change the structure.
+                        i += data[i..]
+                            .iter()
+                            .position(|&c| STRUCTURAL[usize::from(c)])
+                            .map_or(data.len() - i, |p| p)
+                            - 1;
                     } else if self.depth > 0
                         || !matches!(b, b',' | b']') && !b.is_ascii_whitespace()
                     {
