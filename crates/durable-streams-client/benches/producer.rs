@@ -48,6 +48,9 @@ struct Scenario {
     count: usize,
     size: usize,
     payload: Payload,
+    /// Through `Producer::send_many` (one call for all messages) instead of
+    /// one `send` per message.
+    many: bool,
 }
 
 struct Sample {
@@ -80,18 +83,28 @@ fn main() {
             count: 100_000 / scale,
             size: 100,
             payload: Payload::Bytes,
+            many: false,
+        },
+        Scenario {
+            name: "100,000 x 100 B many",
+            count: 100_000 / scale,
+            size: 100,
+            payload: Payload::Bytes,
+            many: true,
         },
         Scenario {
             name: "1,000,000 x 64 B JSON",
             count: 1_000_000 / scale,
             size: 64,
             payload: Payload::Json,
+            many: false,
         },
         Scenario {
             name: "50 x 1 MiB",
             count: if quick { 5 } else { 50 },
             size: 1 << 20,
             payload: Payload::Bytes,
+            many: false,
         },
     ];
     println!(
@@ -223,6 +236,9 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
             for v in &values {
                 drop(producer.send_json(v.as_str()).await.expect("send"));
             }
+        }
+        Payload::Bytes if s.many => {
+            drop(producer.send_many(messages).await.expect("send_many"));
         }
         Payload::Bytes => {
             for m in messages {

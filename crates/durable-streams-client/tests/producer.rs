@@ -45,6 +45,49 @@ async fn pipelined_batches_arrive_in_order() {
     }
 }
 
+/// `send_many` appends in order, waits for buffer room when the budget is
+/// smaller than the messages (the slow path), and its ack resolves once
+/// the last message is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_appends_in_order_with_backpressure() {
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "many").with_content_type("text/plain");
+        s.create().await.unwrap();
+        let producer = Producer::builder(&s, "p-many")
+            .max_batch_bytes(4 << 10)
+            .max_buffered_bytes(16 << 10)
+            .build()
+            .unwrap();
+        let lines: Vec<String> = (0..10_000).map(|i| format!("{i:05}\n")).collect();
+        let receipt = producer
+            .send_many(lines.iter().map(|l| bytes::Bytes::from(l.clone())))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let tail = s.head().await.unwrap().next_offset;
+        assert_eq!(
+            receipt.offset,
+            Some(tail),
+            "the last message is stored when the ack resolves"
+        );
+        assert_eq!(
+            s.read_text().await.unwrap(),
+            lines.concat(),
+            "{:?}",
+            server.kind()
+        );
+        let empty: Vec<bytes::Bytes> = Vec::new();
+        let err = producer.send_many(empty).await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+            "{err}"
+        );
+        producer.close().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn byte_streams_concatenate_and_receipts_report_offsets() {
     for server in common::servers() {

@@ -185,6 +185,48 @@ impl Producer {
         })
     }
 
+    /// Append every message of `messages` in order, waiting for buffer room
+    /// when needed (backpressure) like [`send`](Self::send), but taking the
+    /// lock and the buffer budget once per run of messages rather than once
+    /// per message. The [`Ack`] resolves once the last message is stored;
+    /// a producer's batches are applied in order, so every earlier one is
+    /// stored too. An invalid message stops the call with its error; the
+    /// messages before it are appended.
+    pub async fn send_many<I>(&self, messages: I) -> Result<Ack>
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+    {
+        let mut iter = messages.into_iter().map(Into::into).peekable();
+        let mut last = None;
+        while iter.peek().is_some() {
+            let needs_room = {
+                let mut state = self.shared.lock();
+                self.check_open(&state)?;
+                let mut needs_room = None;
+                while let Some(data) = iter.next() {
+                    self.check_message(&data)?;
+                    if !self.reserve_now(data.len()) {
+                        needs_room = Some(data);
+                        break;
+                    }
+                    let is_last = iter.peek().is_none();
+                    if let Some(rx) = self.push(&mut state, data, is_last) {
+                        last = Some(Ack { rx });
+                    }
+                }
+                needs_room
+            };
+            if let Some(data) = needs_room {
+                let ack = self.send(data).await?;
+                if iter.peek().is_none() {
+                    last = Some(ack);
+                }
+            }
+        }
+        last.ok_or_else(|| Error::invalid_argument("messages", "no messages to send"))
+    }
+
     /// Serialize `value` and [`send`](Self::send) it. Encodes straight into
     /// the batch when there is buffer room.
     pub async fn send_json<T: Serialize + Sync + ?Sized>(&self, value: &T) -> Result<Ack> {
