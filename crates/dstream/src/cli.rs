@@ -74,6 +74,14 @@ pub struct Cli {
     )]
     pub headers: Vec<(String, String)>,
 
+    /// Log requests, retries, reconnects and producer batches to stderr
+    /// (`-v`: each request with its status and duration, retries and
+    /// reconnects; `-vv`: everything the library traces). `RUST_LOG`, when
+    /// set, takes precedence. Header values and query strings are never
+    /// logged.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
     /// Output format: `human` text, or `json` (one JSON object per line).
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,

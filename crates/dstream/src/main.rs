@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         // --help, --version and usage errors (exit code 2) print themselves.
         Err(e) => e.exit(),
     };
+    init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,4 +46,32 @@ fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// Silent by default. `-v` logs each request (a line when its span closes,
+/// with status and duration) plus retries and reconnects; `-vv` everything.
+/// `RUST_LOG` overrides both.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::format::FmtSpan;
+
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let directives = match (from_env, verbose) {
+        (Some(env), _) => env,
+        (None, 0) => return,
+        (None, 1) => "durable_streams_client=debug,dstream=debug".to_owned(),
+        (None, _) => "durable_streams_client=trace,dstream=trace".to_owned(),
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("dstream: ignoring RUST_LOG {directives:?}: {e}");
+        EnvFilter::new("warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

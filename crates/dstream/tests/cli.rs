@@ -594,3 +594,54 @@ fn url_credentials_and_query_values_are_never_echoed() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     check(&out, "delete of a missing stream");
 }
+
+/// Silent by default; `-v` logs every request with its status, and no
+/// credential, header value or query string ever reaches the log.
+#[test]
+fn verbose_logs_requests_and_never_secrets() {
+    let server = server();
+    let name = unique_name(&server, "verbose");
+    ok(&server, &["create", &name]);
+    let quiet = run(&server, &["append", &name, "a"]);
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "silent by default: {}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+
+    let url = format!("{}/v1/stream/{name}?sig=SECRET-SIG", server.base_url());
+    for args in [
+        vec![
+            "-v",
+            "--auth",
+            "SECRET-TOKEN",
+            "-H",
+            "x-api-key: SECRET-KEY",
+            "append",
+            &name,
+            "b",
+        ],
+        vec!["-vv", "--auth", "SECRET-TOKEN", "read", &url],
+    ] {
+        let out = command(&server, &args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {log}");
+        assert!(
+            log.contains("durable_streams.request"),
+            "{args:?}: no request logged: {log}"
+        );
+        assert!(
+            log.contains("status=2"),
+            "{args:?}: no status logged: {log}"
+        );
+        assert!(
+            !log.contains("SECRET"),
+            "{args:?}: a secret reached the log: {log}"
+        );
+    }
+}
