@@ -30,8 +30,8 @@ scripts/install-cargo-deny.sh
 section "cargo fmt --all --check"
 cargo fmt --all --check
 
-section "cargo clippy --workspace --all-targets (+ sqlite) -- -D warnings"
-cargo clippy --workspace --all-targets --features durable-streams-client/sqlite -- -D warnings
+section "cargo clippy --workspace --all-targets (+ sqlite, metrics) -- -D warnings"
+cargo clippy --workspace --all-targets --features durable-streams-client/sqlite,durable-streams-client/metrics -- -D warnings
 # dstream's `bench` feature (off by default) too.
 cargo clippy -p dstream --all-targets --features bench -- -D warnings
 
