@@ -324,6 +324,8 @@ impl<S: StateStore> Run<S> {
                     ControlKind::SnapshotStart => self.batch.in_snapshot = true,
                     ControlKind::SnapshotEnd => self.batch.in_snapshot = false,
                     ControlKind::Reset => {
+                        // A reset starts over: it also ends an open snapshot.
+                        self.batch.in_snapshot = false;
                         ops.push(StoreOp::Clear);
                         // Only forward: a reset pointing at or before itself
                         // means "from here" (jumping back would loop).

@@ -23,6 +23,7 @@
 //! transaction as the changes around it; a reset whose `offset` lies ahead
 //! makes the materializer continue from there (one pointing at or before
 //! itself means "from here": jumping back would replay the reset forever).
+//! A reset also ends a snapshot left open before it.
 //!
 //! Transactions: [`MemoryState::await_txid`] resolves once every change of a
 //! transaction is applied. A transaction counts as complete when a later
