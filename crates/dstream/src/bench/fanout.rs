@@ -120,9 +120,7 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
 }
 
 async fn run_child(kind: &str, url: &str, n: usize, appends: usize) -> Result<ChildReport, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-    let args: Vec<String> = [
-        "bench",
+    let args = [
         "--fanout-child",
         kind,
         "--fanout-url",
@@ -135,25 +133,7 @@ async fn run_child(kind: &str, url: &str, n: usize, appends: usize) -> Result<Ch
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(exe)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-    })
-    .await
-    .map_err(|e| format!("fan-out child: {e}"))?
-    .map_err(|e| format!("fan-out child: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "fan-out child ({kind}, {n}) failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| format!("fan-out child ({kind}) output: {e}"))
+    super::run_self_child(format!("fan-out child ({kind}, {n})"), args).await
 }
 
 async fn collect(

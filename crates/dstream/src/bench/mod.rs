@@ -460,3 +460,33 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         )))
     }
 }
+
+/// Run `dstream bench ARGS...` (this very binary) as a child process and
+/// parse the JSON report on the last line of its stdout. Memory scenarios
+/// measure each side in a fresh process; `what` names it in errors.
+pub(crate) async fn run_self_child<T: serde::de::DeserializeOwned>(
+    what: String,
+    args: Vec<String>,
+) -> Result<T, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .arg("bench")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await
+    .map_err(|e| format!("{what}: {e}"))?
+    .map_err(|e| format!("{what}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| format!("{what} output: {e}"))
+}

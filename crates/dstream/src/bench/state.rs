@@ -265,9 +265,7 @@ pub async fn child(kind: &str, url: &str, count: usize) -> Result<(), String> {
 }
 
 async fn run_child(kind: &str, url: &str, count: usize) -> Result<ChildReport, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-    let args: Vec<String> = [
-        "bench",
+    let args = [
         "--state-child",
         kind,
         "--state-url",
@@ -278,25 +276,7 @@ async fn run_child(kind: &str, url: &str, count: usize) -> Result<ChildReport, S
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(exe)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-    })
-    .await
-    .map_err(|e| format!("state child: {e}"))?
-    .map_err(|e| format!("state child: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "state child ({kind}) failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| format!("state child ({kind}) output: {e}"))
+    super::run_self_child(format!("state child ({kind})"), args).await
 }
 
 /// `state-rss`: peak RSS growth while catching up `updates` updates over

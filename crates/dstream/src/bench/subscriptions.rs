@@ -182,15 +182,9 @@ pub async fn latency(t: &Target) -> Result<Vec<Row>, String> {
             .await
             .map_err(api("worker"))?;
         for i in 0..=t.samples {
-            tokio::time::sleep(SETTLE).await;
-            let start = Instant::now();
-            stream
-                .append_json(&event(i as u64))
-                .await
-                .map_err(api("append"))?;
-            let at = next_delivery(&mut rx).await?;
+            let us = timed_append(&stream, i, SETTLE, &mut rx).await?;
             if i > 0 {
-                ours.push(at.duration_since(start).as_secs_f64() * 1e6);
+                ours.push(us);
             }
             completed(&worker, i as u64 + 1).await?;
         }
@@ -212,6 +206,24 @@ pub async fn latency(t: &Target) -> Result<Vec<Row>, String> {
     Ok(vec![row])
 }
 
+/// One latency sample: settle for `settle`, append event `i` to `stream`,
+/// and time until `rx` reports the delivery (µs).
+async fn timed_append(
+    stream: &Stream,
+    i: usize,
+    settle: Duration,
+    rx: &mut mpsc::UnboundedReceiver<Instant>,
+) -> Result<f64, String> {
+    tokio::time::sleep(settle).await;
+    let start = Instant::now();
+    stream
+        .append_json(&event(i as u64))
+        .await
+        .map_err(api("append"))?;
+    let at = next_delivery(rx).await?;
+    Ok(at.duration_since(start).as_secs_f64() * 1e6)
+}
+
 /// The latency baseline of the `sub-*` scenarios: single-event appends to
 /// `stream`, each timed until a live consumer at its tail (`LiveMode::Auto`)
 /// has it; the first sample (connection warm-up) is dropped.
@@ -226,15 +238,9 @@ async fn consumer_latency(t: &Target, stream: &Stream) -> Result<Vec<f64>, Strin
         .spawn();
     let mut samples = Vec::with_capacity(t.samples);
     for i in 0..=t.samples {
-        tokio::time::sleep(SETTLE).await;
-        let start = Instant::now();
-        stream
-            .append_json(&event(i as u64))
-            .await
-            .map_err(api("append"))?;
-        let at = next_delivery(&mut rx).await?;
+        let us = timed_append(stream, i, SETTLE, &mut rx).await?;
         if i > 0 {
-            samples.push(at.duration_since(start).as_secs_f64() * 1e6);
+            samples.push(us);
         }
     }
     consumer.abort();
@@ -518,15 +524,9 @@ pub async fn webhook_latency(t: &Target) -> Result<Vec<Row>, String> {
             .map_err(api("webhook subscription create"))?;
         for i in 0..=t.samples {
             // The previous wake's `done` must reach the server first.
-            tokio::time::sleep(SETTLE * 2).await;
-            let start = Instant::now();
-            stream
-                .append_json(&event(i as u64))
-                .await
-                .map_err(api("append"))?;
-            let at = next_delivery(&mut rx).await?;
+            let us = timed_append(&stream, i, SETTLE * 2, &mut rx).await?;
             if i > 0 {
-                ours.push(at.duration_since(start).as_secs_f64() * 1e6);
+                ours.push(us);
             }
         }
         subs.delete(&id).await.map_err(api("subscription delete"))?;

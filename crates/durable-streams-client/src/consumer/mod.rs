@@ -402,14 +402,7 @@ impl<H: Handler> Consumer<H> {
             consumer = %c.reader.name,
             path = %c.reader.stream.url().path(),
         );
-        let runner = Runner {
-            reader: c.reader,
-            handler: c.handler,
-            token,
-            committed,
-            position: None,
-            up_to_date: false,
-        };
+        let runner = Runner::new(c.reader, c.handler, token, committed);
         runner.run().instrument(span)
     }
 }

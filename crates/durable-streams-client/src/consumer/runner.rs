@@ -22,9 +22,28 @@ pub(super) struct Runner<H> {
     /// resolved start position; `None` until resolved.
     pub(super) position: Option<Offset>,
     pub(super) up_to_date: bool,
+    /// The stream's URL for `Batch::stream`, built once (shared by batches).
+    pub(super) stream_label: std::sync::Arc<str>,
 }
 
 impl<H: Handler> Runner<H> {
+    pub(super) fn new(
+        reader: ReaderConfig,
+        handler: H,
+        token: CancellationToken,
+        committed: watch::Sender<Option<Offset>>,
+    ) -> Self {
+        Runner {
+            stream_label: std::sync::Arc::from(reader.stream.url().as_str()),
+            reader,
+            handler,
+            token,
+            committed,
+            position: None,
+            up_to_date: false,
+        }
+    }
+
     pub(super) async fn run(mut self) -> Result<StopReason> {
         // One budget for the consumer's reconnects, reset by progress.
         let mut backoff = Backoff::new(&self.reader.retry);
@@ -128,7 +147,7 @@ impl<H: Handler> Runner<H> {
             up_to_date: chunk.up_to_date,
             closed: chunk.closed,
             bytes,
-            stream: std::sync::Arc::from(self.reader.stream.url().as_str()),
+            stream: std::sync::Arc::clone(&self.stream_label),
         };
         let mut flow = Flow::Continue;
         if !batch.items.is_empty() {

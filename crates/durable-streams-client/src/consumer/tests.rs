@@ -76,14 +76,7 @@ fn runner(handler: Scripted, store: Option<MemoryCheckpointStore>) -> Runner<Scr
     let mut reader = ReaderConfig::new(stream, "unit");
     reader.start = StartFrom::Start;
     reader.store = store.map(|s| Arc::new(s) as Arc<dyn DynCheckpointStore>);
-    Runner {
-        reader,
-        handler,
-        token: CancellationToken::new(),
-        committed,
-        position: None,
-        up_to_date: false,
-    }
+    Runner::new(reader, handler, CancellationToken::new(), committed)
 }
 
 #[tokio::test]
