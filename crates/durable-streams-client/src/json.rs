@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::error::{DecodeKind, Error, Result};
+use crate::read::Chunk;
 
 fn encode_error(e: serde_json::Error) -> Error {
     Error::invalid_argument("value", format!("could not serialize to JSON: {e}"))
@@ -93,6 +94,21 @@ pub(crate) fn decode_slices<T: DeserializeOwned>(items: &[Bytes]) -> Result<Vec<
     items.iter().map(|m| decode_message(m)).collect()
 }
 
+/// Deserialize a JSON chunk's messages into the caller's type. A chunk's
+/// `data` is the array of its messages (framed by the reader, or the
+/// server's own array), so the whole piece is decoded in one pass as a
+/// `Vec<T>`: no per-message parser set-up or allocation. If that fails, the
+/// messages are decoded one by one for an error that says which failed and
+/// why.
+pub(crate) fn decode_chunk<T: DeserializeOwned>(chunk: &mut Chunk) -> Result<Vec<T>> {
+    if !chunk.data.is_empty() {
+        if let Ok(items) = serde_json::from_slice::<Vec<T>>(&chunk.data) {
+            return Ok(items);
+        }
+    }
+    decode_slices(&chunk.take_json_messages()?)
+}
+
 /// Bytes that can change the array structure outside a string: quotes,
 /// brackets, braces, commas, backslashes and whitespace (which may end a
 /// top-level element). Everything else is skipped in runs.
@@ -155,7 +171,7 @@ impl ArraySplitter {
         }
     }
 
-    fn malformed(what: &str) -> Error {
+    pub(crate) fn malformed(what: &str) -> Error {
         Error::decode(
             DecodeKind::Json,
             format!("expected a JSON array of messages: {what}{NOT_A_BOUNDARY}"),

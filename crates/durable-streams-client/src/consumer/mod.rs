@@ -149,7 +149,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Format for Json<T> {
     const JSON: bool = true;
 
     fn decode(chunk: &mut Chunk) -> Result<Vec<T>> {
-        crate::json::decode_slices(&chunk.take_json_messages()?)
+        crate::json::decode_chunk(chunk)
     }
 }
 

@@ -293,10 +293,7 @@ impl ReadBuilder {
         let session = self.session(true);
         let stream = session.into_stream().map(move |chunk| {
             let mut chunk = chunk?;
-            let items = chunk
-                .take_json_messages()
-                .and_then(|messages| crate::json::decode_slices(&messages))
-                .map_err(|e| e.with_url(&url))?;
+            let items = crate::json::decode_chunk(&mut chunk).map_err(|e| e.with_url(&url))?;
             Ok(JsonBatch {
                 items,
                 offset: chunk.offset,

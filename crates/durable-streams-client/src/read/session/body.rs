@@ -30,8 +30,14 @@ pub(super) struct ResponseBody {
     elapsed: Duration,
     /// The cursor the request carried.
     sent_cursor: Option<String>,
-    /// JSON streams: the array is split into messages as it arrives.
+    /// JSON streams: the array is split into messages as it arrives, once
+    /// it is larger than a piece (see `lazy`).
     splitter: Option<ArraySplitter>,
+    /// JSON streams: the body is held whole in `pending_bytes`, unsplit.
+    /// A response that fits one piece is handed out as the server's own
+    /// array, and typed reads decode it in one pass (no split, no copy);
+    /// splitting starts only when a piece has to be cut from a larger one.
+    lazy: bool,
     pending_bytes: BytesMut,
     pending_items: Vec<Bytes>,
     pending_len: usize,
@@ -73,6 +79,11 @@ impl ResponseBody {
     /// re-request (data at an offset never changes, so the prefix is the same).
     fn accept(&mut self, mut piece: Bytes) -> Result<()> {
         match &mut self.splitter {
+            Some(_) if self.lazy => {
+                self.received += piece.len() as u64;
+                self.pending_len += piece.len();
+                self.pending_bytes.extend_from_slice(&piece);
+            }
             Some(splitter) => {
                 splitter.feed(&piece)?;
                 for item in splitter.take() {
@@ -95,6 +106,44 @@ impl ResponseBody {
             }
         }
         Ok(())
+    }
+
+    /// Stop holding a JSON body whole: split what arrived so far (a piece
+    /// is to be cut from it, or pieces were handed out before a re-request
+    /// and the messages must be counted to skip them).
+    fn start_splitting(&mut self) -> Result<()> {
+        if !self.lazy {
+            return Ok(());
+        }
+        self.lazy = false;
+        let held = self.pending_bytes.split().freeze();
+        self.pending_len = 0;
+        self.received = 0;
+        self.accept(held)
+    }
+
+    /// The end of a JSON body held whole: `(data, 1)` when it holds
+    /// messages, `(empty, 0)` for `[]` or an empty body. Only the array's
+    /// brackets are checked here; the elements are checked when decoded.
+    fn take_whole_array(&mut self) -> Result<(Bytes, u64)> {
+        let data = self.pending_bytes.split().freeze();
+        self.pending_len = 0;
+        let trimmed = data.trim_ascii();
+        if trimmed.is_empty() {
+            return Ok((Bytes::new(), 0));
+        }
+        let inner = match (trimmed.first(), trimmed.last()) {
+            (Some(b'['), Some(b']')) if trimmed.len() >= 2 => &trimmed[1..trimmed.len() - 1],
+            (Some(b'['), _) => {
+                return Err(ArraySplitter::malformed("the body ended inside the array"));
+            }
+            _ => return Err(ArraySplitter::malformed("the body does not start with `[`")),
+        };
+        Ok(if inner.trim_ascii().is_empty() {
+            (Bytes::new(), 0)
+        } else {
+            (data, 1)
+        })
     }
 }
 
@@ -124,6 +173,7 @@ impl Session {
             elapsed,
             sent_cursor: self.cursor.clone(),
             splitter: self.json.then(|| ArraySplitter::new(limit)),
+            lazy: self.json,
             pending_bytes: BytesMut::new(),
             pending_items: Vec::new(),
             pending_len: 0,
@@ -148,6 +198,10 @@ impl Session {
             // A full piece, or more than one piece left at the end: hand out
             // a piece. Its offset is where the response started.
             if body.pending_len >= piece_limit && !(body.ended && body.pending_len == piece_limit) {
+                if body.lazy {
+                    body.start_splitting()?;
+                    continue;
+                }
                 // Data is delivered only when the offset moves forward.
                 check_forward(&self.offset, &body.next, true)?;
                 let (data, units, messages) = body.take_pending(piece_limit);
@@ -178,7 +232,14 @@ impl Session {
                         .map_err(|e| e.with_url(self.stream.url()))?;
                 }
                 let handed_out = body.delivered;
-                let (data, units, messages) = body.take_pending(usize::MAX);
+                let (data, units, messages) = if body.lazy {
+                    let (data, units) = body
+                        .take_whole_array()
+                        .map_err(|e| e.with_url(self.stream.url()))?;
+                    (data, units, None)
+                } else {
+                    body.take_pending(usize::MAX)
+                };
                 return self
                     .finish_response(*body, data, messages, units, handed_out)
                     .await;
@@ -236,6 +297,8 @@ impl Session {
             body.pending_len = 0;
             if body.splitter.is_some() {
                 body.splitter = Some(ArraySplitter::new(limit));
+                // Messages already handed out are counted to be skipped.
+                body.lazy = body.delivered == 0;
             }
         }
         Ok(())

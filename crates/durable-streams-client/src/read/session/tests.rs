@@ -487,6 +487,133 @@ mod scripted {
         assert!(batch.exact);
         assert_eq!(batch.offset.as_str(), "0002");
     }
+
+    fn json_array(ids: std::ops::Range<u32>) -> Vec<u8> {
+        let items: Vec<String> = ids.map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+        format!("[{}]", items.join(",")).into_bytes()
+    }
+
+    fn json_reply(status: u16) -> Reply {
+        Reply::status(status)
+            .with_header("content-type", "application/json")
+            .with_header("stream-next-offset", "0002")
+            .with_header("stream-up-to-date", "true")
+    }
+
+    /// Reads every item of a typed catch-up read with small pieces.
+    async fn read_ids(server: &ScriptedServer, piece: usize) -> Vec<(Vec<u32>, bool)> {
+        let client = crate::Client::builder()
+            .max_response_bytes(piece)
+            .retry_policy(
+                crate::RetryPolicy::default()
+                    .initial_delay(Duration::from_millis(5))
+                    .max_delay(Duration::from_millis(20)),
+            )
+            .build()
+            .unwrap();
+        let stream = client.stream(server.url("/s")).unwrap();
+        let mut batches = stream
+            .read()
+            .offset(Offset::parse("0001").unwrap())
+            .json::<serde_json::Value>();
+        let mut out = Vec::new();
+        while let Some(batch) = batches.next().await {
+            let batch = batch.unwrap();
+            let ids = batch.items.iter().map(|v| v["i"].as_u64().unwrap() as u32);
+            out.push((ids.collect(), batch.exact));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_json_body_larger_than_a_piece_is_split_into_whole_messages() {
+        let body = json_array(0..200);
+        let server = ScriptedServer::start(move |_, _| json_reply(200).with_body(&body)).await;
+        let batches = read_ids(&server, 300).await;
+        assert!(batches.len() > 3, "pieces: {batches:?}");
+        let ids: Vec<u32> = batches.iter().flat_map(|(ids, _)| ids.clone()).collect();
+        assert_eq!(ids, (0..200).collect::<Vec<_>>());
+        // Only the last piece ends the response: only it is exact.
+        let exact: Vec<bool> = batches.iter().map(|(_, exact)| *exact).collect();
+        assert_eq!(exact.iter().filter(|e| **e).count(), 1);
+        assert!(exact[exact.len() - 1]);
+    }
+
+    #[tokio::test]
+    async fn a_json_body_broken_after_pieces_went_out_skips_them_when_read_again() {
+        let body = json_array(0..200);
+        let cut = body.len() * 2 / 3;
+        let server = ScriptedServer::start(move |_, n| {
+            if n == 0 {
+                // Promise the whole body, send two thirds, hang up.
+                Reply::Stream {
+                    status: 200,
+                    headers: vec![
+                        ("content-type".into(), "application/json".into()),
+                        ("stream-next-offset".into(), "0002".into()),
+                        ("stream-up-to-date".into(), "true".into()),
+                        ("content-length".into(), body.len().to_string()),
+                    ],
+                    parts: vec![(Duration::ZERO, body[..cut].to_vec())],
+                }
+            } else {
+                json_reply(200).with_body(&body)
+            }
+        })
+        .await;
+        let batches = read_ids(&server, 300).await;
+        let ids: Vec<u32> = batches.iter().flat_map(|(ids, _)| ids.clone()).collect();
+        assert_eq!(
+            ids,
+            (0..200).collect::<Vec<_>>(),
+            "nothing lost, nothing twice"
+        );
+        assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_small_json_body_broken_before_any_piece_is_read_again_whole() {
+        let body = json_array(0..5);
+        let cut = body.len() / 2;
+        let server = ScriptedServer::start(move |_, n| {
+            if n == 0 {
+                Reply::Stream {
+                    status: 200,
+                    headers: vec![
+                        ("content-type".into(), "application/json".into()),
+                        ("stream-next-offset".into(), "0002".into()),
+                        ("content-length".into(), body.len().to_string()),
+                    ],
+                    parts: vec![(Duration::ZERO, body[..cut].to_vec())],
+                }
+            } else {
+                json_reply(200).with_body(&body)
+            }
+        })
+        .await;
+        let batches = read_ids(&server, 1 << 20).await;
+        assert_eq!(batches, vec![((0..5).collect(), true)]);
+        assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_json_body_is_a_typed_decode_error() {
+        for body in [&b"[1,"[..], b"{\"a\":1}", b"[1,]", b"[1 2]", b"x"] {
+            let server = ScriptedServer::start(move |_, _| json_reply(200).with_body(body)).await;
+            let stream = client().stream(server.url("/s")).unwrap();
+            let mut batches = stream
+                .read()
+                .offset(Offset::parse("0001").unwrap())
+                .json::<serde_json::Value>();
+            let e = batches.next().await.unwrap().unwrap_err();
+            assert_eq!(
+                e.kind(),
+                &ErrorKind::Decode(DecodeKind::Json),
+                "{}: {e}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 }
 
 #[test]
