@@ -60,12 +60,15 @@ impl Drop for Watched {
     }
 }
 
+/// Resolves a stream name (as given, or a subscription's stream path) to a handle.
+pub type Resolve<'a> = Box<dyn Fn(&str) -> Result<Stream, CliError> + Send + Sync + 'a>;
+
 /// Samples a set of streams; see the module docs.
 pub struct Sampler<'a> {
     streams: Vec<Watched>,
     subscriptions: Option<(Subscriptions, Vec<String>)>,
     /// Resolves a name (as given, or a subscription's stream path) to a handle.
-    resolve: Box<dyn Fn(&str) -> Result<Stream, CliError> + 'a>,
+    resolve: Resolve<'a>,
     /// Checkpoint directories for every stream.
     shared_dirs: Vec<PathBuf>,
     last_sample: Option<Instant>,
@@ -82,7 +85,7 @@ impl<'a> Sampler<'a> {
         names: Vec<String>,
         checkpoints: Vec<(Option<String>, PathBuf)>,
         subscriptions: Option<(Subscriptions, Vec<String>)>,
-        resolve: Box<dyn Fn(&str) -> Result<Stream, CliError> + 'a>,
+        resolve: Resolve<'a>,
     ) -> Result<Sampler<'a>, CliError> {
         let mut sampler = Sampler {
             streams: Vec::new(),
