@@ -139,6 +139,9 @@ pub enum Command {
     /// State Protocol streams: show the materialized state, list changes,
     /// materialize into SQLite, write changes.
     State(StateArgs),
+    /// A live view of streams and their consumers: tail, rates, last
+    /// append, closed/expiry, consumer lag.
+    Top(TopArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Benchmark the client against real servers, next to a raw HTTP baseline.
@@ -576,6 +579,59 @@ pub struct StateWriteArgs {
     pub file: Option<PathBuf>,
 }
 
+/// `top`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Streams: the STREAM arguments, then the names in --names-file (one per
+line, # comments), kept when they match a --glob (`*` within one path
+segment, `**` any number of segments, `?` one character; the protocol has
+no way to list streams, so globs select among names you give), plus the
+streams of each --subscription (Node server only).
+
+Consumers: each file in a --checkpoints directory (the layout of the
+library's FileCheckpointStore: one file per consumer name holding its
+offset) is a consumer; `--checkpoints DIR` shows them under every stream,
+`--checkpoints STREAM=DIR` under STREAM only. A subscription's acked offset
+is a consumer named subscription:ID of each of its streams. POSITION
+compares offsets (lexicographic, as the protocol allows); LAG BYTES is a
+heuristic for the known servers' <seq>_<byte> offsets, n/a for other forms.
+SINCE MOVED: a checkpoint file's modification time; for subscriptions the
+time since top saw the acked offset change.
+
+Refresh: a HEAD per stream every --interval, and one live long-poll reader
+per stream from its tail counting appended bytes (JSON streams: messages
+too; MSGS/S is n/a for byte streams, which have no message boundaries).
+Rates cover the last interval; LAST APPEND is the time since the reader
+last saw data.
+
+Output: on a terminal, a dashboard (q, Esc or ctrl-c quits); otherwise a
+plain text snapshot every interval (--output json: one JSON object per
+line). --once: sample twice, --interval apart, print one snapshot and exit
+0; streams that fail (e.g. not found) carry an \"error\" instead.")]
+pub struct TopArgs {
+    /// Streams to watch (names or full http(s):// URLs).
+    #[arg(value_name = "STREAM")]
+    pub streams: Vec<String>,
+    /// Also watch the stream names in this file (one per line).
+    #[arg(long, value_name = "FILE")]
+    pub names_file: Option<PathBuf>,
+    /// Keep only the named streams matching this glob (repeatable).
+    #[arg(long = "glob", value_name = "GLOB")]
+    pub globs: Vec<String>,
+    /// Watch this subscription's streams and its acked offsets (repeatable).
+    #[arg(long = "subscription", value_name = "ID")]
+    pub subscriptions: Vec<String>,
+    /// A checkpoint directory, for every stream or for one (repeatable).
+    #[arg(long, value_name = "[STREAM=]DIR", value_parser = crate::top::parse_checkpoints)]
+    pub checkpoints: Vec<(Option<String>, PathBuf)>,
+    /// Refresh interval: `500ms`, `2s`, or bare seconds (100ms to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::top::parse_interval)]
+    pub interval: std::time::Duration,
+    /// Print one snapshot (rates over one --interval) and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
 /// `completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -690,6 +746,8 @@ mod tests {
             &["state", "show"],
             &["state", "changes", "s", "--from", "a/b"],
             &["state", "show", "s", "--live", "sse"],
+            &["top", "s", "--interval", "1ms"],
+            &["top", "s", "--checkpoints", "=dir"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

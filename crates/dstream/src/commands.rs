@@ -125,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => crate::produce::produce(&ctx, args).await,
         Command::Subscription(args) => crate::subscription::run(&ctx, args.command).await,
         Command::State(args) => crate::state::run(&ctx, args.command).await,
+        Command::Top(args) => crate::top::run(&ctx, args).await,
         Command::Completions(_) => Ok(()),
         #[cfg(feature = "bench")]
         Command::Bench(_) => Ok(()),

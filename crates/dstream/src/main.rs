@@ -8,6 +8,7 @@ mod commands;
 mod produce;
 mod state;
 mod subscription;
+mod top;
 mod util;
 
 use std::io::Write;
