@@ -101,10 +101,10 @@ pub(crate) fn decode_slices<T: DeserializeOwned>(items: &[Bytes]) -> Result<Vec<
 /// messages are decoded one by one for an error that says which failed and
 /// why.
 pub(crate) fn decode_chunk<T: DeserializeOwned>(chunk: &mut Chunk) -> Result<Vec<T>> {
-    if !chunk.data.is_empty() {
-        if let Ok(items) = serde_json::from_slice::<Vec<T>>(&chunk.data) {
-            return Ok(items);
-        }
+    if !chunk.data.is_empty()
+        && let Ok(items) = serde_json::from_slice::<Vec<T>>(&chunk.data)
+    {
+        return Ok(items);
     }
     decode_slices(&chunk.take_json_messages()?)
 }
