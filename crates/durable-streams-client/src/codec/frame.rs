@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::error::{DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
@@ -370,6 +370,7 @@ impl FrameDecoder {
 
     #[cfg(feature = "frame-zstd")]
     fn zstd(&self, body: Bytes) -> Result<Bytes> {
+        use bytes::Buf as _;
         let decoder = zstd::stream::read::Decoder::new(body.reader());
         self.bounded(
             decoder.map_err(|e| self.malformed(&format!("bad zstd frame: {e}")))?,
@@ -384,6 +385,7 @@ impl FrameDecoder {
 
     #[cfg(feature = "frame-gzip")]
     fn gzip(&self, body: Bytes) -> Result<Bytes> {
+        use bytes::Buf as _;
         self.bounded(flate2::read::GzDecoder::new(body.reader()), "gzip")
     }
 
