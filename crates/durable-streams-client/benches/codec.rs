@@ -7,7 +7,7 @@
 //! DS_BENCH_QUICK=1 cargo bench ... --bench codec   # 1/10 of the work
 //! ```
 //!
-//! Payloads: `COUNT` Protobuf messages of about 1 KiB (a sequence number
+//! Payloads: `COUNT` Protobuf messages of about 1.5 KiB (a sequence number
 //! and a repetitive, compressible text). "bytes" sends each message's
 //! encoding as one producer message and reads raw chunks (no framing: the
 //! ceiling); "prost" frames them plain; "prost+zstd" compresses each frame
@@ -67,7 +67,7 @@ fn events(count: usize) -> Vec<Event> {
     (0..count as u64)
         .map(|seq| Event {
             seq,
-            body: format!("sensor-{} reading {} ok; ", seq % 7, seq % 100).repeat(40),
+            body: format!("sensor-{} reading {} ok; ", seq % 7, seq % 100).repeat(64),
         })
         .collect()
 }
@@ -170,7 +170,7 @@ fn main() {
         }
     });
     let mb = |n: usize, d: f64| n as f64 / d / 1e6;
-    let payload: usize = events.iter().map(|e| prost::Message::encoded_len(e)).sum();
+    let payload: usize = events.iter().map(prost::Message::encoded_len).sum();
     println!(
         "{count} Protobuf messages, {:.1} MiB encoded; medians of {ROUNDS} rounds (MB/s of encoded payload)",
         payload as f64 / (1 << 20) as f64
