@@ -27,16 +27,21 @@ scripts/install-servers.sh
 section "install cargo-deny (scripts/install-cargo-deny.sh)"
 scripts/install-cargo-deny.sh
 
+# Typed binary messages (`codec`): Protobuf, Avro, zstd and gzip frames.
+CODEC_FEATURES=durable-streams-client/protobuf,durable-streams-client/avro,durable-streams-client/frame-zstd,durable-streams-client/frame-gzip
+
 section "cargo fmt --all --check"
 cargo fmt --all --check
 
-section "cargo clippy --workspace --all-targets (+ sqlite, metrics) -- -D warnings"
-cargo clippy --workspace --all-targets --features durable-streams-client/sqlite,durable-streams-client/metrics -- -D warnings
+section "cargo clippy --workspace --all-targets (+ sqlite, metrics, codec features) -- -D warnings"
+cargo clippy --workspace --all-targets --features durable-streams-client/sqlite,durable-streams-client/metrics,$CODEC_FEATURES -- -D warnings
+# The codec without its optional features (the `UnsupportedFrame` paths).
+cargo clippy -p durable-streams-client --all-targets -- -D warnings
 # dstream's `bench` feature (off by default) too.
 cargo clippy -p dstream --all-targets --features bench -- -D warnings
 
 section "cargo doc (library, warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client --features sqlite
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p durable-streams-client --features sqlite,protobuf,avro,frame-zstd,frame-gzip
 
 section "cargo deny check licenses bans (deny.toml)"
 "$DS_TOOLS_DIR/cargo/bin/cargo-deny" check licenses bans
@@ -49,9 +54,9 @@ section "cargo test --workspace"
 cargo build -q -p conformance-adapter
 if [[ "${DS_SKIP_CONFORMANCE:-}" == 1 ]]; then
     echo "note: skipping the runner_can_fail tests (they need ../shared/conformance/test-cases)"
-    cargo test --workspace --features durable-streams-client/sqlite -- --skip fails_most_cases
+    cargo test --workspace --features durable-streams-client/sqlite,$CODEC_FEATURES -- --skip fails_most_cases
 else
-    cargo test --workspace --features durable-streams-client/sqlite
+    cargo test --workspace --features durable-streams-client/sqlite,$CODEC_FEATURES
 fi
 
 section "cargo test -p dstream --features bench --test bench (bench smoke test)"

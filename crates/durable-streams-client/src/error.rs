@@ -66,6 +66,14 @@ pub enum DecodeKind {
     /// The server's next offset did not move forward (it went backwards, or
     /// data arrived with an unchanged offset); the message names both offsets.
     Offset,
+    /// A malformed frame on a framed binary stream ([`codec`](crate::codec)):
+    /// a bad length varint, an unknown flags byte or corrupt compressed
+    /// data; the message names the offset.
+    Frame,
+    /// A frame's payload that the [`Codec`](crate::codec::Codec) could not
+    /// decode (Protobuf, Avro, or a schema check); the message names the
+    /// offset.
+    Payload,
 }
 
 /// The matchable part of an [`Error`].
@@ -229,6 +237,31 @@ pub enum ErrorKind {
     },
     /// A [state store](crate::state::StateStore) failed to load or apply a batch.
     Store,
+    /// A framed binary stream ([`codec`](crate::codec)) holds a frame larger
+    /// than the reader's limit (stored or decompressed).
+    FrameTooLarge {
+        /// The limit in bytes ([`Framing::max_frame_bytes`](crate::codec::Framing::max_frame_bytes)).
+        limit: usize,
+        /// A resume position at or before the frame: the last exact offset
+        /// at which no partial frame was carried (the message gives the
+        /// frame's distance from it in bytes).
+        offset: Offset,
+    },
+    /// A closed framed stream ends inside a frame.
+    TruncatedFrame {
+        /// A resume position at or before the frame (as in
+        /// [`ErrorKind::FrameTooLarge`]).
+        offset: Offset,
+    },
+    /// A frame compressed with a method whose cargo feature is off in this
+    /// build (`frame-zstd`, `frame-gzip`).
+    UnsupportedFrame {
+        /// The frame's flags byte.
+        flag: u8,
+        /// A resume position at or before the frame (as in
+        /// [`ErrorKind::FrameTooLarge`]).
+        offset: Offset,
+    },
 }
 
 /// Why a webhook delivery was rejected (PROTOCOL.md sections 7.1 and 12.10).
@@ -437,6 +470,22 @@ impl ErrorKind {
             }
             ErrorKind::InvalidMessage { field } => write!(f, "invalid message (`{field}`)"),
             ErrorKind::Store => f.write_str("state store failed"),
+            ErrorKind::FrameTooLarge { limit, offset } => {
+                write!(
+                    f,
+                    "frame exceeds the {limit}-byte limit (at or after offset {offset})"
+                )
+            }
+            ErrorKind::TruncatedFrame { offset } => {
+                write!(
+                    f,
+                    "truncated frame at the end of the stream (after offset {offset})"
+                )
+            }
+            ErrorKind::UnsupportedFrame { flag, offset } => write!(
+                f,
+                "frame with flags {flag} needs a feature this build lacks (after offset {offset})"
+            ),
         }
     }
 }
@@ -464,6 +513,9 @@ impl ErrorKind {
             ErrorKind::WebhookRejected { .. } => "webhook_rejected",
             ErrorKind::InvalidMessage { .. } => "invalid_message",
             ErrorKind::Store => "store",
+            ErrorKind::FrameTooLarge { .. }
+            | ErrorKind::TruncatedFrame { .. }
+            | ErrorKind::UnsupportedFrame { .. } => "frame",
             _ => "other",
         }
     }

@@ -286,6 +286,35 @@ fn retry_after_at(value: &str, date: Option<&str>) {
     }
 }
 
+/// Feed `data` to the frame decoder (frames up to 256 bytes) whole and cut
+/// into seeded pieces: both must give the same payloads, or both fail.
+/// Returns the number of frames.
+pub fn frames(data: &[u8], seed: u64) -> usize {
+    use crate::codec::Framing;
+    let framing = Framing::new().max_frame_bytes(256);
+    let run = |sizes: &[usize]| -> Result<Vec<Bytes>, ()> {
+        let mut decoder = framing.decoder(Offset::start());
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &n in sizes {
+            let end = (at + n).min(data.len());
+            decoder
+                .push(Bytes::copy_from_slice(&data[at..end]), &mut out)
+                .map_err(|_| ())?;
+            at = end;
+        }
+        decoder.finish().map_err(|_| ())?;
+        Ok(out)
+    };
+    let whole = run(&[data.len()]);
+    let pieces = run(&chunk_sizes(seed, data.len()));
+    assert_eq!(whole, pieces, "splitting changed the frames");
+    for payload in whole.iter().flatten() {
+        assert!(payload.len() <= 256, "a payload over the limit");
+    }
+    whole.map_or(0, |f| f.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,7 @@
 
 mod checkpoint;
 mod client;
+pub mod codec;
 pub mod consumer;
 mod error;
 mod json;

@@ -258,3 +258,22 @@ async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
         body,
     })
 }
+
+/// A read chunk for unit tests of decoders.
+pub(crate) fn chunk_with(
+    data: bytes::Bytes,
+    offset: crate::Offset,
+    exact: bool,
+    closed: bool,
+) -> crate::Chunk {
+    crate::Chunk {
+        data,
+        offset,
+        exact,
+        cursor: None,
+        up_to_date: false,
+        closed,
+        status: 200,
+        messages: None,
+    }
+}

@@ -102,6 +102,7 @@ pub use crate::checkpoint::{
     CheckpointStore, FileCheckpointStore, MAX_NAME_LEN, MemoryCheckpointStore,
 };
 
+use crate::codec::{Codec, FrameDecoder, Framed};
 #[cfg(any(doc, test))]
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
@@ -119,7 +120,8 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// How a consumer decodes what it reads: [`Json<T>`] or [`Raw`]. Sealed.
+/// How a consumer decodes what it reads: [`Json<T>`], [`Raw`] or
+/// [`Frames<C>`]. Sealed.
 pub trait Format: sealed::Sealed + Send + Sync + 'static {
     /// The type of [`Batch::items`].
     type Item: Send + Sync + 'static;
@@ -128,9 +130,17 @@ pub trait Format: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
     const JSON: bool;
 
-    /// Decode one read chunk.
+    /// The decoding state of one read session.
     #[doc(hidden)]
-    fn decode(chunk: &mut Chunk) -> Result<Vec<Self::Item>>;
+    type Decoder: Send + 'static;
+
+    /// A decoder for a read session starting at `start`.
+    #[doc(hidden)]
+    fn decoder(start: &Offset) -> Self::Decoder;
+
+    /// Decode one read chunk (the session's chunks arrive in order).
+    #[doc(hidden)]
+    fn decode(decoder: &mut Self::Decoder, chunk: &mut Chunk) -> Result<Vec<Self::Item>>;
 }
 
 /// JSON messages deserialized into `T` (for `application/json` streams).
@@ -147,8 +157,11 @@ impl<T> sealed::Sealed for Json<T> {}
 impl<T: DeserializeOwned + Send + Sync + 'static> Format for Json<T> {
     type Item = T;
     const JSON: bool = true;
+    type Decoder = ();
 
-    fn decode(chunk: &mut Chunk) -> Result<Vec<T>> {
+    fn decoder(_: &Offset) {}
+
+    fn decode((): &mut (), chunk: &mut Chunk) -> Result<Vec<T>> {
         crate::json::decode_chunk(chunk)
     }
 }
@@ -162,13 +175,59 @@ impl sealed::Sealed for Raw {}
 impl Format for Raw {
     type Item = Bytes;
     const JSON: bool = false;
+    type Decoder = ();
 
-    fn decode(chunk: &mut Chunk) -> Result<Vec<Bytes>> {
+    fn decoder(_: &Offset) {}
+
+    fn decode((): &mut (), chunk: &mut Chunk) -> Result<Vec<Bytes>> {
         Ok(if chunk.data.is_empty() {
             Vec::new()
         } else {
             vec![chunk.data.clone()]
         })
+    }
+}
+
+/// Messages of a framed binary stream ([`codec`](crate::codec)) decoded
+/// by the codec `C` (made with `C::default()`, frames up to
+/// [`DEFAULT_MAX_FRAME_BYTES`](crate::codec::DEFAULT_MAX_FRAME_BYTES)). A
+/// batch holds the messages completed by one read chunk (possibly none);
+/// its offset is exact, and committed, only when no partial frame is
+/// carried past it. A malformed frame or a payload the codec rejects is an
+/// error for [`Handler::handle_error`]. For a codec that needs
+/// configuration (an `AvroCodec` schema), wrap it in a type whose
+/// `Default` builds it.
+pub struct Frames<C>(PhantomData<fn() -> C>);
+
+impl<C> fmt::Debug for Frames<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Frames<{}>", std::any::type_name::<C>())
+    }
+}
+
+impl<C> sealed::Sealed for Frames<C> {}
+
+impl<C> Format for Frames<C>
+where
+    C: Codec + Default,
+    C::Item: Sync,
+{
+    type Item = C::Item;
+    const JSON: bool = false;
+    type Decoder = (FrameDecoder, Framed<C>);
+
+    fn decoder(start: &Offset) -> Self::Decoder {
+        let framed = Framed::new(C::default());
+        (framed.settings().decoder(start.clone()), framed)
+    }
+
+    fn decode((decoder, framed): &mut Self::Decoder, chunk: &mut Chunk) -> Result<Vec<C::Item>> {
+        let payloads = decoder.decode_chunk(chunk)?;
+        let near = decoder.resume_offset();
+        payloads
+            .into_iter()
+            .map(|p| framed.decode_payload(p, near))
+            .collect()
     }
 }
 

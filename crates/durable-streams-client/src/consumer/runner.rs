@@ -13,7 +13,7 @@ use crate::runtime::{ReaderConfig, catch_panic};
 use crate::telemetry::event_names;
 
 /// The consumer's state while it runs.
-pub(super) struct Runner<H> {
+pub(super) struct Runner<H: Handler> {
     pub(super) reader: ReaderConfig,
     pub(super) handler: H,
     pub(super) token: CancellationToken,
@@ -24,6 +24,9 @@ pub(super) struct Runner<H> {
     pub(super) up_to_date: bool,
     /// The stream's URL for `Batch::stream`, built once (shared by batches).
     pub(super) stream_label: std::sync::Arc<str>,
+    /// The current session's decoding state (a framed format carries
+    /// partial frames); made anew for each session.
+    decoder: Option<<H::Format as Format>::Decoder>,
 }
 
 impl<H: Handler> Runner<H> {
@@ -41,6 +44,7 @@ impl<H: Handler> Runner<H> {
             committed,
             position: None,
             up_to_date: false,
+            decoder: None,
         }
     }
 
@@ -108,6 +112,7 @@ impl<H: Handler> Runner<H> {
                 resolved
             }
         };
+        self.decoder = Some(<H::Format as Format>::decoder(&start));
         let mut session = Session::new(
             self.reader.stream.clone(),
             start,
@@ -137,7 +142,10 @@ impl<H: Handler> Runner<H> {
 
     pub(super) async fn process(&mut self, mut chunk: Chunk) -> Result<Option<StopReason>> {
         let bytes = chunk.data.len();
-        let items = <H::Format as Format>::decode(&mut chunk)
+        let decoder = self
+            .decoder
+            .get_or_insert_with(|| <H::Format as Format>::decoder(&Offset::start()));
+        let items = <H::Format as Format>::decode(decoder, &mut chunk)
             .map_err(|e| e.with_url(self.reader.stream.url()))?;
         let batch = Batch {
             items,

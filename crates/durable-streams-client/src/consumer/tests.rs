@@ -215,14 +215,18 @@ fn default_error_action_reconnects_only_for_retryable_errors() {
 #[test]
 fn raw_format_keeps_bytes_whole() {
     let data = |d: &'static str| chunk(d, "o", false, false);
-    assert!(Raw::decode(&mut data("")).unwrap().is_empty());
+    assert!(Raw::decode(&mut (), &mut data("")).unwrap().is_empty());
     assert_eq!(
-        Raw::decode(&mut data("ab")).unwrap(),
+        Raw::decode(&mut (), &mut data("ab")).unwrap(),
         vec![Bytes::from_static(b"ab")]
     );
-    assert!(<Json<u32>>::decode(&mut data("")).unwrap().is_empty());
+    assert!(
+        <Json<u32>>::decode(&mut (), &mut data(""))
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        <Json<u32>>::decode(&mut data("[1, 2]")).unwrap(),
+        <Json<u32>>::decode(&mut (), &mut data("[1, 2]")).unwrap(),
         vec![1, 2]
     );
 }

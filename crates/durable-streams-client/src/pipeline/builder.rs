@@ -18,11 +18,13 @@ use super::{
 };
 #[cfg(doc)]
 use super::{DeadLetter, PipelineHandle, Stage};
+use crate::codec::{Codec, Framed};
 #[cfg(doc)]
 use crate::consumer::{CheckpointStore, StartFrom};
 #[cfg(doc)]
 use crate::consumer::{StopReason, default_retry_policy};
 use crate::error::{Error, Result};
+use crate::offset::Offset;
 use crate::producer::Producer;
 use crate::read::Chunk;
 use crate::runtime::ReaderConfig;
@@ -31,7 +33,11 @@ use crate::stream::Stream;
 use crate::{read::LiveMode, retry::RetryPolicy};
 
 pub(super) type Decoded<T> = Vec<(Result<T>, Bytes)>;
-pub(super) type DecodeFn<T> = Arc<dyn Fn(&mut Chunk) -> Result<Decoded<T>> + Send + Sync>;
+/// Decodes the chunks of one read session in order (a framed decoder
+/// carries partial frames between them and marks such chunks inexact).
+pub(super) type ChunkDecoder<T> = Box<dyn FnMut(&mut Chunk) -> Result<Decoded<T>> + Send>;
+/// Makes a [`ChunkDecoder`] for a session starting at the given offset.
+pub(super) type DecodeFn<T> = Arc<dyn Fn(&Offset) -> ChunkDecoder<T> + Send + Sync>;
 pub(super) type ProcessFn<T> =
     Arc<dyn Fn(Message<T>) -> BoxFuture<'static, Result<Processed<T>>> + Send + Sync>;
 pub(super) type KeyFn<T> = Arc<dyn Fn(&Message<T>) -> u64 + Send + Sync>;
@@ -297,7 +303,11 @@ impl Pipeline<()> {
     /// deserialized into `T`. A message that does not match `T` fails alone
     /// (stage [`Stage::Decode`]).
     pub fn json<T: DeserializeOwned + Send + 'static>(stream: &Stream) -> PipelineBuilder<T> {
-        PipelineBuilder::new(stream.clone(), true, Arc::new(decode_json::<T>))
+        PipelineBuilder::new(
+            stream.clone(),
+            true,
+            Arc::new(|_: &Offset| Box::new(decode_json::<T>) as ChunkDecoder<T>),
+        )
     }
 
     /// A pipeline over a byte stream: one [`Message`] per read chunk, as the
@@ -306,13 +316,40 @@ impl Pipeline<()> {
         PipelineBuilder::new(
             stream.clone(),
             false,
-            Arc::new(|chunk: &mut Chunk| {
-                let data = &chunk.data;
-                Ok(if data.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![(Ok(data.clone()), data.clone())]
-                })
+            Arc::new(|_: &Offset| {
+                Box::new(|chunk: &mut Chunk| {
+                    let data = &chunk.data;
+                    Ok(if data.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![(Ok(data.clone()), data.clone())]
+                    })
+                }) as ChunkDecoder<Bytes>
+            }),
+        )
+    }
+
+    /// A pipeline over a framed binary stream ([`codec`](crate::codec)): one
+    /// [`Message`] per frame, decoded by `framed`'s codec (its
+    /// [`Message::payload`] is the frame's decompressed payload). A payload
+    /// the codec rejects fails alone (stage [`Stage::Decode`]); a malformed
+    /// or oversized frame stops the pipeline with the error. Offsets are
+    /// committed only where no partial frame is carried.
+    pub fn framed<C: Codec>(stream: &Stream, framed: Framed<C>) -> PipelineBuilder<C::Item> {
+        PipelineBuilder::new(
+            stream.clone(),
+            false,
+            Arc::new(move |start: &Offset| {
+                let framed = framed.clone();
+                let mut decoder = framed.settings().decoder(start.clone());
+                Box::new(move |chunk: &mut Chunk| {
+                    let payloads = decoder.decode_chunk(chunk)?;
+                    let near = decoder.resume_offset();
+                    Ok(payloads
+                        .into_iter()
+                        .map(|p| (framed.decode_payload(p.clone(), near), p))
+                        .collect())
+                }) as ChunkDecoder<C::Item>
             }),
         )
     }

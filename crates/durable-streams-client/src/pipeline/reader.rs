@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::builder::{DecodeFn, KeyFn};
+use super::builder::{DecodeFn, Decoded, KeyFn};
 use super::run::Shared;
 use super::stages::Envelope;
 use super::{Failure, Message, Position, Stage};
@@ -54,17 +54,24 @@ impl<T: Send + 'static> Reader<T> {
         loop {
             let mut session =
                 Session::new(self.stream.clone(), position.clone(), self.live, self.json);
+            // One decoder per session: a framed one carries partial frames
+            // between the session's chunks, and starts clean on a reconnect
+            // (which resumes from the last exact position, where no frame
+            // was carried).
+            let mut decode = (self.decode)(&position);
             let error = loop {
                 let next = tokio::select! {
                     biased;
                     _ = stop.cancelled() => return Ok(StopReason::Shutdown),
                     next = session.next_chunk() => next,
                 };
-                let chunk = match next {
+                let mut chunk = match next {
                     None => return Ok(StopReason::CaughtUp),
                     Some(Err(e)) => break e,
                     Some(Ok(chunk)) => chunk,
                 };
+                // Decode first: it may make the chunk's offset inexact.
+                let items = decode(&mut chunk).map_err(|e| e.with_url(self.stream.url()))?;
                 backoff.reset();
                 let closed = chunk.closed;
                 // Reconnects resume from the last exact position (a piece of
@@ -73,7 +80,7 @@ impl<T: Send + 'static> Reader<T> {
                 if chunk.exact && crate::read::checkpoint_moves(Some(&position), &chunk.offset) {
                     position = chunk.offset.clone();
                 }
-                match self.forward_chunk(chunk, chunk_start, stop).await {
+                match self.forward_chunk(chunk, items, chunk_start, stop).await {
                     Ok(true) => {}
                     Ok(false) => return Ok(StopReason::Shutdown),
                     Err(e) => return Err(e),
@@ -149,11 +156,10 @@ impl<T: Send + 'static> Reader<T> {
     async fn forward_chunk(
         &self,
         chunk: Chunk,
+        items: Decoded<T>,
         chunk_start: Offset,
         stop: &CancellationToken,
     ) -> Result<bool> {
-        let mut chunk = chunk;
-        let items = (self.decode)(&mut chunk).map_err(|e| e.with_url(self.stream.url()))?;
         let count = items.len();
         let bytes = chunk.data.len();
         drop(chunk.data);

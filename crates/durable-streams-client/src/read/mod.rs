@@ -250,6 +250,14 @@ impl ReadBuilder {
         self
     }
 
+    pub(crate) fn stream_url(&self) -> &url::Url {
+        self.stream.url()
+    }
+
+    pub(crate) fn start_offset(&self) -> &Offset {
+        &self.offset
+    }
+
     fn session(self, json: bool) -> Session {
         Session::with_options(self.stream, self.offset, self.live, json, self.options)
     }

@@ -656,6 +656,7 @@ impl<H: Handler> Run<H> {
     ) -> Result<Ended> {
         let stream = self.subs.stream(&pending.path)?;
         let path: Arc<str> = Arc::from(pending.path.as_str());
+        let mut decoder = <H::Format as Format>::decoder(&pending.acked_offset);
         let mut reader = Box::pin(
             Session::new(
                 stream,
@@ -685,7 +686,7 @@ impl<H: Handler> Run<H> {
                 Some(Err(e)) => return Err(e),
             };
             let bytes = chunk.data.len();
-            let items = <H::Format as Format>::decode(&mut chunk)?;
+            let items = <H::Format as Format>::decode(&mut decoder, &mut chunk)?;
             let batch = Batch {
                 items,
                 offset: chunk.offset,
