@@ -22,7 +22,7 @@ use durable_streams_client::{Client, LiveMode, Producer, Stream};
 use futures::StreamExt;
 use test_servers::{ServerKind, ServerOptions, TestServer};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Event {

@@ -141,6 +141,8 @@ impl Framing {
             need: None,
             resume: start,
             since_resume: 0,
+            #[cfg(feature = "frame-zstd")]
+            zstd: None,
         }
     }
 }
@@ -225,6 +227,10 @@ pub struct FrameDecoder {
     need: Option<usize>,
     resume: Offset,
     since_resume: u64,
+    /// One zstd context for every frame of the read (a context per frame
+    /// costs more than decompressing a small frame).
+    #[cfg(feature = "frame-zstd")]
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl fmt::Debug for FrameDecoder {
@@ -359,7 +365,7 @@ impl FrameDecoder {
         })
     }
 
-    fn unpack(&self, flag: u8, body: Bytes) -> Result<Bytes> {
+    fn unpack(&mut self, flag: u8, body: Bytes) -> Result<Bytes> {
         match flag {
             FLAG_PLAIN => Ok(body),
             FLAG_ZSTD => self.zstd(body),
@@ -369,8 +375,26 @@ impl FrameDecoder {
     }
 
     #[cfg(feature = "frame-zstd")]
-    fn zstd(&self, body: Bytes) -> Result<Bytes> {
+    fn zstd(&mut self, body: Bytes) -> Result<Bytes> {
         use bytes::Buf as _;
+        // A frame that records its size within the limit is decompressed
+        // in one call with the read's context, into exactly that much
+        // memory; anything else (no size recorded, several zstd frames,
+        // a size that lies) takes the bounded streaming path.
+        if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(&body)
+            && size <= self.max as u64
+        {
+            let context = match &mut self.zstd {
+                Some(context) => Some(context),
+                slot => zstd::bulk::Decompressor::new().ok().map(|d| slot.insert(d)),
+            };
+            if let Some(context) = context
+                && let Ok(out) = context.decompress(&body, size as usize)
+                && out.len() as u64 == size
+            {
+                return Ok(Bytes::from(out));
+            }
+        }
         let decoder = zstd::stream::read::Decoder::new(body.reader());
         self.bounded(
             decoder.map_err(|e| self.malformed(&format!("bad zstd frame: {e}")))?,
@@ -379,7 +403,7 @@ impl FrameDecoder {
     }
 
     #[cfg(not(feature = "frame-zstd"))]
-    fn zstd(&self, _body: Bytes) -> Result<Bytes> {
+    fn zstd(&mut self, _body: Bytes) -> Result<Bytes> {
         Err(self.unsupported(FLAG_ZSTD, "zstd", "frame-zstd"))
     }
 

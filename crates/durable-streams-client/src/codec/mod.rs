@@ -54,7 +54,12 @@
 //! HTTP response compression (the crate's `gzip`/`zstd` features, which
 //! negotiate `Accept-Encoding`) is independent and applies on top: for
 //! already-compressed frames it gains nothing, for plain frames it saves
-//! bandwidth but not storage.
+//! bandwidth but not storage, and the server pays for it on every read.
+//! Measured on loopback against the Node reference server 0.3.7 (the Rust
+//! server 0.1.5 never compresses responses): a 16.5 MB catch-up of text
+//! messages took 60 ms plain and 210-245 ms gzip-encoded (1.6 MB on the
+//! wire). Frame compression is paid once, by the writer, and shrinks what
+//! is stored as well as what is sent.
 //!
 //! # Positions
 //!
