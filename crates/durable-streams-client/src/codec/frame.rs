@@ -180,12 +180,34 @@ pub(crate) fn parse_varint(data: &[u8]) -> std::result::Result<Option<(u64, usiz
     Ok(None)
 }
 
+#[cfg(feature = "frame-zstd")]
+thread_local! {
+    /// One zstd context per thread and level: making a context costs more
+    /// than compressing a frame of a few KiB.
+    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(feature = "frame-zstd")]
+fn zstd_compress(level: i32, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    ZSTD_COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if !matches!(&*slot, Some((l, _)) if *l == level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match &mut *slot {
+            Some((_, compressor)) => compressor.compress(payload),
+            None => zstd::bulk::compress(payload, level),
+        }
+    })
+}
+
 #[allow(unused_variables)]
 fn compress(compression: Compression, payload: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
     match compression {
         Compression::None => Ok(None),
         #[cfg(feature = "frame-zstd")]
-        Compression::Zstd { level } => zstd::bulk::compress(payload, level)
+        Compression::Zstd { level } => zstd_compress(level, payload)
             .map(|c| Some((FLAG_ZSTD, c)))
             .map_err(|e| Error::invalid_argument("compression", format!("zstd failed: {e}"))),
         #[cfg(feature = "frame-gzip")]
