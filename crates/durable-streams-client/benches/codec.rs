@@ -14,13 +14,14 @@
 //! (level 3). Stored bytes show what the server keeps. Each scenario runs
 //! `ROUNDS` times, alternating; medians are shown with the ratio to "bytes".
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use durable_streams_client::codec::{Compression, Framed, Framing, ProstCodec};
 use durable_streams_client::{Client, LiveMode, Producer, Stream};
 use futures::StreamExt;
-use test_servers::{ServerKind, ServerOptions, TestServer};
 
 const ROUNDS: usize = 5;
 
@@ -139,24 +140,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let quick = std::env::var("DS_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = common::quick();
     let count = if quick { 2_000 } else { 20_000 };
-    if !ServerKind::Rust.is_available() {
-        println!("skipping: the Rust server is not installed (run scripts/install-servers.sh)");
+    let Some((server, runtime)) = common::rust_server() else {
         return;
-    }
-    let server = TestServer::start_with(
-        ServerKind::Rust,
-        ServerOptions {
-            durability_memory: true,
-            ..ServerOptions::default()
-        },
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    };
     let events = events(count);
     let client = Client::new();
     let kinds = [Kind::Bytes, Kind::Prost, Kind::ProstZstd];

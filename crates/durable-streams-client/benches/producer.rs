@@ -23,6 +23,8 @@
 //! CPU time is this process's on-CPU time (all threads, from schedstat; the
 //! server is another process), per message.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +33,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use test_servers::{ServerKind, ServerOptions, TestServer};
+use test_servers::TestServer;
 
 const ROUNDS: usize = 5;
 const LANES: usize = 5;
@@ -59,24 +61,11 @@ struct Sample {
 }
 
 fn main() {
-    let quick = std::env::var("DS_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = common::quick();
     let scale = if quick { 100 } else { 1 };
-    if !ServerKind::Rust.is_available() {
-        println!("skipping: the Rust server is not installed (run scripts/install-servers.sh)");
+    let Some((server, runtime)) = common::rust_server() else {
         return;
-    }
-    let server = TestServer::start_with(
-        ServerKind::Rust,
-        ServerOptions {
-            durability_memory: true,
-            ..ServerOptions::default()
-        },
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    };
     let scenarios = [
         Scenario {
             name: "100,000 x 100 B",

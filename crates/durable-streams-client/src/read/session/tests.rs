@@ -500,6 +500,20 @@ mod scripted {
             .with_header("stream-up-to-date", "true")
     }
 
+    /// Promises the whole `body`, sends `body[..cut]`, hangs up.
+    fn broken_json_reply(body: &[u8], cut: usize) -> Reply {
+        Reply::Stream {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("stream-next-offset".into(), "0002".into()),
+                ("stream-up-to-date".into(), "true".into()),
+                ("content-length".into(), body.len().to_string()),
+            ],
+            parts: vec![(Duration::ZERO, body[..cut].to_vec())],
+        }
+    }
+
     /// Reads every item of a typed catch-up read with small pieces.
     async fn read_ids(server: &ScriptedServer, piece: usize) -> Vec<(Vec<u32>, bool)> {
         let client = crate::Client::builder()
@@ -545,17 +559,7 @@ mod scripted {
         let cut = body.len() * 2 / 3;
         let server = ScriptedServer::start(move |_, n| {
             if n == 0 {
-                // Promise the whole body, send two thirds, hang up.
-                Reply::Stream {
-                    status: 200,
-                    headers: vec![
-                        ("content-type".into(), "application/json".into()),
-                        ("stream-next-offset".into(), "0002".into()),
-                        ("stream-up-to-date".into(), "true".into()),
-                        ("content-length".into(), body.len().to_string()),
-                    ],
-                    parts: vec![(Duration::ZERO, body[..cut].to_vec())],
-                }
+                broken_json_reply(&body, cut)
             } else {
                 json_reply(200).with_body(&body)
             }
@@ -577,15 +581,7 @@ mod scripted {
         let cut = body.len() / 2;
         let server = ScriptedServer::start(move |_, n| {
             if n == 0 {
-                Reply::Stream {
-                    status: 200,
-                    headers: vec![
-                        ("content-type".into(), "application/json".into()),
-                        ("stream-next-offset".into(), "0002".into()),
-                        ("content-length".into(), body.len().to_string()),
-                    ],
-                    parts: vec![(Duration::ZERO, body[..cut].to_vec())],
-                }
+                broken_json_reply(&body, cut)
             } else {
                 json_reply(200).with_body(&body)
             }
