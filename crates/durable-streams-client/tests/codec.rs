@@ -248,10 +248,34 @@ async fn producer_consumer_and_pipeline_deliver_frames_in_order() {
         producer.close().await.unwrap();
         s.close().await.unwrap();
 
+        // A Frames<C> consumer is given its codec; without it, build fails.
+        let err = Consumer::builder(&s, Collect::default())
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::InvalidArgument { field: "framed" },
+            "{err}"
+        );
+        // The given framing is the one applied: a 8-byte limit stops it.
+        let tiny = Consumer::builder(&s, Collect::default())
+            .start_from(StartFrom::Start)
+            .live(LiveMode::Off)
+            .framed(framed(Compression::None).framing(Framing::new().max_frame_bytes(8)))
+            .build()
+            .unwrap()
+            .spawn();
+        let err = tiny.join().await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::FrameTooLarge { limit: 8, .. }),
+            "{err}"
+        );
+
         let seen = Collect::default();
         let handle = Consumer::builder(&s, seen.clone())
             .start_from(StartFrom::Start)
             .live(LiveMode::Auto)
+            .framed(w.clone())
             .build()
             .unwrap()
             .spawn();

@@ -12,7 +12,8 @@
 //!   (frames batched, never split across requests); read with
 //!   [`ReadBuilder::frames`](crate::ReadBuilder::frames) in every
 //!   [`LiveMode`](crate::LiveMode), [`Pipeline::framed`](crate::pipeline::Pipeline::framed)
-//!   or a consumer whose handler uses [`Frames<C>`](crate::consumer::Frames).
+//!   or a consumer whose handler uses [`Frames<C>`](crate::consumer::Frames)
+//!   (the codec given with [`ConsumerBuilder::framed`](crate::consumer::ConsumerBuilder::framed)).
 //!
 //! JSON streams (`application/json`) stay plain JSON: the server splits
 //! their messages itself; use the JSON reads and writes for them. Framing is

@@ -134,9 +134,18 @@ pub trait Format: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
     type Decoder: Send + 'static;
 
+    /// What decoding needs from the user (the codec and framing of
+    /// [`Frames<C>`]); `()` for the others.
+    #[doc(hidden)]
+    type Settings: Clone + Send + Sync + 'static;
+
+    /// The settings used when none were given (`None`: they must be given).
+    #[doc(hidden)]
+    fn default_settings() -> Option<Self::Settings>;
+
     /// A decoder for a read session starting at `start`.
     #[doc(hidden)]
-    fn decoder(start: &Offset) -> Self::Decoder;
+    fn decoder(settings: &Self::Settings, start: &Offset) -> Self::Decoder;
 
     /// Decode one read chunk (the session's chunks arrive in order).
     #[doc(hidden)]
@@ -158,8 +167,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Format for Json<T> {
     type Item = T;
     const JSON: bool = true;
     type Decoder = ();
+    type Settings = ();
 
-    fn decoder(_: &Offset) {}
+    fn default_settings() -> Option<()> {
+        Some(())
+    }
+
+    fn decoder((): &(), _: &Offset) {}
 
     fn decode((): &mut (), chunk: &mut Chunk) -> Result<Vec<T>> {
         crate::json::decode_chunk(chunk)
@@ -176,8 +190,13 @@ impl Format for Raw {
     type Item = Bytes;
     const JSON: bool = false;
     type Decoder = ();
+    type Settings = ();
 
-    fn decoder(_: &Offset) {}
+    fn default_settings() -> Option<()> {
+        Some(())
+    }
+
+    fn decoder((): &(), _: &Offset) {}
 
     fn decode((): &mut (), chunk: &mut Chunk) -> Result<Vec<Bytes>> {
         Ok(if chunk.data.is_empty() {
@@ -189,14 +208,14 @@ impl Format for Raw {
 }
 
 /// Messages of a framed binary stream ([`codec`](crate::codec)) decoded
-/// by the codec `C` (made with `C::default()`, frames up to
-/// [`DEFAULT_MAX_FRAME_BYTES`](crate::codec::DEFAULT_MAX_FRAME_BYTES)). A
-/// batch holds the messages completed by one read chunk (possibly none);
+/// by the codec `C`. The codec and its framing (size limit) are given to
+/// the builder: [`ConsumerBuilder::framed`] (or
+/// [`WorkerBuilder::framed`](crate::subscription::WorkerBuilder::framed));
+/// `build` fails with `InvalidArgument { field: "framed" }` without them.
+/// A batch holds the messages completed by one read chunk (possibly none);
 /// its offset is exact, and committed, only when no partial frame is
 /// carried past it. A malformed frame or a payload the codec rejects is an
-/// error for [`Handler::handle_error`]. For a codec that needs
-/// configuration (an `AvroCodec` schema), wrap it in a type whose
-/// `Default` builds it.
+/// error for [`Handler::handle_error`].
 pub struct Frames<C>(PhantomData<fn() -> C>);
 
 impl<C> fmt::Debug for Frames<C> {
@@ -209,16 +228,20 @@ impl<C> sealed::Sealed for Frames<C> {}
 
 impl<C> Format for Frames<C>
 where
-    C: Codec + Default,
+    C: Codec,
     C::Item: Sync,
 {
     type Item = C::Item;
     const JSON: bool = false;
     type Decoder = (FrameDecoder, Framed<C>);
+    type Settings = Framed<C>;
 
-    fn decoder(start: &Offset) -> Self::Decoder {
-        let framed = Framed::new(C::default());
-        (framed.settings().decoder(start.clone()), framed)
+    fn default_settings() -> Option<Framed<C>> {
+        None
+    }
+
+    fn decoder(framed: &Framed<C>, start: &Offset) -> Self::Decoder {
+        (framed.settings().decoder(start.clone()), framed.clone())
     }
 
     fn decode((decoder, framed): &mut Self::Decoder, chunk: &mut Chunk) -> Result<Vec<C::Item>> {
@@ -313,7 +336,7 @@ impl ErrorAction {
 /// Implement the methods with `async fn`; the futures must be `Send`. The
 /// consumer calls one method at a time, never concurrently.
 pub trait Handler: Send + 'static {
-    /// How batches are decoded: [`Json<T>`] or [`Raw`].
+    /// How batches are decoded: [`Json<T>`], [`Raw`] or [`Frames<C>`].
     type Format: Format;
 
     /// Handle one batch. `Ok` commits `batch.offset`; `Err` goes to
@@ -360,12 +383,27 @@ pub enum StopReason {
 }
 
 /// Configures a [`Consumer`]. Made by [`Consumer::builder`].
-pub struct ConsumerBuilder<H> {
+pub struct ConsumerBuilder<H: Handler> {
     reader: ReaderConfig,
     handler: H,
+    format: Option<FormatSettings<H>>,
 }
 
-impl<H> fmt::Debug for ConsumerBuilder<H> {
+/// The settings of handler `H`'s format.
+pub(crate) type FormatSettings<H> = <<H as Handler>::Format as Format>::Settings;
+
+/// The given settings, else the format's default, else an error naming
+/// the builder method that gives them.
+pub(crate) fn resolve_format<F: Format>(given: Option<F::Settings>) -> Result<F::Settings> {
+    given.or_else(F::default_settings).ok_or_else(|| {
+        Error::invalid_argument(
+            "framed",
+            "a handler of Frames<C> needs its codec: call .framed(Framed::new(codec)) on the builder",
+        )
+    })
+}
+
+impl<H: Handler> fmt::Debug for ConsumerBuilder<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerBuilder")
             .field("stream", &self.reader.stream)
@@ -400,17 +438,36 @@ impl<H: Handler> ConsumerBuilder<H> {
     /// checkpoint store may restrict). Errors are `InvalidArgument`.
     pub fn build(self) -> Result<Consumer<H>> {
         self.reader.validate("consumer")?;
-        Ok(Consumer { config: self })
+        let settings = resolve_format::<H::Format>(self.format.clone())?;
+        Ok(Consumer {
+            config: self,
+            settings,
+        })
+    }
+}
+
+impl<H, C> ConsumerBuilder<H>
+where
+    H: Handler<Format = Frames<C>>,
+    C: Codec,
+    C::Item: Sync,
+{
+    /// The codec and framing that decode a [`Frames<C>`] handler's
+    /// messages (required for that format).
+    pub fn framed(mut self, framed: Framed<C>) -> Self {
+        self.format = Some(framed);
+        self
     }
 }
 
 /// A configured consumer, ready to [`spawn`](Consumer::spawn) or
 /// [`run`](Consumer::run).
-pub struct Consumer<H> {
+pub struct Consumer<H: Handler> {
     config: ConsumerBuilder<H>,
+    settings: FormatSettings<H>,
 }
 
-impl<H> fmt::Debug for Consumer<H> {
+impl<H: Handler> fmt::Debug for Consumer<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
             .field("config", &self.config)
@@ -424,6 +481,7 @@ impl<H: Handler> Consumer<H> {
         ConsumerBuilder {
             reader: ReaderConfig::new(stream.clone(), "consumer"),
             handler,
+            format: None,
         }
     }
 
@@ -455,13 +513,13 @@ impl<H: Handler> Consumer<H> {
         token: CancellationToken,
         committed: watch::Sender<Option<Offset>>,
     ) -> impl Future<Output = Result<StopReason>> + Send + 'static {
-        let c = self.config;
+        let (c, settings) = (self.config, self.settings);
         let span = tracing::info_span!(
             "durable_streams.consumer",
             consumer = %c.reader.name,
             path = %c.reader.stream.url().path(),
         );
-        let runner = Runner::new(c.reader, c.handler, token, committed);
+        let runner = Runner::new(c.reader, c.handler, settings, token, committed);
         runner.run().instrument(span)
     }
 }

@@ -4,7 +4,7 @@
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, ErrorAction, Flow, Format, Handler, StopReason};
+use super::{Batch, ErrorAction, Flow, Format, FormatSettings, Handler, StopReason};
 use crate::error::Result;
 use crate::offset::Offset;
 use crate::read::{Chunk, Session};
@@ -27,12 +27,15 @@ pub(super) struct Runner<H: Handler> {
     /// The current session's decoding state (a framed format carries
     /// partial frames); made anew for each session.
     decoder: Option<<H::Format as Format>::Decoder>,
+    /// The format's settings (a framed format's codec).
+    settings: FormatSettings<H>,
 }
 
 impl<H: Handler> Runner<H> {
     pub(super) fn new(
         reader: ReaderConfig,
         handler: H,
+        settings: FormatSettings<H>,
         token: CancellationToken,
         committed: watch::Sender<Option<Offset>>,
     ) -> Self {
@@ -45,6 +48,7 @@ impl<H: Handler> Runner<H> {
             position: None,
             up_to_date: false,
             decoder: None,
+            settings,
         }
     }
 
@@ -112,7 +116,7 @@ impl<H: Handler> Runner<H> {
                 resolved
             }
         };
-        self.decoder = Some(<H::Format as Format>::decoder(&start));
+        self.decoder = Some(<H::Format as Format>::decoder(&self.settings, &start));
         let mut session = Session::new(
             self.reader.stream.clone(),
             start,
@@ -142,9 +146,9 @@ impl<H: Handler> Runner<H> {
 
     pub(super) async fn process(&mut self, mut chunk: Chunk) -> Result<Option<StopReason>> {
         let bytes = chunk.data.len();
-        let decoder = self
-            .decoder
-            .get_or_insert_with(|| <H::Format as Format>::decoder(&Offset::start()));
+        let decoder = self.decoder.get_or_insert_with(|| {
+            <H::Format as Format>::decoder(&self.settings, &Offset::start())
+        });
         let items = <H::Format as Format>::decode(decoder, &mut chunk)
             .map_err(|e| e.with_url(self.reader.stream.url()))?;
         let batch = Batch {

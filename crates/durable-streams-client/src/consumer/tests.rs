@@ -76,7 +76,7 @@ fn runner(handler: Scripted, store: Option<MemoryCheckpointStore>) -> Runner<Scr
     let mut reader = ReaderConfig::new(stream, "unit");
     reader.start = StartFrom::Start;
     reader.store = store.map(|s| Arc::new(s) as Arc<dyn DynCheckpointStore>);
-    Runner::new(reader, handler, CancellationToken::new(), committed)
+    Runner::new(reader, handler, (), CancellationToken::new(), committed)
 }
 
 #[tokio::test]

@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::{Heartbeat, Lease, is_fenced};
 use super::{Claim, PendingStream, Subscriptions, Wake};
-use crate::consumer::{Batch, ErrorAction, Flow, Format, Handler};
+use crate::codec::{Codec, Framed};
+use crate::consumer::{
+    Batch, ErrorAction, Flow, Format, FormatSettings, Frames, Handler, resolve_format,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::read::{Chunk, LiveMode, Session};
@@ -72,12 +75,13 @@ impl Worker {
             heartbeat: None,
             retry: default_retry_policy(),
             resweep: Duration::from_secs(60),
+            format: None,
         }
     }
 }
 
 /// Configures a [`Worker`]; see [`Worker::builder`].
-pub struct WorkerBuilder<H> {
+pub struct WorkerBuilder<H: Handler> {
     subs: Subscriptions,
     ids: Vec<String>,
     wake_stream: Option<String>,
@@ -87,9 +91,10 @@ pub struct WorkerBuilder<H> {
     heartbeat: Option<Duration>,
     retry: RetryPolicy,
     resweep: Duration,
+    format: Option<FormatSettings<H>>,
 }
 
-impl<H> fmt::Debug for WorkerBuilder<H> {
+impl<H: Handler> fmt::Debug for WorkerBuilder<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerBuilder")
             .field("subscriptions", &self.ids)
@@ -180,6 +185,7 @@ impl<H: Handler> WorkerBuilder<H> {
     }
 
     async fn prepare(self) -> Result<Run<H>> {
+        let settings = resolve_format::<H::Format>(self.format)?;
         if self.ids.is_empty() {
             return Err(Error::invalid_argument(
                 "subscriptions",
@@ -226,7 +232,22 @@ impl<H: Handler> WorkerBuilder<H> {
             retry: self.retry,
             resweep: self.resweep,
             stats: Arc::new(Counters::default()),
+            settings,
         })
+    }
+}
+
+impl<H, C> WorkerBuilder<H>
+where
+    H: Handler<Format = Frames<C>>,
+    C: Codec,
+    C::Item: Sync,
+{
+    /// The codec and framing that decode a [`Frames<C>`] handler's
+    /// messages (required for that format).
+    pub fn framed(mut self, framed: Framed<C>) -> Self {
+        self.format = Some(framed);
+        self
     }
 }
 
@@ -390,7 +411,7 @@ enum Next {
     Stop,
 }
 
-struct Run<H> {
+struct Run<H: Handler> {
     subs: Subscriptions,
     ids: Vec<String>,
     name: String,
@@ -401,6 +422,7 @@ struct Run<H> {
     retry: RetryPolicy,
     resweep: Duration,
     stats: Arc<Counters>,
+    settings: FormatSettings<H>,
 }
 
 impl<H: Handler> Run<H> {
@@ -656,7 +678,7 @@ impl<H: Handler> Run<H> {
     ) -> Result<Ended> {
         let stream = self.subs.stream(&pending.path)?;
         let path: Arc<str> = Arc::from(pending.path.as_str());
-        let mut decoder = <H::Format as Format>::decoder(&pending.acked_offset);
+        let mut decoder = <H::Format as Format>::decoder(&self.settings, &pending.acked_offset);
         let mut reader = Box::pin(
             Session::new(
                 stream,

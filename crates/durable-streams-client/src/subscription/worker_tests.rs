@@ -66,3 +66,36 @@ fn wake_events_queue_each_known_subscription_once() {
     let foreign: WakeEvent = serde_json::from_str(r#"{"hello":1}"#).unwrap();
     assert!(foreign.kind.is_none() && foreign.subscription_id.is_none());
 }
+
+/// A handler of framed messages (its codec comes from the builder).
+struct FramedHandler;
+
+impl Handler for FramedHandler {
+    type Format = Frames<crate::codec::BytesCodec>;
+    async fn handle_batch(&mut self, _batch: &Batch<bytes::Bytes>) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+}
+
+#[tokio::test]
+async fn a_framed_handler_needs_its_codec_before_anything_is_sent() {
+    // Nothing listens here: the check must come before any request.
+    let subs = crate::Client::new()
+        .subscriptions("http://127.0.0.1:9")
+        .unwrap();
+    let err = Worker::builder(&subs, FramedHandler)
+        .subscription("s")
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "framed" });
+    // With it, the worker gets past configuration (and then fails to reach
+    // the server, which is the next thing it does).
+    let err = Worker::builder(&subs, FramedHandler)
+        .subscription("s")
+        .framed(Framed::new(crate::codec::BytesCodec))
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_ne!(err.kind(), &ErrorKind::InvalidArgument { field: "framed" });
+}
