@@ -37,6 +37,8 @@ section "cargo clippy --workspace --all-targets (+ sqlite, metrics, codec featur
 cargo clippy --workspace --all-targets --features durable-streams-client/sqlite,durable-streams-client/metrics,$CODEC_FEATURES -- -D warnings
 # The codec without its optional features (the `UnsupportedFrame` paths).
 cargo clippy -p durable-streams-client --all-targets -- -D warnings
+# No default features at all (no TLS: plain HTTP only, as the fuzz crate builds it).
+cargo clippy -p durable-streams-client --lib --no-default-features -- -D warnings
 # dstream's `bench` feature (off by default) too.
 cargo clippy -p dstream --all-targets --features bench -- -D warnings
 

@@ -153,8 +153,7 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     max_response_bytes: usize,
     redirects: RedirectPolicy,
-    root_certificates: Vec<reqwest::Certificate>,
-    identity: Option<reqwest::Identity>,
+    tls: TlsConfig,
     proxy: Option<reqwest::Proxy>,
     no_proxy: bool,
     tls_error: Option<Error>,
@@ -185,8 +184,7 @@ impl Default for ClientBuilder {
             retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             redirects: RedirectPolicy::default(),
-            root_certificates: Vec::new(),
-            identity: None,
+            tls: TlsConfig::default(),
             proxy: None,
             no_proxy: false,
             tls_error: None,
@@ -204,8 +202,8 @@ impl fmt::Debug for ClientBuilder {
             .field("live_idle_timeout", &self.live_idle_timeout)
             .field("retry", &self.retry)
             .field("redirects", &self.redirects)
-            .field("root_certificates", &self.root_certificates.len())
-            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("root_certificates", &self.tls.root_count())
+            .field("identity", &self.tls.has_identity().then_some("<redacted>"))
             .field("proxy", &self.proxy.as_ref().map(|_| "<set>"))
             .field("no_proxy", &self.no_proxy)
             .field(
@@ -319,21 +317,11 @@ impl ClientBuilder {
 
     /// Trust extra root certificates (PEM, one or more), e.g. a private CA,
     /// in addition to the platform's roots. May be called more than once.
+    /// Without a TLS feature (`rustls` or `native-tls`), `build` fails with
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) `{ feature: "tls" }`.
     pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Self {
-        match reqwest::Certificate::from_pem_bundle(pem) {
-            Ok(certs) if !certs.is_empty() => self.root_certificates.extend(certs),
-            Ok(_) => {
-                self.tls_error.get_or_insert(Error::invalid_argument(
-                    "root_certificate",
-                    "no PEM certificate found",
-                ));
-            }
-            Err(e) => {
-                self.tls_error.get_or_insert(
-                    Error::invalid_argument("root_certificate", "not a PEM certificate")
-                        .with_source(e),
-                );
-            }
+        if let Err(e) = self.tls.add_roots(pem) {
+            self.tls_error.get_or_insert(e);
         }
         self
     }
@@ -341,27 +329,11 @@ impl ClientBuilder {
     /// Present a client certificate (mutual TLS): the PEM certificate chain
     /// and the PEM private key (PKCS#8, PKCS#1 or SEC1 with rustls; PKCS#8
     /// with `native-tls`).
+    /// Without a TLS feature, `build` fails as for
+    /// [`add_root_certificate_pem`](Self::add_root_certificate_pem).
     pub fn client_certificate_pem(mut self, cert_chain: &[u8], private_key: &[u8]) -> Self {
-        #[cfg(feature = "rustls")]
-        let identity = {
-            let mut pem = cert_chain.to_vec();
-            pem.push(b'\n');
-            pem.extend_from_slice(private_key);
-            reqwest::Identity::from_pem(&pem)
-        };
-        #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
-        let identity = reqwest::Identity::from_pkcs8_pem(cert_chain, private_key);
-        match identity {
-            Ok(identity) => self.identity = Some(identity),
-            Err(e) => {
-                self.tls_error.get_or_insert(
-                    Error::invalid_argument(
-                        "client_certificate",
-                        "not a PEM certificate chain and private key",
-                    )
-                    .with_source(e),
-                );
-            }
+        if let Err(e) = self.tls.set_identity(cert_chain, private_key) {
+            self.tls_error.get_or_insert(e);
         }
         self
     }
@@ -469,12 +441,7 @@ impl ClientBuilder {
         if self.http2_prior_knowledge {
             http = http.http2_prior_knowledge();
         }
-        for cert in self.root_certificates.drain(..) {
-            http = http.add_root_certificate(cert);
-        }
-        if let Some(identity) = self.identity.take() {
-            http = http.identity(identity);
-        }
+        http = self.tls.apply(http);
         if self.no_proxy {
             http = http.no_proxy();
         } else if let Some(proxy) = self.proxy.take() {
@@ -578,5 +545,105 @@ mod tests {
         fn assert_traits<T: Send + Sync + Clone + 'static>() {}
         assert_traits::<Client>();
         assert_traits::<crate::Stream>();
+    }
+}
+
+/// Extra roots and a client identity, kept only when a TLS feature is on.
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+#[derive(Default)]
+struct TlsConfig {
+    roots: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+impl TlsConfig {
+    fn add_roots(&mut self, pem: &[u8]) -> Result<()> {
+        match reqwest::Certificate::from_pem_bundle(pem) {
+            Ok(certs) if !certs.is_empty() => {
+                self.roots.extend(certs);
+                Ok(())
+            }
+            Ok(_) => Err(Error::invalid_argument(
+                "root_certificate",
+                "no PEM certificate found",
+            )),
+            Err(e) => Err(
+                Error::invalid_argument("root_certificate", "not a PEM certificate").with_source(e),
+            ),
+        }
+    }
+
+    fn set_identity(&mut self, cert_chain: &[u8], private_key: &[u8]) -> Result<()> {
+        #[cfg(feature = "rustls")]
+        let identity = {
+            let mut pem = cert_chain.to_vec();
+            pem.push(b'\n');
+            pem.extend_from_slice(private_key);
+            reqwest::Identity::from_pem(&pem)
+        };
+        #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
+        let identity = reqwest::Identity::from_pkcs8_pem(cert_chain, private_key);
+        let identity = identity.map_err(|e| {
+            Error::invalid_argument(
+                "client_certificate",
+                "not a PEM certificate chain and private key",
+            )
+            .with_source(e)
+        })?;
+        self.identity = Some(identity);
+        Ok(())
+    }
+
+    fn apply(&mut self, mut http: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        for cert in self.roots.drain(..) {
+            http = http.add_root_certificate(cert);
+        }
+        if let Some(identity) = self.identity.take() {
+            http = http.identity(identity);
+        }
+        http
+    }
+
+    fn root_count(&self) -> usize {
+        self.roots.len()
+    }
+
+    fn has_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+}
+
+/// Built without TLS (`default-features = false`, neither `rustls` nor
+/// `native-tls`): plain-HTTP servers only; asking for certificates fails.
+#[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+#[derive(Default)]
+struct TlsConfig {}
+
+#[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+impl TlsConfig {
+    fn no_tls() -> Error {
+        Error::new(ErrorKind::Unsupported { feature: "tls" })
+            .with_message("built without a TLS feature (enable `rustls` or `native-tls`)")
+    }
+
+    fn add_roots(&mut self, _pem: &[u8]) -> Result<()> {
+        Err(Self::no_tls())
+    }
+
+    fn set_identity(&mut self, _cert_chain: &[u8], _private_key: &[u8]) -> Result<()> {
+        Err(Self::no_tls())
+    }
+
+    fn apply(&mut self, http: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        http
+    }
+
+    fn root_count(&self) -> usize {
+        0
+    }
+
+    fn has_identity(&self) -> bool {
+        false
     }
 }
