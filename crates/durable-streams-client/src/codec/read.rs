@@ -1,12 +1,7 @@
 //! Framed reads ([`ReadBuilder::frames`]) and writes
 //! ([`Stream::append_frame`], [`Producer::send_frame`]).
 
-use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use futures::{Stream as FuturesStream, StreamExt};
 
 use super::{Codec, Framed};
 use crate::error::Result;
@@ -37,25 +32,12 @@ pub struct FrameBatch<T> {
     pub status: u16,
 }
 
-/// A `futures::Stream` of [`FrameBatch`]es. Ends after the closing batch,
-/// after catching up (for [`LiveMode::Off`](crate::LiveMode::Off)), or after
-/// an error.
-pub struct FrameStream<T> {
-    inner: Pin<Box<dyn FuturesStream<Item = Result<FrameBatch<T>>> + Send>>,
-}
-
-impl<T> FuturesStream for FrameStream<T> {
-    type Item = Result<FrameBatch<T>>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-}
-
-impl<T> fmt::Debug for FrameStream<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameStream").finish_non_exhaustive()
-    }
-}
+crate::read::boxed_stream!(
+    /// A `futures::Stream` of [`FrameBatch`]es. Ends after the closing
+    /// batch, after catching up (for [`LiveMode::Off`](crate::LiveMode::Off)),
+    /// or after an error.
+    FrameStream<T>, FrameBatch<T>
+);
 
 impl ReadBuilder {
     /// Typed messages of a framed binary stream (see [`codec`](crate::codec)),
@@ -67,37 +49,17 @@ impl ReadBuilder {
     pub fn frames<C: Codec>(self, framed: Framed<C>) -> FrameStream<C::Item> {
         let url = self.stream_url().clone();
         let decoder = framed.framing.decoder(self.start_offset().clone());
-        let state = FrameRead {
-            chunks: self.bytes(),
-            decoder,
-            framed,
-            failed: false,
-        };
-        let stream = futures::stream::unfold(state, move |mut state| {
-            let url = url.clone();
-            async move {
-                if state.failed {
-                    return None;
-                }
-                let item = match state.chunks.next().await? {
-                    Err(e) => Err(e),
-                    Ok(chunk) => state.step(chunk).map_err(|e| e.with_url(&url)),
-                };
-                state.failed = item.is_err();
-                Some((item, state))
-            }
-        });
+        let state = FrameRead { decoder, framed };
         FrameStream {
-            inner: stream.boxed(),
+            inner: crate::read::decode_chunks(self.bytes(), url, state, FrameRead::step),
+            _type: std::marker::PhantomData,
         }
     }
 }
 
 struct FrameRead<C> {
-    chunks: crate::read::ChunkStream,
     decoder: super::FrameDecoder,
     framed: Framed<C>,
-    failed: bool,
 }
 
 impl<C: Codec> FrameRead<C> {

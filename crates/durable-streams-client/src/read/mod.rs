@@ -20,10 +20,8 @@ pub(crate) mod sse;
 
 pub(crate) use session::fuzz_entry_control;
 
-use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -273,23 +271,8 @@ impl ReadBuilder {
     /// UTF-8 text chunks. Invalid UTF-8 is a `Decode(Utf8)` error.
     pub fn text(self) -> TextStream {
         let url = self.stream.url().clone();
-        let chunks = self.bytes();
-        let stream = futures::stream::unfold(
-            (chunks, Utf8Carry::default(), url, false),
-            |(mut chunks, mut carry, url, failed)| async move {
-                if failed {
-                    return None;
-                }
-                let item = match chunks.next().await? {
-                    Err(e) => Err(e),
-                    Ok(chunk) => carry.decode(chunk).map_err(|e| e.with_url(&url)),
-                };
-                let failed = item.is_err();
-                Some((item, (chunks, carry, url, failed)))
-            },
-        );
         TextStream {
-            inner: stream.boxed(),
+            inner: decode_chunks(self.bytes(), url, Utf8Carry::default(), Utf8Carry::decode),
         }
     }
 
@@ -350,6 +333,36 @@ impl ReadBuilder {
     }
 }
 
+/// Chunks turned into items by `step`, which keeps state across chunks
+/// (bytes of a split character or frame). Ends after the first error,
+/// which names `url`.
+pub(crate) fn decode_chunks<S, U>(
+    chunks: ChunkStream,
+    url: url::Url,
+    state: S,
+    step: impl FnMut(&mut S, Chunk) -> Result<U> + Send + 'static,
+) -> Pin<Box<dyn FuturesStream<Item = Result<U>> + Send>>
+where
+    S: Send + 'static,
+    U: Send + 'static,
+{
+    let stream = futures::stream::unfold(
+        (chunks, state, step, url, false),
+        |(mut chunks, mut state, mut step, url, failed)| async move {
+            if failed {
+                return None;
+            }
+            let item = match chunks.next().await? {
+                Err(e) => Err(e),
+                Ok(chunk) => step(&mut state, chunk).map_err(|e| e.with_url(&url)),
+            };
+            let failed = item.is_err();
+            Some((item, (chunks, state, step, url, failed)))
+        },
+    );
+    stream.boxed()
+}
+
 /// Keeps the bytes of a UTF-8 character split across chunks.
 #[derive(Debug, Default)]
 struct Utf8Carry {
@@ -387,28 +400,34 @@ impl Utf8Carry {
     }
 }
 
+/// A public `futures::Stream` wrapper around a boxed stream of `Result`s.
 macro_rules! boxed_stream {
     ($(#[$doc:meta])* $name:ident < $($gen:ident)? >, $item:ty) => {
         $(#[$doc])*
         pub struct $name<$($gen)?> {
-            inner: Pin<Box<dyn FuturesStream<Item = Result<$item>> + Send>>,
-            $(_type: PhantomData<fn() -> $gen>,)?
+            inner: ::std::pin::Pin<Box<dyn ::futures::Stream<Item = $crate::error::Result<$item>> + Send>>,
+            $(_type: ::std::marker::PhantomData<fn() -> $gen>,)?
         }
 
-        impl<$($gen)?> FuturesStream for $name<$($gen)?> {
-            type Item = Result<$item>;
-            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        impl<$($gen)?> ::futures::Stream for $name<$($gen)?> {
+            type Item = $crate::error::Result<$item>;
+            fn poll_next(
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<Option<Self::Item>> {
                 self.inner.as_mut().poll_next(cx)
             }
         }
 
-        impl<$($gen)?> fmt::Debug for $name<$($gen)?> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl<$($gen)?> ::std::fmt::Debug for $name<$($gen)?> {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.debug_struct(stringify!($name)).finish_non_exhaustive()
             }
         }
     };
 }
+
+pub(crate) use boxed_stream;
 
 boxed_stream!(
     /// A `futures::Stream` of [`Chunk`]s. Ends after the closing chunk, after
