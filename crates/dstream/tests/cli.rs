@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use test_servers::{ServerKind, TestServer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dstream");
+mod common;
+
+use common::{BIN, command, run, run_stdin};
 
 /// Starts the Rust server; panics with the install hint
 /// (`scripts/install-servers.sh`) when it is not installed.
@@ -22,31 +24,6 @@ fn server() -> TestServer {
 fn unique_name(server: &TestServer, prefix: &str) -> String {
     let url = server.unique_stream_url(prefix);
     url.rsplit('/').next().unwrap().to_owned()
-}
-
-fn command(server: &TestServer, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("DS_URL", server.base_url())
-        .env_remove("DS_AUTH")
-        .args(args);
-    cmd
-}
-
-fn run(server: &TestServer, args: &[&str]) -> Output {
-    run_stdin(server, args, b"")
-}
-
-fn run_stdin(server: &TestServer, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = command(server, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dstream");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    drop(input);
-    child.wait_with_output().expect("wait for dstream")
 }
 
 /// Run and require exit code 0; returns stdout.

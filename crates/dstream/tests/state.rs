@@ -14,7 +14,9 @@ use durable_streams_client::state::SqliteStore;
 use serde_json::{Value, json};
 use test_servers::{ServerKind, TestServer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dstream");
+mod common;
+
+use common::{command, run, run_stdin};
 
 type Model = BTreeMap<String, BTreeMap<String, Value>>;
 
@@ -27,31 +29,6 @@ fn server() -> TestServer {
 fn unique_name(server: &TestServer, prefix: &str) -> String {
     let url = server.unique_stream_url(prefix);
     url.rsplit('/').next().unwrap().to_owned()
-}
-
-fn command(server: &TestServer, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("DS_URL", server.base_url())
-        .env_remove("DS_AUTH")
-        .args(args);
-    cmd
-}
-
-fn run_stdin(server: &TestServer, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = command(server, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dstream");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    drop(input);
-    child.wait_with_output().expect("wait for dstream")
-}
-
-fn run(server: &TestServer, args: &[&str]) -> Output {
-    run_stdin(server, args, b"")
 }
 
 fn ok_stdin(server: &TestServer, args: &[&str], stdin: &[u8]) -> String {

@@ -16,25 +16,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use test_servers::{ServerKind, TestServer, http_request};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dstream");
+mod common;
+
+use common::{command, run};
 
 fn node() -> TestServer {
     TestServer::start(ServerKind::Node)
-}
-
-fn command(server: &TestServer, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("DS_URL", server.base_url())
-        .env_remove("DS_AUTH")
-        .args(args);
-    cmd
-}
-
-fn run(server: &TestServer, args: &[&str]) -> Output {
-    command(server, args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run dstream")
 }
 
 fn text(bytes: &[u8]) -> String {

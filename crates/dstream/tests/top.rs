@@ -3,7 +3,7 @@
 //! subscriptions), with a producer appending while `top` samples.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -12,22 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 use test_servers::{ServerKind, TestServer, http_request};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dstream");
+mod common;
 
-fn command(server: &TestServer, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("DS_URL", server.base_url())
-        .env_remove("DS_AUTH")
-        .args(args);
-    cmd
-}
-
-fn run(server: &TestServer, args: &[&str]) -> Output {
-    command(server, args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run dstream")
-}
+use common::{command, run};
 
 fn ok_json(server: &TestServer, args: &[&str]) -> Value {
     let out = run(server, args);

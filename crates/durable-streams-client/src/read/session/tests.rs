@@ -514,6 +514,18 @@ mod scripted {
         }
     }
 
+    /// Breaks the first answer after `cut` bytes, then serves `body` whole.
+    async fn broken_once(body: Vec<u8>, cut: usize) -> ScriptedServer {
+        ScriptedServer::start(move |_, n| {
+            if n == 0 {
+                broken_json_reply(&body, cut)
+            } else {
+                json_reply(200).with_body(&body)
+            }
+        })
+        .await
+    }
+
     /// Reads every item of a typed catch-up read with small pieces.
     async fn read_ids(server: &ScriptedServer, piece: usize) -> Vec<(Vec<u32>, bool)> {
         let client = crate::Client::builder()
@@ -557,14 +569,7 @@ mod scripted {
     async fn a_json_body_broken_after_pieces_went_out_skips_them_when_read_again() {
         let body = json_array(0..200);
         let cut = body.len() * 2 / 3;
-        let server = ScriptedServer::start(move |_, n| {
-            if n == 0 {
-                broken_json_reply(&body, cut)
-            } else {
-                json_reply(200).with_body(&body)
-            }
-        })
-        .await;
+        let server = broken_once(body, cut).await;
         let batches = read_ids(&server, 300).await;
         let ids: Vec<u32> = batches.iter().flat_map(|(ids, _)| ids.clone()).collect();
         assert_eq!(
@@ -579,14 +584,7 @@ mod scripted {
     async fn a_small_json_body_broken_before_any_piece_is_read_again_whole() {
         let body = json_array(0..5);
         let cut = body.len() / 2;
-        let server = ScriptedServer::start(move |_, n| {
-            if n == 0 {
-                broken_json_reply(&body, cut)
-            } else {
-                json_reply(200).with_body(&body)
-            }
-        })
-        .await;
+        let server = broken_once(body, cut).await;
         let batches = read_ids(&server, 1 << 20).await;
         assert_eq!(batches, vec![((0..5).collect(), true)]);
         assert_eq!(server.count(), 2);
