@@ -123,7 +123,8 @@ pub use producer::{
     ProducerStats, Receipt,
 };
 pub use read::{
-    Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, TextChunk, TextStream,
+    Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, SharedRead, TextChunk,
+    TextStream,
 };
 pub use retry::RetryPolicy;
 pub use stream::{

@@ -5,7 +5,12 @@
 //! heap: RSS after all N subscribers received a warm-up append, minus RSS
 //! before the first subscriber was opened, divided by N. Then `appends`
 //! appends are timed to every subscriber (one latency sample per
-//! subscriber and append).
+//! subscriber and append). Two variants of ours: one SSE read per
+//! subscriber (`fanout-N`), and N subscribers of one shared read
+//! (`fanout-shared-N`, [`ReadBuilder::shared`]), both against the same raw
+//! baseline of one connection per subscriber.
+//!
+//! [`ReadBuilder::shared`]: durable_streams_client::ReadBuilder::shared
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +25,9 @@ use super::Target;
 use super::raw;
 use super::report::{Metric, Row};
 use super::scenarios::client;
+
+/// Chunks the shared-read variant keeps for subscribers that are behind.
+const SHARED_CAPACITY: usize = 64;
 
 /// File descriptors kept free for everything but the subscribers.
 const FD_RESERVE: usize = 256;
@@ -89,21 +97,56 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
         .await
         .map_err(|e| format!("create: {e}"))?;
     let ours = run_child("ours", &url, n, appends).await?;
+    let shared = run_child("shared", &url, n, appends).await?;
     let base = run_child("base", &url, n, appends).await?;
-    let name = format!("fanout-{wanted}");
-    let params = format!(
-        "{n} SSE subscribers on one client; {appends} timed appends, latency to each subscriber"
-    );
+    let mut out = rows(
+        format!("fanout-{wanted}"),
+        t,
+        n,
+        appends,
+        ours,
+        &base,
+        note.clone(),
+    )?;
+    out.extend(rows(
+        format!("fanout-shared-{wanted}"),
+        t,
+        n,
+        appends,
+        shared,
+        &base,
+        note,
+    )?);
+    Ok(out)
+}
+
+/// A latency row and a memory row of one fan-out variant against the
+/// baseline.
+fn rows(
+    name: String,
+    t: &Target,
+    n: usize,
+    appends: usize,
+    ours: ChildReport,
+    base: &ChildReport,
+    note: Option<String>,
+) -> Result<Vec<Row>, String> {
+    let how = if name.contains("shared") {
+        "subscribers of one shared read (ReadBuilder::shared)"
+    } else {
+        "SSE subscribers on one client"
+    };
+    let params = format!("{n} {how}; {appends} timed appends, latency to each subscriber");
     let mut lat = Row::new(
         &t.label,
         name.clone(),
         Metric::Latency,
         "us",
         ours.latencies_us,
-        base.latencies_us,
+        base.latencies_us.clone(),
     )
     .ok_or("fan-out: no latency samples")?;
-    lat.params = params.clone();
+    lat.params = params;
     lat.note.clone_from(&note);
     let mut mem = Row::new(
         &t.label,
@@ -114,7 +157,7 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
         vec![base.rss_per_subscriber],
     )
     .ok_or("fan-out: no memory sample")?;
-    mem.params = format!("{n} SSE subscribers: RSS growth / N, each side in a fresh process");
+    mem.params = format!("{n} {how}: RSS growth / N, each side in a fresh process");
     mem.note = note;
     Ok(vec![lat, mem])
 }
@@ -156,9 +199,10 @@ async fn collect(
 /// Child side: open `n` subscribers, warm up, measure, print one JSON line.
 pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
-    let ours = match kind {
-        "ours" => true,
-        "base" => false,
+    let (ours, shared) = match kind {
+        "ours" => (true, false),
+        "shared" => (true, true),
+        "base" => (false, false),
         other => return Err(format!("unknown fan-out child kind {other:?}")),
     };
     // Fixed costs (client, pool, first connection) before the first sample.
@@ -177,12 +221,28 @@ pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<()
         raw::tail(&raw, url).await?
     };
     let rss0 = rss_bytes()?;
+    let offset = durable_streams_client::Offset::parse(&tail).map_err(|e| e.to_string())?;
+    let hub = if shared {
+        let read = stream.read().offset(offset.clone()).live(LiveMode::Sse);
+        Some(
+            read.shared(SHARED_CAPACITY)
+                .map_err(|e| format!("shared read: {e}"))?,
+        )
+    } else {
+        None
+    };
     let mut tasks = Vec::with_capacity(n);
     for id in 0..n {
         let tx = tx.clone();
         if ours {
-            let offset = durable_streams_client::Offset::parse(&tail).map_err(|e| e.to_string())?;
-            let mut reader = stream.read().offset(offset).live(LiveMode::Sse).bytes();
+            let mut reader = match &hub {
+                Some(hub) => hub.subscribe(),
+                None => stream
+                    .read()
+                    .offset(offset.clone())
+                    .live(LiveMode::Sse)
+                    .bytes(),
+            };
             tasks.push(tokio::spawn(async move {
                 while let Some(Ok(chunk)) = reader.next().await {
                     if !chunk.data.is_empty() && tx.send((id, Instant::now())).is_err() {

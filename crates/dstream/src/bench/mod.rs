@@ -63,6 +63,9 @@ in the same run, alternating round by round):
   fanout-N             N SSE subscribers on one client (N = 100, 1,000,
                        10,000): RSS per subscriber, and the latency of one
                        append to every subscriber (p50/p99)
+  fanout-shared-N      the same N subscribers on one shared read
+                       (ReadBuilder::shared: one connection for all);
+                       same baseline, one raw connection per subscriber
   sub-latency          pull-wake subscription: one append, time until the
                        worker's handler has it; baseline: a live consumer
   sub-webhook-latency  webhook subscription: one append, time until a
@@ -111,7 +114,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SUBSTR")]
     pub only: Vec<String>,
     /// Internal: run one side of a fan-out measurement in this process.
-    #[arg(long, hide = true, value_name = "ours|base", requires_all = ["fanout_url", "fanout_n"])]
+    #[arg(long, hide = true, value_name = "ours|shared|base", requires_all = ["fanout_url", "fanout_n"])]
     pub fanout_child: Option<String>,
     /// Internal: the fan-out stream URL.
     #[arg(long, hide = true)]

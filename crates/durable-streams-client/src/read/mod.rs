@@ -16,6 +16,7 @@
 
 mod guard;
 mod session;
+mod shared;
 pub(crate) mod sse;
 
 pub(crate) use session::fuzz_entry_control;
@@ -35,6 +36,7 @@ use crate::stream::Stream;
 pub(crate) use guard::checkpoint_moves;
 use session::ReadOptions;
 pub(crate) use session::Session;
+pub use shared::SharedRead;
 
 impl Stream {
     /// Configure a read: start offset, live mode, and the item shape.
