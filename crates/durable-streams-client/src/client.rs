@@ -50,7 +50,7 @@ impl Client {
                 let settings = ClientBuilder::default();
                 Client {
                     inner: Arc::new(ClientInner {
-                        transport: settings.transport(Err(err.to_string())),
+                        transport: settings.transport(Err(err.to_string()), false),
                     }),
                 }
             }
@@ -373,9 +373,14 @@ impl ClientBuilder {
         self
     }
 
-    fn transport(&self, http: std::result::Result<reqwest::Client, String>) -> Transport {
+    fn transport(
+        &self,
+        http: std::result::Result<reqwest::Client, String>,
+        preconfigured: bool,
+    ) -> Transport {
         Transport {
             http,
+            preconfigured,
             default_headers: self.default_headers.clone(),
             retry: self.retry.clone(),
             request_timeout: self.request_timeout,
@@ -418,13 +423,14 @@ impl ClientBuilder {
                 "must be greater than zero",
             ));
         }
+        let preconfigured = self.http_client.is_some();
         let http = match self.http_client.take() {
             Some(http) => http,
             None => self.build_http()?,
         };
         Ok(Client {
             inner: Arc::new(ClientInner {
-                transport: self.transport(Ok(http)),
+                transport: self.transport(Ok(http), preconfigured),
             }),
         })
     }

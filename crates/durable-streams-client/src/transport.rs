@@ -135,6 +135,10 @@ pub(crate) struct Transport {
     pub(crate) live_idle_timeout: Duration,
     pub(crate) max_response_bytes: usize,
     pub(crate) redirects: RedirectPolicy,
+    /// The HTTP client was handed in (`ClientBuilder::http_client`): it may
+    /// follow redirects by itself, which is checked on every answer. The
+    /// client built here never does.
+    pub(crate) preconfigured: bool,
 }
 
 /// What to do with a 3xx answer.
@@ -160,7 +164,7 @@ fn redirect_decision(
     {
         return Redirect::Refuse;
     }
-    let same_origin = to.origin() == from.origin();
+    let same_origin = same_origin(&to, from);
     let read = matches!(*method, Method::GET | Method::HEAD);
     let allowed = match policy {
         RedirectPolicy::None => false,
@@ -180,6 +184,14 @@ fn redirect_decision(
     } else {
         Redirect::Refuse
     }
+}
+
+/// Whether two URLs share an origin (scheme, host, port), without the
+/// allocations of `Url::origin` (this runs on every request).
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Whether a response status is retried for a request of this idempotency.
@@ -281,18 +293,16 @@ impl Transport {
         })
     }
 
-    /// Resolve static and dynamic headers and parameters into a request to
-    /// `url` (the target's URL, or where a redirect led). Crossing origins
-    /// drops credentials and computed values.
-    async fn build(
+    /// Resolve the query: the URL's own pairs, the handle's parameters
+    /// (computed ones dropped when crossing origins) and the request's, in
+    /// lexicographic key order.
+    async fn set_query(
         &self,
+        url: &mut url::Url,
         target: &Target<'_>,
         spec: &RequestSpec,
-        url: &url::Url,
-    ) -> Result<reqwest::Request> {
-        let http = self.http()?;
-        let cross_origin = url.origin() != target.url.origin();
-        let mut url = url.clone();
+        cross_origin: bool,
+    ) {
         let mut pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -315,6 +325,26 @@ impl Transport {
             url.set_query(None);
         } else {
             url.set_query(Some(&crate::request::encode_query(&pairs)));
+        }
+    }
+
+    /// Resolve static and dynamic headers and parameters into a request to
+    /// `url` (the target's URL, or where a redirect led). Crossing origins
+    /// drops credentials and computed values.
+    async fn build(
+        &self,
+        target: &Target<'_>,
+        spec: &RequestSpec,
+        url: &url::Url,
+    ) -> Result<reqwest::Request> {
+        let http = self.http()?;
+        let cross_origin = !same_origin(url, target.url);
+        let mut url = url.clone();
+        // The query is rebuilt only when there is one to build (appends and
+        // most writes have none): parsing and re-serializing it costs
+        // allocations on every request.
+        if url.query().is_some() || !target.params.is_empty() || !spec.query.is_empty() {
+            self.set_query(&mut url, target, spec, cross_origin).await;
         }
         let mut headers = self.default_headers.clone();
         if cross_origin {
@@ -397,7 +427,7 @@ impl Transport {
                 status = tracing::field::Empty,
                 duration_ms = tracing::field::Empty,
             );
-            let sent_url = request.url().clone();
+            let sent_url = self.preconfigured.then(|| request.url().clone());
             let started = Instant::now();
             let http = self.http().map_err(|e| e.with_url(target.url))?;
             let outcome = http.execute(request).instrument(span.clone()).await;
@@ -408,7 +438,7 @@ impl Transport {
                     let status = resp.status();
                     span.record("status", status.as_u16());
                     crate::telemetry::request_done(spec.operation, status.as_u16(), elapsed);
-                    if resp.url() != &sent_url {
+                    if sent_url.as_ref().is_some_and(|sent| resp.url() != sent) {
                         // A preconfigured HTTP client followed a redirect on
                         // its own: a write may have been turned into a GET.
                         return Err(Error::new(ErrorKind::Redirect {
@@ -463,7 +493,7 @@ impl Transport {
             return match redirect_decision(self.redirects, &spec.method, status, url, location) {
                 Redirect::Follow(to) if hops.redirects < MAX_REDIRECTS => {
                     hops.redirects += 1;
-                    tracing::debug!(operation = spec.operation, path = %target.url.path(), status = status.as_u16(), cross_origin = to.origin() != target.url.origin(), "following a redirect");
+                    tracing::debug!(operation = spec.operation, path = %target.url.path(), status = status.as_u16(), cross_origin = !same_origin(&to, target.url), "following a redirect");
                     *url = to;
                     Ok(Next::Resend)
                 }

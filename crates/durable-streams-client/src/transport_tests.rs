@@ -315,6 +315,43 @@ mod scripted {
     }
 
     #[tokio::test]
+    async fn a_handed_in_client_that_follows_redirects_is_refused() {
+        let server = ScriptedServer::start(|req, _| {
+            if req.path() == "/v1/stream/s" {
+                Reply::status(302).with_header("location", "/v1/stream/moved")
+            } else {
+                appended()
+            }
+        })
+        .await;
+        // reqwest's default policy follows redirects, turning a POST after
+        // a 302 into a GET: the answer must not pass for the write's.
+        let following = reqwest::Client::builder().build().unwrap();
+        let client = Client::builder().http_client(following).build().unwrap();
+        let s = client
+            .stream(server.url("/v1/stream/s"))
+            .unwrap()
+            .with_content_type("application/octet-stream");
+        let err = s.append("x").await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Redirect { status: 204, .. }),
+            "{err:?}"
+        );
+        // A handed-in client that does not follow works as usual.
+        let plain = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let client = Client::builder().http_client(plain).build().unwrap();
+        let ok = ScriptedServer::start(|_, _| appended()).await;
+        let s = client
+            .stream(ok.url("/v1/stream/s"))
+            .unwrap()
+            .with_content_type("application/octet-stream");
+        s.append("x").await.unwrap();
+    }
+
+    #[tokio::test]
     async fn writes_follow_same_origin_307_with_the_body() {
         let server = ScriptedServer::start(|req, _| {
             if req.path() == "/v1/stream/s" {
