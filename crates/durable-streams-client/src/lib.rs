@@ -8,7 +8,9 @@
 //!   operation (create, append, close, delete, head, fork) and every read.
 //! - Reads are `futures::Stream`s of bytes ([`ChunkStream`]), text
 //!   ([`TextStream`]) or typed JSON ([`JsonStream`]) in every [`LiveMode`],
-//!   resuming from the last delivered [`Offset`] after reconnects.
+//!   resuming from the last delivered [`Offset`] after reconnects. Many
+//!   local subscribers of one stream can share a single read
+//!   ([`SharedRead`], [`ReadBuilder::shared`]).
 //! - One [`Error`] type with a matchable [`ErrorKind`].
 //! - Writing at volume: the idempotent [`Producer`] ([`producer`]):
 //!   batched, pipelined, exactly-once under retries, bounded buffer.

@@ -162,7 +162,11 @@ impl ProducerBuilder {
         self
     }
 
-    /// Requests in flight at once (default 5). 1 means strictly one at a time.
+    /// Requests in flight at once, at most (default 5). 1 means strictly one
+    /// at a time. The producer learns how many pay off: it starts at one,
+    /// grows while no request overtakes another on the way to the server,
+    /// and halves on a sequence gap (each costs a re-upload), probing higher
+    /// again after a long clean run.
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = requests;
         self

@@ -497,35 +497,54 @@ impl Driver {
     }
 }
 
-/// Requests allowed in flight, up to `max_in_flight`. Back to 1 on a
-/// sequence gap (requests overtaking each other on different connections;
-/// each gap costs a whole re-upload), grown by one after as many clean
-/// acknowledgements as the window holds, like TCP's congestion avoidance.
+/// Requests allowed in flight, up to `max_in_flight`, learned like TCP's
+/// congestion window with a sequence gap as the loss signal. Requests on
+/// different connections can overtake each other on the way to the server,
+/// and each overtaking costs a whole re-upload (409, then a resend); on a
+/// fast link with large batches pipelining gains little and overtakes
+/// often, on a slow one it gains a lot and overtakes rarely. So:
+/// - start at 1 and grow by one after as many clean acknowledgements as
+///   the window holds, up to a ceiling (at first `max_in_flight`);
+/// - on a gap, halve the window and make that the ceiling;
+/// - after [`Window::PROBE_AFTER`] clean acknowledgements at the ceiling,
+///   raise it by one again (conditions change).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Window {
     current: usize,
+    ceiling: usize,
     max: usize,
     clean_acks: usize,
 }
 
 impl Window {
+    /// Clean acknowledgements at the ceiling before it is raised again.
+    const PROBE_AFTER: usize = 64;
+
     fn new(max: usize) -> Self {
         Window {
-            current: max,
+            current: 1,
+            ceiling: max,
             max,
             clean_acks: 0,
         }
     }
 
     fn on_gap(&mut self) {
-        self.current = 1;
+        self.ceiling = (self.current / 2).max(1);
+        self.current = self.ceiling;
         self.clean_acks = 0;
     }
 
     fn on_ack(&mut self) {
         self.clean_acks += 1;
-        if self.clean_acks >= self.current && self.current < self.max {
-            self.current += 1;
+        if self.current < self.ceiling {
+            if self.clean_acks >= self.current {
+                self.current += 1;
+                self.clean_acks = 0;
+            }
+        } else if self.ceiling < self.max && self.clean_acks >= Self::PROBE_AFTER {
+            self.ceiling += 1;
+            self.current = self.ceiling;
             self.clean_acks = 0;
         }
     }

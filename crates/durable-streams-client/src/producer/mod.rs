@@ -19,7 +19,8 @@
 //!   was unknown (connection broken after sending, timeout, 500/502/504) is
 //!   the server dropping our own repeat and counts as success
 //!   ([`Receipt::duplicate`]). A sequence gap (requests reordered on the
-//!   way) waits for the lower sequences and resends.
+//!   way) waits for the lower sequences and resends, and halves the number
+//!   of requests kept in flight (see [`ProducerBuilder::max_in_flight`]).
 //! * **Proof of success.** A batch counts as written only on a `2xx` whose
 //!   echoed `Producer-Epoch` / `Producer-Seq` (when sent) match the request;
 //!   a mismatch is an error ([`DecodeKind::Header`](crate::DecodeKind)). A

@@ -70,13 +70,9 @@ fn lost_state_is_told_apart_from_reordering() {
 }
 
 #[test]
-fn window_drops_on_a_gap_and_grows_back() {
+fn window_starts_at_one_halves_on_a_gap_and_probes_back() {
     let mut w = Window::new(5);
-    assert_eq!(w.current, 5);
-    w.on_ack();
-    assert_eq!(w.current, 5, "never above max");
-    w.on_gap();
-    assert_eq!(w.current, 1);
+    assert_eq!(w.current, 1, "slow start");
     // 1 clean ack -> 2, 2 more -> 3, 3 more -> 4, 4 more -> 5.
     let mut acks = 0;
     while w.current < 5 {
@@ -85,5 +81,21 @@ fn window_drops_on_a_gap_and_grows_back() {
     }
     assert_eq!(acks, 1 + 2 + 3 + 4);
     w.on_ack();
-    assert_eq!(w.current, 5);
+    assert_eq!(w.current, 5, "never above max");
+    // Overtaking at 5: halve, and 2 is the ceiling from now on.
+    w.on_gap();
+    assert_eq!((w.current, w.ceiling), (2, 2));
+    for _ in 0..Window::PROBE_AFTER - 1 {
+        w.on_ack();
+        assert_eq!(w.current, 2);
+    }
+    // Long clean at the ceiling: probe one higher.
+    w.on_ack();
+    assert_eq!((w.current, w.ceiling), (3, 3));
+    // Overtaking even at 2 settles at 1: no more pipelining to waste.
+    w.on_gap();
+    w.on_gap();
+    assert_eq!((w.current, w.ceiling), (1, 1));
+    w.on_gap();
+    assert_eq!(w.current, 1, "never below one");
 }
