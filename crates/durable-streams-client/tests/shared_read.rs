@@ -253,3 +253,42 @@ async fn an_error_reaches_every_subscriber() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_and_text_subscribers_decode_for_themselves() {
+    for server in common::servers() {
+        let client = common::client();
+        let s =
+            common::stream(&server, &client, "shared-json").with_content_type("application/json");
+        s.create().await.unwrap();
+        let shared = s.read().live(LiveMode::Sse).shared(8).unwrap();
+        let typed: Vec<_> = (0..3)
+            .map(|_| {
+                let mut batches = shared.subscribe_json::<serde_json::Value>();
+                tokio::spawn(async move {
+                    let mut values = Vec::new();
+                    while let Some(batch) = batches.next().await {
+                        values.extend(batch.unwrap().items);
+                    }
+                    values
+                })
+            })
+            .collect();
+        let mut text = shared.subscribe_text();
+        let expected: Vec<serde_json::Value> = (0..10)
+            .map(|i| serde_json::json!({"n": i, "s": "é"}))
+            .collect();
+        for v in &expected {
+            s.append_json(v).await.unwrap();
+        }
+        s.close().await.unwrap();
+        for task in typed {
+            assert_eq!(task.await.unwrap(), expected, "{:?}", server.kind());
+        }
+        let mut seen = String::new();
+        while let Some(chunk) = text.next().await {
+            seen.push_str(&chunk.unwrap().text);
+        }
+        assert_eq!(seen.matches('é').count(), 10, "{seen}");
+    }
+}

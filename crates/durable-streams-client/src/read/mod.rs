@@ -273,9 +273,7 @@ impl ReadBuilder {
     /// UTF-8 text chunks. Invalid UTF-8 is a `Decode(Utf8)` error.
     pub fn text(self) -> TextStream {
         let url = self.stream.url().clone();
-        TextStream {
-            inner: decode_chunks(self.bytes(), url, Utf8Carry::default(), Utf8Carry::decode),
-        }
+        text_stream(self.bytes(), url)
     }
 
     /// Typed JSON messages, in batches as the server delivers them. Each item
@@ -284,23 +282,7 @@ impl ReadBuilder {
     pub fn json<T: DeserializeOwned + Send + 'static>(self) -> JsonStream<T> {
         let url = self.stream.url().clone();
         let session = self.session(true);
-        let stream = session.into_stream().map(move |chunk| {
-            let mut chunk = chunk?;
-            let items = crate::json::decode_chunk(&mut chunk).map_err(|e| e.with_url(&url))?;
-            Ok(JsonBatch {
-                items,
-                offset: chunk.offset,
-                exact: chunk.exact,
-                cursor: chunk.cursor,
-                up_to_date: chunk.up_to_date,
-                closed: chunk.closed,
-                status: chunk.status,
-            })
-        });
-        JsonStream {
-            inner: stream.boxed(),
-            _type: PhantomData,
-        }
+        json_stream(session.into_stream(), url)
     }
 
     /// Read to the end of this read (the tail for [`LiveMode::Off`], the
@@ -332,6 +314,37 @@ impl ReadBuilder {
             out.extend(batch?.items);
         }
         Ok(out)
+    }
+}
+
+/// Chunks as UTF-8 text (a character split across chunks is carried).
+fn text_stream(chunks: ChunkStream, url: url::Url) -> TextStream {
+    TextStream {
+        inner: decode_chunks(chunks, url, Utf8Carry::default(), Utf8Carry::decode),
+    }
+}
+
+/// Chunks of a JSON stream as typed batches.
+fn json_stream<T: DeserializeOwned + Send + 'static>(
+    chunks: impl FuturesStream<Item = Result<Chunk>> + Send + 'static,
+    url: url::Url,
+) -> JsonStream<T> {
+    let stream = chunks.map(move |chunk| {
+        let mut chunk = chunk?;
+        let items = crate::json::decode_chunk(&mut chunk).map_err(|e| e.with_url(&url))?;
+        Ok(JsonBatch {
+            items,
+            offset: chunk.offset,
+            exact: chunk.exact,
+            cursor: chunk.cursor,
+            up_to_date: chunk.up_to_date,
+            closed: chunk.closed,
+            status: chunk.status,
+        })
+    });
+    JsonStream {
+        inner: stream.boxed(),
+        _type: PhantomData,
     }
 }
 

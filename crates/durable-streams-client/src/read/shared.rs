@@ -16,7 +16,9 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Chunk, ChunkStream, ReadBuilder};
+use serde::de::DeserializeOwned;
+
+use super::{Chunk, ChunkStream, JsonStream, ReadBuilder, TextStream};
 use crate::error::{Error, Result};
 use crate::offset::Offset;
 
@@ -182,6 +184,18 @@ impl SharedRead {
         };
         drop(state);
         subscriber(Arc::clone(&self.hub), rx, from)
+    }
+
+    /// [`subscribe`](Self::subscribe) as UTF-8 text (like
+    /// [`ReadBuilder::text`]).
+    pub fn subscribe_text(&self) -> TextStream {
+        super::text_stream(self.subscribe(), self.hub.template.stream_url().clone())
+    }
+
+    /// [`subscribe`](Self::subscribe) as typed JSON batches (like
+    /// [`ReadBuilder::json`]); each subscriber decodes for itself.
+    pub fn subscribe_json<T: DeserializeOwned + Send + 'static>(&self) -> JsonStream<T> {
+        super::json_stream(self.subscribe(), self.hub.template.stream_url().clone())
     }
 
     /// Where a subscriber made now starts: the last exact offset the shared
