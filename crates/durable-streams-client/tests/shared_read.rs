@@ -3,7 +3,8 @@
 //! once, a subscriber that falls behind the ring continues alone without
 //! loss or repeats (also inside a large catch-up response, for bytes and
 //! JSON), the read stops with its last subscriber and restarts where it
-//! stopped, and an error reaches every subscriber.
+//! stopped, an error reaches every subscriber, typed and text subscribers
+//! decode for themselves, and a proxy cutting connections costs nothing.
 
 mod common;
 
@@ -290,5 +291,52 @@ async fn typed_and_text_subscribers_decode_for_themselves() {
             seen.push_str(&chunk.unwrap().text);
         }
         assert_eq!(seen.matches('é').count(), 10, "{seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_read_through_a_proxy_that_cuts_connections_loses_and_repeats_nothing() {
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "shared-cut").with_content_type("text/plain");
+        s.create().await.unwrap();
+        // Every connection is cut after 150 ms: the shared read reconnects
+        // from its last offset many times while appends keep coming.
+        let proxy = common::RecordingProxy::start_with_cut(
+            server.base_url(),
+            Some(Duration::from_millis(150)),
+        )
+        .await;
+        let reader = via(&proxy, server.base_url(), &s);
+        let shared = reader.read().live(LiveMode::Sse).shared(4).unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| tokio::spawn(drain(shared.subscribe())))
+            .collect();
+        let mut expected = Vec::new();
+        for i in 0..60 {
+            let body = format!("cut-{i};");
+            expected.extend_from_slice(body.as_bytes());
+            s.append(body).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.close().await.unwrap();
+        for task in tasks {
+            let (data, closed) = tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("subscriber ends after the close")
+                .unwrap();
+            assert!(
+                data == expected,
+                "{:?}: {}",
+                server.kind(),
+                String::from_utf8_lossy(&data)
+            );
+            assert!(closed);
+        }
+        assert!(
+            sse_requests(&proxy) >= 3,
+            "the proxy cut the shared read several times: {:?}",
+            proxy.request_lines()
+        );
     }
 }
