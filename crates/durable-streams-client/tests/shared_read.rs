@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use durable_streams_client::{ChunkStream, ErrorKind, LiveMode, Offset, Stream};
 use futures::StreamExt;
+use test_servers::TestServer;
 
 /// Everything a subscriber delivers until its end, and whether every item
 /// was data in order without an error.
@@ -34,6 +35,19 @@ fn via(proxy: &common::RecordingProxy, server_base: &str, s: &Stream) -> Stream 
         .with_content_type("text/plain")
 }
 
+/// A fresh text stream, and a handle on it through `proxy` (which sees
+/// every request of the reads made with that handle).
+async fn text_stream_behind(
+    server: &TestServer,
+    prefix: &str,
+    proxy: &common::RecordingProxy,
+) -> (Stream, Stream) {
+    let s = common::stream(server, &common::client(), prefix).with_content_type("text/plain");
+    s.create().await.unwrap();
+    let reader = via(proxy, server.base_url(), &s);
+    (s, reader)
+}
+
 fn sse_requests(proxy: &common::RecordingProxy) -> usize {
     proxy
         .request_lines()
@@ -45,12 +59,9 @@ fn sse_requests(proxy: &common::RecordingProxy) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_subscribers_share_one_sse_connection_and_get_every_byte_once() {
     for server in common::servers() {
-        let client = common::client();
-        let s = common::stream(&server, &client, "shared-sse").with_content_type("text/plain");
-        s.create().await.unwrap();
-        s.append("before-").await.unwrap();
         let proxy = common::RecordingProxy::start(server.base_url()).await;
-        let reader = via(&proxy, server.base_url(), &s);
+        let (s, reader) = text_stream_behind(&server, "shared-sse", &proxy).await;
+        s.append("before-").await.unwrap();
         let tail = s.head().await.unwrap().next_offset;
         let shared = reader
             .read()
@@ -84,17 +95,9 @@ async fn many_subscribers_share_one_sse_connection_and_get_every_byte_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_behind_the_ring_continues_alone_without_loss_or_repeats() {
     for server in common::servers() {
-        let client = common::client();
-        let s = common::stream(&server, &client, "shared-lag").with_content_type("text/plain");
-        s.create().await.unwrap();
         let proxy = common::RecordingProxy::start(server.base_url()).await;
-        let reader = via(&proxy, server.base_url(), &s);
-        let shared = reader
-            .read()
-            .offset(Offset::start())
-            .live(LiveMode::Sse)
-            .shared(2)
-            .unwrap();
+        let (s, reader) = text_stream_behind(&server, "shared-lag", &proxy).await;
+        let shared = reader.read().live(LiveMode::Sse).shared(2).unwrap();
         let fast = tokio::spawn(drain(shared.subscribe()));
         // Not polled while the appends go by: it falls behind the ring.
         let slow = shared.subscribe();
@@ -196,17 +199,9 @@ async fn falling_behind_inside_a_large_response_skips_exactly_what_was_delivered
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_stops_with_its_last_subscriber_and_restarts_where_it_stopped() {
     for server in common::servers() {
-        let client = common::client();
-        let s = common::stream(&server, &client, "shared-restart").with_content_type("text/plain");
-        s.create().await.unwrap();
         let proxy = common::RecordingProxy::start(server.base_url()).await;
-        let reader = via(&proxy, server.base_url(), &s);
-        let shared = reader
-            .read()
-            .offset(Offset::start())
-            .live(LiveMode::Sse)
-            .shared(16)
-            .unwrap();
+        let (s, reader) = text_stream_behind(&server, "shared-restart", &proxy).await;
+        let shared = reader.read().live(LiveMode::Sse).shared(16).unwrap();
         let mut first = shared.subscribe();
         s.append("one;").await.unwrap();
         let mut got = Vec::new();
@@ -297,9 +292,6 @@ async fn typed_and_text_subscribers_decode_for_themselves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_read_through_a_proxy_that_cuts_connections_loses_and_repeats_nothing() {
     for server in common::servers() {
-        let client = common::client();
-        let s = common::stream(&server, &client, "shared-cut").with_content_type("text/plain");
-        s.create().await.unwrap();
         // Every connection is cut after 150 ms: the shared read reconnects
         // from its last offset many times while appends keep coming.
         let proxy = common::RecordingProxy::start_with_cut(
@@ -307,7 +299,7 @@ async fn a_shared_read_through_a_proxy_that_cuts_connections_loses_and_repeats_n
             Some(Duration::from_millis(150)),
         )
         .await;
-        let reader = via(&proxy, server.base_url(), &s);
+        let (s, reader) = text_stream_behind(&server, "shared-cut", &proxy).await;
         let shared = reader.read().live(LiveMode::Sse).shared(4).unwrap();
         let tasks: Vec<_> = (0..20)
             .map(|_| tokio::spawn(drain(shared.subscribe())))
