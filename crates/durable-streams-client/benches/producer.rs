@@ -7,10 +7,13 @@
 //! DS_BENCH_FILTER=JSON cargo bench -p durable-streams-client --bench producer # one scenario
 //! ```
 //!
-//! Scenarios: 100,000 x 100 B (bytes), 1,000,000 x 64 B (JSON values),
+//! Scenarios: 100,000 x 100 B (bytes; through `send`, `send_many`, and
+//! `send_slice` from one reused buffer), 1,000,000 x 64 B (JSON values),
 //! 50 x 1 MiB (bytes). "ours" is the idempotent [`Producer`] with its
 //! defaults (1 MiB batches, 5 ms linger, 5 in flight), fed through
-//! `send().await` (backpressure). The baseline is a minimal hyper client
+//! `send().await` (backpressure). Messages given to `send` are separate
+//! `Bytes`, freed inside the measured time; `send_slice` takes each from
+//! one reused buffer instead. The baseline is a minimal hyper client
 //! posting the same pre-built batch bodies with the same producer headers
 //! and the same concurrency (5 lanes, each its own producer id so that no
 //! lane waits on another's sequence). The baseline does no batching, no
@@ -45,14 +48,24 @@ enum Payload {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum How {
+    /// One `send` per message, each its own `Bytes`.
+    Send,
+    /// One `send_many` for all messages.
+    Many,
+    /// One `send_slice` per message, each written into one reused buffer
+    /// (no allocation per message, on either side).
+    Slice,
+}
+
 struct Scenario {
     name: &'static str,
     count: usize,
     size: usize,
     payload: Payload,
-    /// Through `Producer::send_many` (one call for all messages) instead of
-    /// one `send` per message.
-    many: bool,
+    /// How byte messages are handed over (JSON ones: `send_json`).
+    how: How,
 }
 
 struct Sample {
@@ -72,28 +85,35 @@ fn main() {
             count: 100_000 / scale,
             size: 100,
             payload: Payload::Bytes,
-            many: false,
+            how: How::Send,
         },
         Scenario {
             name: "100,000 x 100 B many",
             count: 100_000 / scale,
             size: 100,
             payload: Payload::Bytes,
-            many: true,
+            how: How::Many,
+        },
+        Scenario {
+            name: "100,000 x 100 B slice",
+            count: 100_000 / scale,
+            size: 100,
+            payload: Payload::Bytes,
+            how: How::Slice,
         },
         Scenario {
             name: "1,000,000 x 64 B JSON",
             count: 1_000_000 / scale,
             size: 64,
             payload: Payload::Json,
-            many: false,
+            how: How::Send,
         },
         Scenario {
             name: "50 x 1 MiB",
             count: if quick { 5 } else { 50 },
             size: 1 << 20,
             payload: Payload::Bytes,
-            many: false,
+            how: How::Send,
         },
     ];
     println!(
@@ -171,12 +191,20 @@ fn message(payload: Payload, size: usize, i: usize) -> Bytes {
         // A JSON string of exactly `size` bytes once encoded.
         Payload::Json => Bytes::from(format!("\"{}\"", json_value(size, i))),
         Payload::Bytes => {
-            let mut v = vec![b'x'; size];
-            let tag = i.to_le_bytes();
-            v[..tag.len().min(size)].copy_from_slice(&tag[..tag.len().min(size)]);
+            let mut v = Vec::with_capacity(size);
+            write_message(&mut v, size, i);
             Bytes::from(v)
         }
     }
+}
+
+/// Byte message `i` of `size` bytes, written into `buffer` (cleared first).
+fn write_message(buffer: &mut Vec<u8>, size: usize, i: usize) {
+    buffer.clear();
+    buffer.resize(size, b'x');
+    let tag = i.to_le_bytes();
+    let n = tag.len().min(size);
+    buffer[..n].copy_from_slice(&tag[..n]);
 }
 
 /// A string whose JSON encoding is exactly `size` bytes.
@@ -206,10 +234,14 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
     let stream = fresh_stream(server, &client, s.payload).await;
     // Messages are prepared before the clock starts, as for the baseline:
     // bytes for byte streams, values for JSON streams (encoded by the
-    // producer straight into its batch, as an application would).
-    let messages: Vec<Bytes> = (0..s.count)
-        .map(|i| message(s.payload, s.size, i))
-        .collect();
+    // producer straight into its batch, as an application would). The
+    // slice scenario writes each into one reused buffer as it goes.
+    let messages: Vec<Bytes> = match s.how {
+        How::Slice => Vec::new(),
+        _ => (0..s.count)
+            .map(|i| message(s.payload, s.size, i))
+            .collect(),
+    };
     let values: Vec<String> = match s.payload {
         Payload::Json => (0..s.count).map(|i| json_value(s.size, i)).collect(),
         Payload::Bytes => Vec::new(),
@@ -226,8 +258,16 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
                 drop(producer.send_json(v.as_str()).await.expect("send"));
             }
         }
-        Payload::Bytes if s.many => {
+        Payload::Bytes if s.how == How::Many => {
             drop(producer.send_many(messages).await.expect("send_many"));
+        }
+        Payload::Bytes if s.how == How::Slice => {
+            // The caller writes each message into one buffer it reuses.
+            let mut buffer = Vec::with_capacity(s.size);
+            for i in 0..s.count {
+                write_message(&mut buffer, s.size, i);
+                drop(producer.send_slice(&buffer).await.expect("send_slice"));
+            }
         }
         Payload::Bytes => {
             for m in messages {

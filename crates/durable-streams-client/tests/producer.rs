@@ -88,6 +88,63 @@ async fn send_many_appends_in_order_with_backpressure() {
     }
 }
 
+/// `send_slice` and `append_slice` copy from a buffer the caller reuses:
+/// every message arrives as it was when sent, including one larger than a
+/// batch (sent as a body of its own), and JSON streams still check that a
+/// slice is one JSON value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_from_a_reused_buffer_arrive_as_sent() {
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "slices").with_content_type("text/plain");
+        s.create().await.unwrap();
+        let producer = Producer::builder(&s, "p-slices")
+            .max_batch_bytes(8 << 10)
+            .max_buffered_bytes(64 << 10)
+            .build()
+            .unwrap();
+        let mut expected = Vec::new();
+        let mut buffer = Vec::new();
+        for i in 0..5_000 {
+            buffer.clear();
+            buffer.extend_from_slice(format!("{i:05};").as_bytes());
+            expected.extend_from_slice(&buffer);
+            if i % 2 == 0 {
+                drop(producer.send_slice(&buffer).await.unwrap());
+            } else if producer.append_slice(&buffer).is_err() {
+                // Buffer full: wait for room like `send`.
+                drop(producer.send_slice(&buffer).await.unwrap());
+            }
+        }
+        // Larger than a batch: a body of its own.
+        buffer.clear();
+        buffer.resize(20 << 10, b'z');
+        expected.extend_from_slice(&buffer);
+        let receipt = producer.send_slice(&buffer).await.unwrap().await.unwrap();
+        assert_eq!(receipt.offset, Some(s.head().await.unwrap().next_offset));
+        producer.close().await.unwrap();
+        assert!(
+            s.read_bytes().await.unwrap() == expected,
+            "{:?}: bytes differ",
+            server.kind()
+        );
+
+        let j = json_stream(&server, &client, "slices-json").await;
+        let producer = Producer::builder(&j, "p-slices-json").build().unwrap();
+        producer.append_slice(br#"{"a":1}"#).unwrap();
+        let err = producer.send_slice(b"{not json").await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+            "{err}"
+        );
+        producer.close().await.unwrap();
+        assert_eq!(
+            j.read_json::<serde_json::Value>().await.unwrap(),
+            vec![json!({"a": 1})]
+        );
+    }
+}
+
 #[tokio::test]
 async fn byte_streams_concatenate_and_receipts_report_offsets() {
     for server in common::servers() {

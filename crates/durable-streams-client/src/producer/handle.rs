@@ -85,8 +85,18 @@ impl Producer {
     /// `InvalidArgument` for an empty or malformed message, or the error
     /// that failed the current epoch.
     pub fn append(&self, data: impl Into<Bytes>) -> Result<()> {
-        let data = data.into();
-        self.check_message(&data)?;
+        self.append_message(Message::Owned(data.into()))
+    }
+
+    /// [`append`](Self::append) from a borrowed slice: the bytes are copied
+    /// straight into the batch, so a caller that writes its messages into
+    /// one reused buffer allocates nothing per message.
+    pub fn append_slice(&self, data: &[u8]) -> Result<()> {
+        self.append_message(Message::Borrowed(data))
+    }
+
+    fn append_message(&self, data: Message<'_>) -> Result<()> {
+        self.check_message(data.as_slice())?;
         let mut state = self.shared.lock();
         self.check_open(&state)?;
         if !self.reserve_now(data.len()) {
@@ -161,8 +171,18 @@ impl Producer {
     /// returned [`Ack`] resolves to the message's [`Receipt`] once the
     /// server acknowledged its batch.
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<Ack> {
-        let data = data.into();
-        self.check_message(&data)?;
+        self.send_message(Message::Owned(data.into())).await
+    }
+
+    /// [`send`](Self::send) from a borrowed slice: the bytes are copied
+    /// straight into the batch, so a caller that writes its messages into
+    /// one reused buffer allocates and frees nothing per message.
+    pub async fn send_slice(&self, data: &[u8]) -> Result<Ack> {
+        self.send_message(Message::Borrowed(data)).await
+    }
+
+    async fn send_message(&self, data: Message<'_>) -> Result<Ack> {
+        self.check_message(data.as_slice())?;
         if !self.reserve_now(data.len()) {
             // `check_message` bounds the length by u32 permits.
             let permits = u32::try_from(data.len()).map_err(|_| too_large(data.len()))?;
@@ -211,7 +231,7 @@ impl Producer {
                         break;
                     }
                     let is_last = iter.peek().is_none();
-                    if let Some(rx) = self.push(&mut state, data, is_last) {
+                    if let Some(rx) = self.push(&mut state, Message::Owned(data), is_last) {
                         last = Some(Ack { rx });
                     }
                 }
@@ -466,7 +486,7 @@ impl Producer {
     fn push(
         &self,
         state: &mut ProducerState,
-        message: Bytes,
+        message: Message<'_>,
         want_outcome: bool,
     ) -> Option<OutcomeReceiver> {
         let limits = self.shared.limits;
@@ -479,17 +499,18 @@ impl Producer {
             && self.shared.framing == Framing::Concat
             && message.len() >= limits.max_bytes
         {
-            // A batch-sized byte message is its own body: no copy.
+            // A batch-sized byte message is its own body: no copy (of an
+            // owned one).
             let ordinal = state.take_ordinal();
             let len = message.len();
-            let (batch, rx) = SealedBatch::whole(ordinal, message, len, false);
+            let (batch, rx) = SealedBatch::whole(ordinal, message.into_bytes(), len, false);
             state.sealed.push_back(batch);
             self.shared.wake.notify_one();
             return want_outcome.then_some(rx);
         }
         // The first message starts the linger clock in the task.
         wake |= state.open.is_empty();
-        let rx = state.open.push(&message, want_outcome);
+        let rx = state.open.push(message.as_slice(), want_outcome);
         self.after_push(state, wake);
         rx
     }
@@ -503,6 +524,33 @@ impl Producer {
         }
         if wake {
             self.shared.wake.notify_one();
+        }
+    }
+}
+
+/// A message as the caller gave it: owned (kept as is when it is a whole
+/// body by itself), or borrowed (always copied).
+enum Message<'a> {
+    Owned(Bytes),
+    Borrowed(&'a [u8]),
+}
+
+impl Message<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Message::Owned(bytes) => bytes,
+            Message::Borrowed(slice) => slice,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Message::Owned(bytes) => bytes,
+            Message::Borrowed(slice) => Bytes::copy_from_slice(slice),
         }
     }
 }
