@@ -25,9 +25,10 @@ use crate::offset::Offset;
 /// One read shared by many subscribers in this process; see
 /// [`ReadBuilder::shared`]. Cheap to clone: clones share the read.
 ///
-/// Memory: at most `capacity` chunks are held for the slowest subscriber
-/// still on the shared connection (a chunk is one SSE data event, or at
-/// most a 1 MiB piece of a catch-up response).
+/// Memory: the ring keeps the last `capacity` chunks until newer ones
+/// replace them, read or not (a chunk is one SSE data event, or a piece of
+/// at most 1 MiB of a catch-up response), so choose `capacity` with the
+/// chunk size in mind: 64 is plenty for a live tail.
 #[derive(Clone)]
 pub struct SharedRead {
     hub: Arc<Hub>,
