@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::{DirectSettings, HttpEngine};
 use crate::retry::RetryPolicy;
 use crate::transport::{RedactedHeaders, RedirectPolicy, Transport, is_secret_header};
 
@@ -50,7 +51,7 @@ impl Client {
                 let settings = ClientBuilder::default();
                 Client {
                     inner: Arc::new(ClientInner {
-                        transport: settings.transport(Err(err.to_string()), false),
+                        transport: settings.transport(Err(err.to_string())),
                     }),
                 }
             }
@@ -128,6 +129,13 @@ impl fmt::Debug for Client {
 
 /// Configures a [`Client`]. Every setting has a sensible default; `build`
 /// validates them and names the offending field on error.
+///
+/// Plain `http://` requests go straight to hyper's pooled HTTP/1.1 client;
+/// TLS, proxies ([`proxy`](Self::proxy) or the environment's), HTTP/2
+/// ([`http2_prior_knowledge`](Self::http2_prior_knowledge)), response
+/// decompression (the `gzip`, `zstd`, `brotli` features) and a handed-in
+/// [`http_client`](Self::http_client) go through reqwest. Both paths send
+/// the same headers and obey the same timeouts.
 ///
 /// ```
 /// use std::time::Duration;
@@ -373,14 +381,9 @@ impl ClientBuilder {
         self
     }
 
-    fn transport(
-        &self,
-        http: std::result::Result<reqwest::Client, String>,
-        preconfigured: bool,
-    ) -> Transport {
+    fn transport(&self, http: std::result::Result<HttpEngine, String>) -> Transport {
         Transport {
             http,
-            preconfigured,
             default_headers: self.default_headers.clone(),
             retry: self.retry.clone(),
             request_timeout: self.request_timeout,
@@ -423,15 +426,36 @@ impl ClientBuilder {
                 "must be greater than zero",
             ));
         }
-        let preconfigured = self.http_client.is_some();
         let http = match self.http_client.take() {
-            Some(http) => http,
-            None => self.build_http()?,
+            Some(http) => HttpEngine::new(http, None, true),
+            None => {
+                let direct = self.direct_settings();
+                HttpEngine::new(self.build_http()?, direct, false)
+            }
         };
         Ok(Client {
             inner: Arc::new(ClientInner {
-                transport: self.transport(Ok(http), preconfigured),
+                transport: self.transport(Ok(http)),
             }),
+        })
+    }
+
+    /// Plain-HTTP requests skip reqwest (see `http.rs`) unless they need
+    /// something only reqwest does: a proxy (set here or in the
+    /// environment), HTTP/2, or response decompression.
+    fn direct_settings(&self) -> Option<DirectSettings> {
+        let decompression = cfg!(any(feature = "gzip", feature = "zstd", feature = "brotli"));
+        let env_proxy = || {
+            ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+                .iter()
+                .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        };
+        let proxied = !self.no_proxy && (self.proxy.is_some() || env_proxy());
+        (!decompression && !proxied && !self.http2_prior_knowledge).then_some(DirectSettings {
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.live_idle_timeout,
+            pool_max_idle_per_host: self.pool_max_idle_per_host,
+            pool_idle_timeout: self.pool_idle_timeout,
         })
     }
 

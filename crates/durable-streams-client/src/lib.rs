@@ -97,6 +97,7 @@ mod client;
 pub mod codec;
 pub mod consumer;
 mod error;
+mod http;
 mod json;
 mod offset;
 pub mod pipeline;

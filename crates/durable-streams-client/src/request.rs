@@ -329,12 +329,12 @@ fn conflict_reason(spec: &RequestSpec, text: &str) -> ConflictReason {
 #[derive(Debug)]
 pub(crate) enum BodyError {
     TooLarge,
-    Transport(reqwest::Error),
+    Transport(crate::http::HttpError),
 }
 
 /// Read a body into memory, failing early when it exceeds `limit` bytes.
 pub(crate) async fn read_body_limited(
-    mut resp: reqwest::Response,
+    mut resp: crate::http::Response,
     limit: usize,
 ) -> std::result::Result<Bytes, BodyError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {

@@ -85,7 +85,7 @@ impl StreamInner {
         &self,
         spec: &RequestSpec,
         backoff: &mut Backoff,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<crate::http::Response> {
         // Boxed: the transport's future is large, and inlining it would
         // grow every idle reader's state (one per subscriber) by its size.
         Box::pin(self.transport().send(&self.target(), spec, backoff)).await

@@ -28,12 +28,12 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::{HttpEngine, HttpError, OutgoingRequest, Response};
 use crate::request::{
     BodyError, BufferedResponse, Idempotency, RequestSpec, ValueSource, error_from_response,
     header_str, names, read_body_limited,
@@ -128,17 +128,13 @@ pub(crate) struct Target<'a> {
 pub(crate) struct Transport {
     /// The pool, or why it could not be built (reported by every operation so
     /// that `Client::new()` itself never fails).
-    pub(crate) http: std::result::Result<reqwest::Client, String>,
+    pub(crate) http: std::result::Result<HttpEngine, String>,
     pub(crate) default_headers: HeaderMap,
     pub(crate) retry: RetryPolicy,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) live_idle_timeout: Duration,
     pub(crate) max_response_bytes: usize,
     pub(crate) redirects: RedirectPolicy,
-    /// The HTTP client was handed in (`ClientBuilder::http_client`): it may
-    /// follow redirects by itself, which is checked on every answer. The
-    /// client built here never does.
-    pub(crate) preconfigured: bool,
 }
 
 /// What to do with a 3xx answer.
@@ -217,17 +213,15 @@ fn is_auth_failure(status: StatusCode, headers: &HeaderMap) -> bool {
         || (status == StatusCode::FORBIDDEN && !headers.contains_key(names::PRODUCER_EPOCH))
 }
 
-/// A reqwest error as this crate's error. The error's URL (which may carry
-/// credentials or tokens in the query) is removed before it is kept.
-pub(crate) fn transport_error(err: reqwest::Error, spec: &RequestSpec) -> Error {
+/// An HTTP failure as this crate's error.
+pub(crate) fn transport_error(err: HttpError, spec: &RequestSpec) -> Error {
     let kind = if err.is_timeout() {
         ErrorKind::Timeout
     } else {
         ErrorKind::Network
     };
-    // Nothing was sent when the connection could not be made.
-    let body_sent = !err.is_connect();
-    let mut e = Error::new(kind).with_source(err.without_url());
+    let body_sent = !err.nothing_sent();
+    let mut e = Error::new(kind).with_source(err.into_source());
     if body_sent && spec.idempotency == Idempotency::Unsafe {
         e = e.with_outcome_unknown();
     }
@@ -253,7 +247,7 @@ struct Hops {
 /// What [`Transport::send`] does after one attempt.
 enum Next {
     /// Hand this response to the caller.
-    Done(reqwest::Response),
+    Done(Response),
     /// Send again at once (to a redirect's target, or with refreshed
     /// credentials).
     Resend,
@@ -267,9 +261,9 @@ fn failed(
     target: &Target<'_>,
     spec: &RequestSpec,
     backoff: &mut Backoff,
-    err: reqwest::Error,
+    err: HttpError,
 ) -> Result<Next> {
-    if !err.is_connect() {
+    if !err.nothing_sent() {
         // The request may have reached the server.
         backoff.note_outcome_unknown();
     }
@@ -287,7 +281,7 @@ fn failed(
 }
 
 impl Transport {
-    pub(crate) fn http(&self) -> Result<&reqwest::Client> {
+    pub(crate) fn http(&self) -> Result<&HttpEngine> {
         self.http.as_ref().map_err(|why| {
             Error::new(ErrorKind::Network).with_message(format!("HTTP client unavailable: {why}"))
         })
@@ -336,8 +330,7 @@ impl Transport {
         target: &Target<'_>,
         spec: &RequestSpec,
         url: &url::Url,
-    ) -> Result<reqwest::Request> {
-        let http = self.http()?;
+    ) -> Result<OutgoingRequest> {
         let cross_origin = !same_origin(url, target.url);
         let mut url = url.clone();
         // The query is rebuilt only when there is one to build (appends and
@@ -379,20 +372,16 @@ impl Transport {
         for (name, value) in &spec.headers {
             headers.insert(name.clone(), value.clone());
         }
-        let mut builder = http.request(spec.method.clone(), url).headers(headers);
-        if !spec.live
-            && let Some(timeout) = self.request_timeout
-        {
-            builder = builder.timeout(timeout);
-        }
-        if let Some(body) = &spec.body {
-            builder = builder.body(body.clone());
-        } else if spec.method == Method::POST || spec.method == Method::PUT {
-            builder = builder.body(Bytes::new());
-        }
-        builder.build().map_err(|e| {
-            Error::invalid_argument("url", "could not build the request")
-                .with_source(e.without_url())
+        Ok(OutgoingRequest {
+            method: spec.method.clone(),
+            url,
+            headers,
+            body: spec.body.clone().unwrap_or_default(),
+            timeout: if spec.live {
+                None
+            } else {
+                self.request_timeout
+            },
         })
     }
 
@@ -406,7 +395,7 @@ impl Transport {
         target: &Target<'_>,
         spec: &RequestSpec,
         backoff: &mut Backoff,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<Response> {
         let path = target.url.path();
         let mut url = target.url.clone();
         let mut hops = Hops::default();
@@ -427,10 +416,9 @@ impl Transport {
                 status = tracing::field::Empty,
                 duration_ms = tracing::field::Empty,
             );
-            let sent_url = self.preconfigured.then(|| request.url().clone());
             let started = Instant::now();
             let http = self.http().map_err(|e| e.with_url(target.url))?;
-            let outcome = http.execute(request).instrument(span.clone()).await;
+            let outcome = http.send(request).instrument(span.clone()).await;
             let elapsed = started.elapsed();
             span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
             let next = match outcome {
@@ -438,12 +426,12 @@ impl Transport {
                     let status = resp.status();
                     span.record("status", status.as_u16());
                     crate::telemetry::request_done(spec.operation, status.as_u16(), elapsed);
-                    if sent_url.as_ref().is_some_and(|sent| resp.url() != sent) {
+                    if let Some(followed) = resp.redirected_to() {
                         // A preconfigured HTTP client followed a redirect on
                         // its own: a write may have been turned into a GET.
                         return Err(Error::new(ErrorKind::Redirect {
                             status: status.as_u16(),
-                            location: Some(crate::error::redacted_url(resp.url())),
+                            location: Some(crate::error::redacted_url(followed)),
                         })
                         .with_message("the HTTP client followed a redirect by itself; build it with redirect::Policy::none()")
                         .with_url(target.url));
@@ -483,7 +471,7 @@ impl Transport {
         target: &Target<'_>,
         spec: &RequestSpec,
         backoff: &mut Backoff,
-        resp: reqwest::Response,
+        resp: Response,
         url: &mut url::Url,
         hops: &mut Hops,
     ) -> Result<Next> {

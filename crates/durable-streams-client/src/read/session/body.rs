@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use reqwest::StatusCode;
 
 use super::{Answer, PIECE_BYTES, Session, Step};
@@ -19,7 +18,7 @@ use crate::request::{RequestSpec, ResponseMeta};
 
 /// A catch-up or long-poll response being read in bounded pieces.
 pub(super) struct ResponseBody {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    body: crate::http::BodyStream,
     spec: RequestSpec,
     long_poll: bool,
     status: StatusCode,
@@ -151,7 +150,7 @@ impl Session {
     pub(super) fn open_body(
         &mut self,
         spec: RequestSpec,
-        resp: reqwest::Response,
+        resp: crate::http::Response,
         long_poll: bool,
         elapsed: Duration,
     ) -> Result<()> {
@@ -165,7 +164,7 @@ impl Session {
         let limit = self.stream.client().max_response_bytes();
         self.body = Some(Box::new(ResponseBody {
             status: resp.status(),
-            body: resp.bytes_stream().boxed(),
+            body: resp.into_body(),
             spec,
             long_poll,
             meta,
@@ -253,7 +252,7 @@ impl Session {
     }
 
     /// Re-request a response whose body broke, drawing on the read's backoff.
-    async fn retry_body(&mut self, err: reqwest::Error) -> Result<()> {
+    async fn retry_body(&mut self, err: crate::http::HttpError) -> Result<()> {
         let Some(body) = self.body.as_ref() else {
             return Ok(());
         };
@@ -266,7 +265,7 @@ impl Session {
             } else {
                 ErrorKind::Network
             })
-            .with_source(err)
+            .with_source(err.into_source())
             .with_url(self.stream.url()));
         };
         tracing::debug!(path = %self.stream.url().path(), error = %err, wait_ms = wait.as_millis() as u64, "response body broke; requesting it again");
@@ -286,7 +285,7 @@ impl Session {
         let limit = self.stream.client().max_response_bytes();
         if let Some(body) = self.body.as_mut() {
             body.status = resp.status();
-            body.body = resp.bytes_stream().boxed();
+            body.body = resp.into_body();
             body.meta = meta;
             body.next = next;
             body.elapsed = started.elapsed();

@@ -402,7 +402,7 @@ impl Session {
     fn error_from(
         &self,
         spec: &RequestSpec,
-        resp: reqwest::Response,
+        resp: crate::http::Response,
     ) -> impl Future<Output = Error> + Send + 'static {
         // Owned captures only: `&self` is not `Sync`, so it must not live
         // across the await.
@@ -419,7 +419,7 @@ impl Session {
     /// The response's protocol headers, checked: `(meta, next offset)`.
     fn response_meta(
         &self,
-        resp: &reqwest::Response,
+        resp: &crate::http::Response,
         long_poll: bool,
     ) -> Result<(ResponseMeta, Offset)> {
         let status = resp.status().as_u16();

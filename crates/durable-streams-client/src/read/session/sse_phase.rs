@@ -7,7 +7,6 @@ use std::time::Instant;
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use reqwest::StatusCode;
 
 use super::{Answer, Phase, Session, Step, watched};
@@ -20,7 +19,7 @@ use crate::read::sse::{SseError, SseEvent, SseParser};
 use crate::request::{header_str, names};
 
 pub(super) struct SseConnection {
-    pub(super) body: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub(super) body: crate::http::BodyStream,
     pub(super) parser: SseParser,
     pub(super) base64: bool,
     /// Data events not yet confirmed by a control event.
@@ -234,7 +233,7 @@ impl Session {
             let limit = self.stream.client().max_response_bytes();
             self.clock = ClockWatch::new();
             return Ok(Some(SseConnection {
-                body: resp.bytes_stream().boxed(),
+                body: resp.into_body(),
                 parser: SseParser::new(limit),
                 base64,
                 pending: Vec::new(),
@@ -269,7 +268,7 @@ impl Session {
 
 /// What woke an SSE read.
 enum Wake {
-    Body(Option<reqwest::Result<Bytes>>),
+    Body(Option<Result<Bytes, crate::http::HttpError>>),
     Expired,
     Tick,
 }

@@ -1,0 +1,447 @@
+//! The HTTP engine under the transport: one request out, one response (head
+//! and body) back, nothing else. Plain `http://` requests go straight to
+//! hyper's pooled HTTP/1.1 client; everything that needs more (TLS, a proxy,
+//! HTTP/2, decompression, URL credentials, a handed-in `reqwest::Client`)
+//! goes through reqwest. Why two: reqwest costs about 15 µs of CPU per
+//! request over hyper (its redirect layer re-parses the URL, headers are
+//! copied, timers boxed), which is most of the client's per-request
+//! overhead on a local network. Both paths keep the same contract: the same
+//! headers on the wire (user agent, `accept: */*`), a total timeout for
+//! non-live requests, an idle timeout on every wait for bytes, TCP
+//! keepalive, and errors that tell "nothing was sent" from "may have been".
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use futures::stream::BoxStream;
+use http_body_util::Full;
+use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::BoxError;
+
+/// A response body as a stream of byte pieces.
+pub(crate) type BodyStream = BoxStream<'static, Result<Bytes, HttpError>>;
+
+/// Settings of the direct (hyper) path; the reqwest client gets the same.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) pool_max_idle_per_host: usize,
+    pub(crate) pool_idle_timeout: Option<Duration>,
+}
+
+/// reqwest's TCP keepalive defaults, so both paths notice a dead peer alike.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Sends requests; cheap to share (both clients are handles on a pool).
+pub(crate) struct HttpEngine {
+    reqwest: reqwest::Client,
+    direct: Option<Direct>,
+    /// The reqwest client was handed in: it may follow redirects by itself.
+    preconfigured: bool,
+}
+
+struct Direct {
+    client: HyperClient<HttpConnector, Full<Bytes>>,
+    idle_timeout: Duration,
+}
+
+impl fmt::Debug for HttpEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpEngine")
+            .field("direct", &self.direct.is_some())
+            .field("preconfigured", &self.preconfigured)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request, as the transport built it.
+pub(crate) struct OutgoingRequest {
+    pub(crate) method: Method,
+    pub(crate) url: url::Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// Total time for the answer and its body (none for live reads).
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl HttpEngine {
+    /// An engine over `reqwest`; with `direct`, plain `http://` requests
+    /// bypass it.
+    pub(crate) fn new(
+        reqwest: reqwest::Client,
+        direct: Option<DirectSettings>,
+        preconfigured: bool,
+    ) -> Self {
+        let direct = direct.map(|s| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(s.connect_timeout));
+            connector.set_keepalive(Some(KEEPALIVE));
+            connector.set_keepalive_interval(Some(KEEPALIVE));
+            connector.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+            let client = HyperClient::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(s.pool_idle_timeout)
+                .pool_max_idle_per_host(s.pool_max_idle_per_host)
+                .build(connector);
+            Direct {
+                client,
+                idle_timeout: s.idle_timeout,
+            }
+        });
+        HttpEngine {
+            reqwest,
+            direct,
+            preconfigured,
+        }
+    }
+
+    /// Whether requests to `url` take the direct path.
+    fn direct_for(&self, url: &url::Url) -> Option<&Direct> {
+        let direct = self.direct.as_ref()?;
+        // Credentials in the URL become a Basic header in reqwest only.
+        (url.scheme() == "http" && url.username().is_empty() && url.password().is_none())
+            .then_some(direct)
+    }
+
+    /// Send one request and wait for the response head.
+    pub(crate) async fn send(&self, mut req: OutgoingRequest) -> Result<Response, HttpError> {
+        // Writes always say how long their body is, empty too: hyper sends
+        // no length for an empty body, and some proxies answer 411 to that.
+        if req.body.is_empty() && (req.method == Method::POST || req.method == Method::PUT) {
+            req.headers.insert(
+                reqwest::header::CONTENT_LENGTH,
+                HeaderValue::from_static("0"),
+            );
+        }
+        match self.direct_for(&req.url) {
+            Some(direct) => direct.send(req).await.map(Response::Direct),
+            None => self.send_reqwest(req).await,
+        }
+    }
+
+    async fn send_reqwest(&self, req: OutgoingRequest) -> Result<Response, HttpError> {
+        let sent_url = self.preconfigured.then(|| req.url.clone());
+        let mut request = reqwest::Request::new(req.method, req.url);
+        *request.headers_mut() = req.headers;
+        *request.timeout_mut() = req.timeout;
+        if !req.body.is_empty() {
+            *request.body_mut() = Some(req.body.into());
+        }
+        let resp = self
+            .reqwest
+            .execute(request)
+            .await
+            .map_err(HttpError::from_reqwest)?;
+        // A handed-in client that follows redirects by itself may have
+        // turned a write into a GET: reported, never used.
+        let redirected_to = sent_url
+            .filter(|sent| resp.url() != sent)
+            .map(|_| resp.url().clone());
+        Ok(Response::Reqwest {
+            resp,
+            redirected_to,
+        })
+    }
+}
+
+impl Direct {
+    async fn send(&self, req: OutgoingRequest) -> Result<DirectResponse, HttpError> {
+        let uri: hyper::Uri = req.url.as_str().parse().map_err(HttpError::not_sent)?;
+        let mut request = hyper::Request::new(Full::new(req.body));
+        *request.method_mut() = req.method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = req.headers;
+        request
+            .headers_mut()
+            .entry(reqwest::header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let deadline = req.timeout.map(|t| Instant::now() + t);
+        let mut timer = Timer::new(deadline, self.idle_timeout);
+        let answer = self.client.request(request);
+        let resp = timer.limit(answer).await?.map_err(HttpError::from_hyper)?;
+        let (head, body) = resp.into_parts();
+        Ok(DirectResponse {
+            head,
+            body: DirectBody {
+                body,
+                timer,
+                armed: true,
+                ended: false,
+            },
+        })
+    }
+}
+
+/// The two timeouts of one request: the total `deadline` (none for live
+/// reads) and `idle`, the longest wait for the next bytes. One sleep is
+/// allocated per request and re-armed for each wait.
+struct Timer {
+    deadline: Option<Instant>,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Timer {
+    fn new(deadline: Option<Instant>, idle: Duration) -> Self {
+        let mut timer = Timer {
+            deadline,
+            idle,
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+        };
+        timer.arm();
+        timer
+    }
+
+    fn arm(&mut self) {
+        let idle = Instant::now() + self.idle;
+        let until = self.deadline.map_or(idle, |d| d.min(idle));
+        self.sleep.as_mut().reset(until);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Wait for `fut`, or fail with a timeout when the timer fires.
+    async fn limit<F: Future>(&mut self, fut: F) -> Result<F::Output, HttpError> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            if self.expired(cx) {
+                return Poll::Ready(Err(HttpError::timeout()));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A response's head and body, from either path.
+pub(crate) enum Response {
+    Reqwest {
+        resp: reqwest::Response,
+        /// Where a handed-in client's redirects led, if anywhere.
+        redirected_to: Option<url::Url>,
+    },
+    Direct(DirectResponse),
+}
+
+pub(crate) struct DirectResponse {
+    head: http::response::Parts,
+    body: DirectBody,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Response {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Response::Reqwest { resp, .. } => resp.status(),
+            Response::Direct(d) => d.head.status,
+        }
+    }
+
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        match self {
+            Response::Reqwest { resp, .. } => resp.headers(),
+            Response::Direct(d) => &d.head.headers,
+        }
+    }
+
+    /// Where a handed-in HTTP client followed a redirect to on its own.
+    pub(crate) fn redirected_to(&self) -> Option<&url::Url> {
+        match self {
+            Response::Reqwest { redirected_to, .. } => redirected_to.as_ref(),
+            Response::Direct(_) => None,
+        }
+    }
+
+    /// The body's length, when the server said it.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        match self {
+            Response::Reqwest { resp, .. } => resp.content_length(),
+            Response::Direct(d) => d.body.body.size_hint().exact(),
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        match self {
+            Response::Reqwest { resp, .. } => resp.chunk().await.map_err(HttpError::from_reqwest),
+            Response::Direct(d) => {
+                use futures::StreamExt;
+                d.body.next().await.transpose()
+            }
+        }
+    }
+
+    /// The body as a stream of pieces.
+    pub(crate) fn into_body(self) -> BodyStream {
+        use futures::{StreamExt, TryStreamExt};
+        match self {
+            Response::Reqwest { resp, .. } => {
+                resp.bytes_stream().map_err(HttpError::from_reqwest).boxed()
+            }
+            Response::Direct(d) => d.body.boxed(),
+        }
+    }
+}
+
+/// A hyper body under the request's timers.
+struct DirectBody {
+    body: Incoming,
+    timer: Timer,
+    /// The idle timer restarts before the next wait.
+    armed: bool,
+    ended: bool,
+}
+
+impl Stream for DirectBody {
+    type Item = Result<Bytes, HttpError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if !this.armed {
+            this.timer.arm();
+            this.armed = true;
+        }
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => {
+                        this.armed = false;
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    // Empty data and trailers carry nothing for a reader.
+                    _ => continue,
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(HttpError::new(e))));
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => break,
+            }
+        }
+        if this.timer.expired(cx) {
+            this.ended = true;
+            return Poll::Ready(Some(Err(HttpError::timeout())));
+        }
+        Poll::Pending
+    }
+}
+
+/// A failure of one request or of its body.
+pub(crate) struct HttpError {
+    timeout: bool,
+    /// No connection was made (or no request could be built): the server
+    /// cannot have seen it.
+    nothing_sent: bool,
+    source: BoxError,
+}
+
+impl HttpError {
+    fn new(source: impl Into<BoxError>) -> Self {
+        HttpError {
+            timeout: false,
+            nothing_sent: false,
+            source: source.into(),
+        }
+    }
+
+    fn not_sent(source: impl Into<BoxError>) -> Self {
+        HttpError {
+            nothing_sent: true,
+            ..HttpError::new(source)
+        }
+    }
+
+    fn timeout() -> Self {
+        HttpError {
+            timeout: true,
+            ..HttpError::new("operation timed out")
+        }
+    }
+
+    fn from_reqwest(err: reqwest::Error) -> Self {
+        HttpError {
+            timeout: err.is_timeout(),
+            nothing_sent: err.is_connect() || err.is_builder(),
+            // The URL may carry credentials or tokens in its query.
+            source: err.without_url().into(),
+        }
+    }
+
+    fn from_hyper(err: hyper_util::client::legacy::Error) -> Self {
+        if err.is_connect() {
+            HttpError::not_sent(err)
+        } else {
+            HttpError::new(err)
+        }
+    }
+
+    /// A timeout fired.
+    pub(crate) fn is_timeout(&self) -> bool {
+        self.timeout
+    }
+
+    /// Nothing reached the server: no connection, or no request to send.
+    pub(crate) fn nothing_sent(&self) -> bool {
+        self.nothing_sent
+    }
+
+    /// The underlying error, for [`crate::Error::with_source`].
+    pub(crate) fn into_source(self) -> BoxError {
+        self.source
+    }
+}
+
+impl fmt::Debug for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpError")
+            .field("timeout", &self.timeout)
+            .field("nothing_sent", &self.nothing_sent)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;
