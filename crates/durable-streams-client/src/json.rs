@@ -406,6 +406,148 @@ mod tests {
         assert_eq!(err.kind(), &crate::ErrorKind::Decode(DecodeKind::Json));
     }
 
+    /// A typed message, like the benchmark's.
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Msg {
+        id: u64,
+        user: String,
+        ok: bool,
+    }
+
+    /// A decode's value, or its error's class and text.
+    fn outcome<T>(r: Result<T>) -> std::result::Result<T, (&'static str, String)> {
+        r.map_err(|e| {
+            assert_eq!(e.kind(), &crate::ErrorKind::Decode(DecodeKind::Json));
+            let text = e.to_string();
+            let class = if text.contains("a message is not valid JSON") {
+                assert!(text.contains(NOT_A_BOUNDARY), "{text}");
+                "syntax"
+            } else if text.contains("message does not match the requested type") {
+                "type"
+            } else if text.contains("expected a JSON array of messages") {
+                // The chunk's fallback splits its array first.
+                assert!(text.contains(NOT_A_BOUNDARY), "{text}");
+                "array"
+            } else {
+                panic!("unexpected error: {text}")
+            };
+            (class, text)
+        })
+    }
+
+    /// Typed decoding against serde_json itself: the same value, or an
+    /// error of the same class that quotes serde_json's (a guard for any
+    /// change of decoder). The error's class, if any.
+    fn check_decode<T>(body: &[u8]) -> Option<&'static str>
+    where
+        T: DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let shown = String::from_utf8_lossy(body);
+        let got = outcome(decode_message::<T>(body));
+        match (&got, serde_json::from_slice::<T>(body)) {
+            (Ok(value), Ok(reference)) => assert_eq!(value, &reference, "{shown:?}"),
+            (Err((class, text)), Err(reference)) => {
+                use serde_json::error::Category;
+                let syntax = matches!(reference.classify(), Category::Syntax | Category::Eof);
+                assert_eq!(*class, if syntax { "syntax" } else { "type" }, "{shown:?}");
+                assert!(text.contains(&reference.to_string()), "{shown:?}: {text}");
+            }
+            (got, reference) => panic!("{shown:?}: {got:?}, serde_json: {reference:?}"),
+        }
+        got.err().map(|(class, _)| class)
+    }
+
+    #[test]
+    fn decode_errors_keep_their_class() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            // Valid, with escapes, whitespace and non-ASCII text.
+            (br#"{"id":1,"user":"u1","ok":true}"#, None),
+            (
+                b" {\"ok\" : false ,\n \"user\":\"\\u00e9\\\"\\ud83d\\ude00\xc3\xa9\", \"id\": 18446744073709551615 } ",
+                None,
+            ),
+            // serde accepts a sequence for a struct.
+            (br#"[7,"x",true]"#, None),
+            // Valid JSON of another shape.
+            (br#"{"id":"1","user":"u1","ok":true}"#, Some("type")),
+            (br#"{"id":-1,"user":"u1","ok":true}"#, Some("type")),
+            (br#"{"id":1.5,"user":"u1","ok":true}"#, Some("type")),
+            (br#"{"id":1,"user":"u1"}"#, Some("type")),
+            (br#"{"id":1,"id":2,"user":"u1","ok":true}"#, Some("type")),
+            (br#"{"id":18446744073709551616,"user":"u1","ok":true}"#, Some("type")),
+            (b"null", Some("type")),
+            (b"\"x\"", Some("type")),
+            // Truncated: a read that ended, or began, inside a message.
+            (b"", Some("syntax")),
+            (b"  ", Some("syntax")),
+            (br#"{"id":1,"user":"u1""#, Some("syntax")),
+            (br#"{"id":1,"us"#, Some("syntax")),
+            // A value first, then the rest: serde_json reports the type.
+            (br#"":1,"user":"u1","ok":true}"#, Some("type")),
+            (br#"1,"user":"u1","ok":true}"#, Some("type")),
+            // Not JSON.
+            (br#"{"id":1,"user":"u1","ok":tru}"#, Some("syntax")),
+            (br#"{"id":1,"user":"u1","ok":true}x"#, Some("syntax")),
+            (br#"{"id":1,"user":"u1","ok":true,}"#, Some("syntax")),
+            (br#"{"id":1,"user":"\ud800","ok":true}"#, Some("syntax")),
+            (b"{\"id\":1,\"user\":\"a\tb\",\"ok\":true}", Some("syntax")),
+            // Invalid UTF-8: in a string, outside one, and where the value
+            // would not match the type either.
+            (b"{\"id\":1,\"user\":\"\xff\",\"ok\":true}", Some("syntax")),
+            (b"{\"id\":1,\"user\":\"\xc3\",\"ok\":true}", Some("syntax")),
+            (b"{\"id\":1,\"user\":\"u1\",\"ok\":true}\xff", Some("syntax")),
+            (b"\"\xff\"", Some("syntax")),
+        ];
+        for &(body, class) in cases {
+            assert_eq!(
+                check_decode::<Msg>(body),
+                class,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+            check_decode::<Value>(body);
+        }
+        // A chunk's whole array in one pass, and its fallback: the error
+        // names the failing message.
+        let mut chunk = crate::testing::chunk_with(
+            Bytes::from_static(br#"[{"id":1,"user":"a","ok":true},[2,"b",false]]"#),
+            crate::Offset::start(),
+            true,
+            false,
+        );
+        assert_eq!(
+            decode_chunk::<Msg>(&mut chunk).unwrap(),
+            vec![
+                Msg {
+                    id: 1,
+                    user: "a".into(),
+                    ok: true
+                },
+                Msg {
+                    id: 2,
+                    user: "b".into(),
+                    ok: false
+                }
+            ]
+        );
+        for (body, class) in [
+            (
+                &br#"[{"id":1,"user":"a","ok":true},{"id":"2"}]"#[..],
+                "type",
+            ),
+            (b"[{\"id\":1,\"user\":\"\xff\",\"ok\":true}]", "array"),
+        ] {
+            let mut chunk = crate::testing::chunk_with(
+                Bytes::from_static(body),
+                crate::Offset::start(),
+                true,
+                false,
+            );
+            let (got, _) = outcome(decode_chunk::<Msg>(&mut chunk)).unwrap_err();
+            assert_eq!(got, class, "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -503,6 +645,24 @@ mod tests {
             prop_assert_eq!(split_all(&body, cut).unwrap(), values.clone());
             let pretty = serde_json::to_vec_pretty(&values).unwrap();
             prop_assert_eq!(split_all(&pretty, cut).unwrap(), values);
+        }
+
+        #[test]
+        fn decode_matches_serde_json_on_cut_and_damaged_bodies(
+            values in prop::collection::vec(arb_json(), 0..4),
+            cut in 0usize..200,
+            damage in prop::collection::vec((0usize..200, any::<u8>()), 0..3),
+        ) {
+            let body = serde_json::to_vec(&values).unwrap();
+            prop_assert_eq!(check_decode::<Vec<Value>>(&body), None);
+            check_decode::<Vec<Value>>(&body[..cut.min(body.len())]);
+            let mut damaged = body;
+            for (at, byte) in damage {
+                if let Some(b) = damaged.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            check_decode::<Vec<Value>>(&damaged);
         }
 
         #[test]
