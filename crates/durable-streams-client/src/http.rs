@@ -272,6 +272,14 @@ impl Response {
         }
     }
 
+    /// Move the headers out (the response keeps an empty map).
+    pub(crate) fn take_headers(&mut self) -> HeaderMap {
+        match self {
+            Response::Reqwest { resp, .. } => std::mem::take(resp.headers_mut()),
+            Response::Direct(d) => std::mem::take(&mut d.head.headers),
+        }
+    }
+
     /// Where a handed-in HTTP client followed a redirect to on its own.
     pub(crate) fn redirected_to(&self) -> Option<&url::Url> {
         match self {

@@ -297,6 +297,18 @@ impl Transport {
         spec: &RequestSpec,
         cross_origin: bool,
     ) {
+        if url.query().is_none() && target.params.is_empty() {
+            // Only the request's own pairs (a read's offset, cursor, live
+            // mode): encoded straight from where they are.
+            let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(spec.query.len());
+            for (key, value) in &spec.query {
+                pairs.retain(|(k, _)| k != key);
+                pairs.push((key, value));
+            }
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            url.set_query(Some(&crate::request::encode_query(pairs)));
+            return;
+        }
         let mut pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -318,7 +330,9 @@ impl Transport {
         if pairs.is_empty() {
             url.set_query(None);
         } else {
-            url.set_query(Some(&crate::request::encode_query(&pairs)));
+            url.set_query(Some(&crate::request::encode_query(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )));
         }
     }
 
@@ -339,7 +353,16 @@ impl Transport {
         if url.query().is_some() || !target.params.is_empty() || !spec.query.is_empty() {
             self.set_query(&mut url, target, spec, cross_origin).await;
         }
-        let mut headers = self.default_headers.clone();
+        // Room for every header up front, including the few the HTTP layer
+        // adds (accept, content-length, host): no growth on the way out.
+        let mut headers = HeaderMap::with_capacity(
+            self.default_headers.len() + target.headers.len() + spec.headers.len() + 4,
+        );
+        headers.extend(
+            self.default_headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         if cross_origin {
             headers.retain_secrets_dropped();
         }
@@ -397,14 +420,16 @@ impl Transport {
         backoff: &mut Backoff,
     ) -> Result<Response> {
         let path = target.url.path();
-        let mut url = target.url.clone();
+        // Where a redirect led; the target's own URL until then.
+        let mut redirected: Option<url::Url> = None;
         let mut hops = Hops::default();
         loop {
             let attempt = backoff.retries() + 1;
+            let url = redirected.as_ref().unwrap_or(target.url);
             // `build` and `answered` are boxed: each is short-lived, and
             // inline they would enlarge this future for the whole time the
             // request waits for its answer (one per live subscriber).
-            let request = Box::pin(self.build(target, spec, &url))
+            let request = Box::pin(self.build(target, spec, url))
                 .await
                 .map_err(|e| e.with_url(target.url))?;
             let span = tracing::debug_span!(
@@ -436,7 +461,11 @@ impl Transport {
                         .with_message("the HTTP client followed a redirect by itself; build it with redirect::Policy::none()")
                         .with_url(target.url));
                     }
-                    Box::pin(self.answered(target, spec, backoff, resp, &mut url, &mut hops))
+                    if status.is_success() {
+                        // Nothing to follow, refresh or retry.
+                        return Ok(resp);
+                    }
+                    Box::pin(self.answered(target, spec, backoff, resp, &mut redirected, &mut hops))
                         .await?
                 }
                 Err(err) => {
@@ -472,17 +501,18 @@ impl Transport {
         spec: &RequestSpec,
         backoff: &mut Backoff,
         resp: Response,
-        url: &mut url::Url,
+        redirected: &mut Option<url::Url>,
         hops: &mut Hops,
     ) -> Result<Next> {
         let status = resp.status();
         if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+            let url = redirected.as_ref().unwrap_or(target.url);
             let location = header_str(resp.headers(), LOCATION.as_str());
             return match redirect_decision(self.redirects, &spec.method, status, url, location) {
                 Redirect::Follow(to) if hops.redirects < MAX_REDIRECTS => {
                     hops.redirects += 1;
                     tracing::debug!(operation = spec.operation, path = %target.url.path(), status = status.as_u16(), cross_origin = !same_origin(&to, target.url), "following a redirect");
-                    *url = to;
+                    *redirected = Some(to);
                     Ok(Next::Resend)
                 }
                 _ => Err(Error::new(ErrorKind::Redirect {
@@ -576,9 +606,9 @@ impl Transport {
     ) -> Result<BufferedResponse> {
         let limit = self.max_response_bytes;
         loop {
-            let resp = self.send(target, spec, backoff).await?;
+            let mut resp = self.send(target, spec, backoff).await?;
             let status = resp.status();
-            let headers = resp.headers().clone();
+            let headers = resp.take_headers();
             match read_body_limited(resp, limit).await {
                 Ok(body) => {
                     return Ok(BufferedResponse {

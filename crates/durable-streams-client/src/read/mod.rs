@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream as FuturesStream, StreamExt};
 use serde::de::DeserializeOwned;
 
@@ -292,18 +292,16 @@ impl ReadBuilder {
         let limit = self.stream.client().max_response_bytes();
         let url = self.stream.url().clone();
         let mut chunks = self.bytes();
-        let mut out = BytesMut::new();
+        // One chunk (the usual small stream) is returned as it came.
+        let mut out = session::Pieces::default();
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             if out.len() + chunk.data.len() > limit {
                 return Err(Error::new(crate::ErrorKind::ResponseTooLarge { limit }).with_url(&url));
             }
-            if out.is_empty() && chunk.closed {
-                return Ok(chunk.data);
-            }
-            out.extend_from_slice(&chunk.data);
+            out.push(chunk.data);
         }
-        Ok(out.freeze())
+        Ok(out.take_all())
     }
 
     /// Read to the end of this read and return every JSON message.

@@ -16,6 +16,54 @@ use crate::read::Chunk;
 use crate::read::guard::{catch_up_stalled, check_forward, long_poll_stalled};
 use crate::request::{RequestSpec, ResponseMeta};
 
+/// Bytes received and not yet handed out. A response that arrives in one
+/// piece (the usual small catch-up or long-poll answer) is kept as it came,
+/// with no copy; a second piece starts a buffer holding both.
+#[derive(Debug, Default)]
+pub(crate) struct Pieces {
+    one: Option<Bytes>,
+    many: BytesMut,
+}
+
+impl Pieces {
+    pub(crate) fn len(&self) -> usize {
+        self.one.as_ref().map_or(self.many.len(), Bytes::len)
+    }
+
+    pub(crate) fn push(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        if self.one.is_none() && self.many.is_empty() {
+            self.one = Some(piece);
+            return;
+        }
+        if let Some(first) = self.one.take() {
+            self.many.reserve(first.len() + piece.len());
+            self.many.extend_from_slice(&first);
+        }
+        self.many.extend_from_slice(&piece);
+    }
+
+    /// The first `n` bytes (all of them if fewer).
+    pub(crate) fn split_to(&mut self, n: usize) -> Bytes {
+        match &mut self.one {
+            Some(one) if n >= one.len() => self.one.take().unwrap_or_default(),
+            Some(one) => one.split_to(n),
+            None => self.many.split_to(n.min(self.many.len())).freeze(),
+        }
+    }
+
+    pub(crate) fn take_all(&mut self) -> Bytes {
+        self.split_to(usize::MAX)
+    }
+
+    fn clear(&mut self) {
+        self.one = None;
+        self.many.clear();
+    }
+}
+
 /// A catch-up or long-poll response being read in bounded pieces.
 pub(super) struct ResponseBody {
     body: crate::http::BodyStream,
@@ -37,7 +85,7 @@ pub(super) struct ResponseBody {
     /// array, and typed reads decode it in one pass (no split, no copy);
     /// splitting starts only when a piece has to be cut from a larger one.
     lazy: bool,
-    pending_bytes: BytesMut,
+    pending_bytes: Pieces,
     pending_items: Vec<Bytes>,
     pending_len: usize,
     /// Units (bytes, or messages for JSON) handed out from this response.
@@ -67,10 +115,10 @@ impl ResponseBody {
             self.pending_len -= size;
             (frame_elements(&items), count as u64, Some(items))
         } else {
-            let n = limit.min(self.pending_bytes.len());
-            let data = self.pending_bytes.split_to(n).freeze();
-            self.pending_len -= n;
-            (data, n as u64, None)
+            let data = self.pending_bytes.split_to(limit);
+            self.pending_len -= data.len();
+            let n = data.len() as u64;
+            (data, n, None)
         }
     }
 
@@ -81,7 +129,7 @@ impl ResponseBody {
             Some(_) if self.lazy => {
                 self.received += piece.len() as u64;
                 self.pending_len += piece.len();
-                self.pending_bytes.extend_from_slice(&piece);
+                self.pending_bytes.push(piece);
             }
             Some(splitter) => {
                 splitter.feed(&piece)?;
@@ -101,7 +149,7 @@ impl ResponseBody {
                 self.received += piece.len() as u64;
                 piece.advance(skip);
                 self.pending_len += piece.len();
-                self.pending_bytes.extend_from_slice(&piece);
+                self.pending_bytes.push(piece);
             }
         }
         Ok(())
@@ -115,7 +163,7 @@ impl ResponseBody {
             return Ok(());
         }
         self.lazy = false;
-        let held = self.pending_bytes.split().freeze();
+        let held = self.pending_bytes.take_all();
         self.pending_len = 0;
         self.received = 0;
         self.accept(held)
@@ -125,7 +173,7 @@ impl ResponseBody {
     /// messages, `(empty, 0)` for `[]` or an empty body. Only the array's
     /// brackets are checked here; the elements are checked when decoded.
     fn take_whole_array(&mut self) -> Result<(Bytes, u64)> {
-        let data = self.pending_bytes.split().freeze();
+        let data = self.pending_bytes.take_all();
         self.pending_len = 0;
         let trimmed = data.trim_ascii();
         if trimmed.is_empty() {
@@ -173,7 +221,7 @@ impl Session {
             sent_cursor: self.cursor.clone(),
             splitter: self.json.then(|| ArraySplitter::new(limit)),
             lazy: self.json,
-            pending_bytes: BytesMut::new(),
+            pending_bytes: Pieces::default(),
             pending_items: Vec::new(),
             pending_len: 0,
             delivered: 0,
@@ -382,5 +430,35 @@ impl Session {
             self.progressed();
         }
         Ok(step)
+    }
+}
+
+#[cfg(test)]
+mod pieces_tests {
+    use super::Pieces;
+    use bytes::Bytes;
+
+    #[test]
+    fn one_piece_is_kept_and_more_are_joined() {
+        let mut p = Pieces::default();
+        let first = Bytes::from_static(b"hello");
+        p.push(first.clone());
+        p.push(Bytes::new());
+        assert_eq!(p.len(), 5);
+        let part = p.split_to(2);
+        assert_eq!(&part[..], b"he");
+        // No copy: the slice points into the piece as it came.
+        assert_eq!(part.as_ptr(), first.as_ptr());
+        p.push(Bytes::from_static(b" world"));
+        assert_eq!(p.len(), 9);
+        assert_eq!(&p.split_to(4)[..], b"llo ");
+        assert_eq!(&p.take_all()[..], b"world");
+        assert_eq!(p.len(), 0);
+        assert!(p.take_all().is_empty());
+        p.push(Bytes::from_static(b"again"));
+        assert_eq!(&p.split_to(100)[..], b"again");
+        p.push(Bytes::from_static(b"x"));
+        p.clear();
+        assert_eq!(p.len(), 0);
     }
 }

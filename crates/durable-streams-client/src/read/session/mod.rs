@@ -10,6 +10,7 @@ mod sse_phase;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::body::Pieces;
 use self::body::ResponseBody;
 use self::sse_phase::SseConnection;
 pub(crate) use self::sse_phase::fuzz_entry_control;
