@@ -196,6 +196,36 @@ mod scripted {
     }
 
     #[tokio::test]
+    async fn plain_http_through_a_configured_proxy_goes_to_the_proxy() {
+        // Plain-HTTP requests normally skip reqwest; with a proxy they must
+        // not: the proxy sees the absolute URL of the origin.
+        let proxy = ScriptedServer::start(|_, _| appended()).await;
+        let client = Client::builder().proxy(&proxy.base_url).build().unwrap();
+        let stream = client
+            .stream("http://origin.invalid:9/v1/stream/s")
+            .unwrap()
+            .with_content_type("application/octet-stream");
+        stream.append("x").await.unwrap();
+        let seen = proxy.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].target, "http://origin.invalid:9/v1/stream/s");
+        // Without the proxy, the same client settings go direct.
+        let direct = ScriptedServer::start(|_, _| appended()).await;
+        stream_direct(&direct).append("x").await.unwrap();
+        assert_eq!(direct.requests()[0].target, "/v1/stream/s");
+    }
+
+    fn stream_direct(server: &ScriptedServer) -> Stream {
+        Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .stream(server.url("/v1/stream/s"))
+            .unwrap()
+            .with_content_type("application/octet-stream")
+    }
+
+    #[tokio::test]
     async fn gateway_errors_on_plain_appends_are_outcome_unknown() {
         for status in [502, 504] {
             let server = ScriptedServer::start(move |_, _| Reply::status(status)).await;
