@@ -162,7 +162,7 @@ impl HttpEngine {
 
 impl Direct {
     async fn send(&self, req: OutgoingRequest) -> Result<DirectResponse, HttpError> {
-        let uri: hyper::Uri = req.url.as_str().parse().map_err(HttpError::not_sent)?;
+        let uri: hyper::Uri = req.url.as_str().parse().map_err(HttpError::invalid)?;
         let mut request = hyper::Request::new(Full::new(req.body));
         *request.method_mut() = req.method;
         *request.uri_mut() = uri;
@@ -375,6 +375,9 @@ pub(crate) struct HttpError {
     /// No connection was made (or no request could be built): the server
     /// cannot have seen it.
     nothing_sent: bool,
+    /// The request cannot be sent at all (its URL is no HTTP request
+    /// target): retrying cannot help.
+    invalid_request: bool,
     source: BoxError,
 }
 
@@ -383,6 +386,7 @@ impl HttpError {
         HttpError {
             timeout: false,
             nothing_sent: false,
+            invalid_request: false,
             source: source.into(),
         }
     }
@@ -391,6 +395,13 @@ impl HttpError {
         HttpError {
             nothing_sent: true,
             ..HttpError::new(source)
+        }
+    }
+
+    fn invalid(source: impl Into<BoxError>) -> Self {
+        HttpError {
+            invalid_request: true,
+            ..HttpError::not_sent(source)
         }
     }
 
@@ -405,6 +416,7 @@ impl HttpError {
         HttpError {
             timeout: err.is_timeout(),
             nothing_sent: err.is_connect() || err.is_builder(),
+            invalid_request: err.is_builder(),
             // The URL may carry credentials or tokens in its query.
             source: err.without_url().into(),
         }
@@ -428,6 +440,11 @@ impl HttpError {
         self.nothing_sent
     }
 
+    /// The request could never be sent as it is.
+    pub(crate) fn is_invalid_request(&self) -> bool {
+        self.invalid_request
+    }
+
     /// The underlying error, for [`crate::Error::with_source`].
     pub(crate) fn into_source(self) -> BoxError {
         self.source
@@ -439,6 +456,7 @@ impl fmt::Debug for HttpError {
         f.debug_struct("HttpError")
             .field("timeout", &self.timeout)
             .field("nothing_sent", &self.nothing_sent)
+            .field("invalid_request", &self.invalid_request)
             .field("source", &self.source)
             .finish()
     }

@@ -215,3 +215,17 @@ async fn urls_with_credentials_and_https_take_the_reqwest_path() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_url_too_long_for_a_request_line_is_refused_before_sending() {
+    // `url` accepts it; HTTP request targets stop at 64 KiB.
+    let long = format!("http://127.0.0.1:9/{}", "a".repeat(70_000));
+    for (path, engine) in engines() {
+        let err = engine
+            .send(request(Method::POST, &long, b"x"))
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_request(), "{path}: {err:?}");
+        assert!(err.nothing_sent(), "{path}");
+    }
+}

@@ -263,6 +263,13 @@ fn failed(
     backoff: &mut Backoff,
     err: HttpError,
 ) -> Result<Next> {
+    if err.is_invalid_request() {
+        return Err(
+            Error::invalid_argument("url", "not a valid HTTP request target")
+                .with_source(err.into_source())
+                .with_url(target.url),
+        );
+    }
     if !err.nothing_sent() {
         // The request may have reached the server.
         backoff.note_outcome_unknown();

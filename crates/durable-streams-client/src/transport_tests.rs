@@ -215,6 +215,22 @@ mod scripted {
         assert_eq!(direct.requests()[0].target, "/v1/stream/s");
     }
 
+    #[tokio::test]
+    async fn a_url_too_long_to_send_fails_at_once() {
+        let server = ScriptedServer::start(|_, _| appended()).await;
+        let long = server.url(&format!("/v1/stream/{}", "a".repeat(70_000)));
+        let err = client(RedirectPolicy::default())
+            .stream(long)
+            .unwrap()
+            .with_content_type("application/octet-stream")
+            .append("x")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::InvalidArgument { field: "url" });
+        assert!(!err.is_outcome_unknown());
+        assert_eq!(server.count(), 0);
+    }
+
     fn stream_direct(server: &ScriptedServer) -> Stream {
         Client::builder()
             .no_proxy()
