@@ -805,9 +805,14 @@ async fn supervisor_restarts_panicking_tasks_and_drains_pipelines_on_shutdown() 
         .build()
         .unwrap()
         .spawn();
+    // Both happen before the shutdown: the pipeline reaches the tail, and
+    // the panicking task is restarted twice (whichever is slower).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while store.get("supervised") != Some(end.clone()) {
-        assert!(Instant::now() < deadline, "pipeline did not reach the tail");
+    while store.get("supervised") != Some(end.clone()) || panics.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "pipeline did not reach the tail, or the task was not restarted twice"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     handle.shutdown().await.unwrap();
