@@ -370,6 +370,7 @@ impl Stream for DirectBody {
 }
 
 /// A failure of one request or of its body.
+#[derive(Debug)]
 pub(crate) struct HttpError {
     timeout: bool,
     /// No connection was made (or no request could be built): the server
@@ -448,17 +449,6 @@ impl HttpError {
     /// The underlying error, for [`crate::Error::with_source`].
     pub(crate) fn into_source(self) -> BoxError {
         self.source
-    }
-}
-
-impl fmt::Debug for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpError")
-            .field("timeout", &self.timeout)
-            .field("nothing_sent", &self.nothing_sent)
-            .field("invalid_request", &self.invalid_request)
-            .field("source", &self.source)
-            .finish()
     }
 }
 
