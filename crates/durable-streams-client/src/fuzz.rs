@@ -8,10 +8,11 @@
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::{DecodeKind, Error, ErrorKind};
-use crate::json::{ArraySplitter, split_messages};
+use crate::json::{ArraySplitter, read_in_parts, split_messages};
 use crate::offset::Offset;
 use crate::request::ResponseMeta;
 use crate::retry::{MAX_RETRY_AFTER, parse_retry_after, parse_retry_after_at};
@@ -129,6 +130,46 @@ pub fn json_array(data: &[u8], seed: u64) {
         }
         (Ok(_), None) => panic!("split_messages accepted what serde_json rejects"),
         (Err(e), Some(_)) => panic!("split_messages rejected a valid JSON array: {e}"),
+    }
+}
+
+/// The typed JSON reader on arbitrary server bytes: the same answer
+/// whatever the parts the body arrives in (whole, byte by byte, pieces
+/// chosen by `seed`) and however little each call decodes, and exactly
+/// serde_json's answer for the whole body (`Vec<Value>`), errors included.
+pub fn typed_json_array(data: &[u8], seed: u64) {
+    let limit = 1 << 30;
+    let sizes = chunk_sizes(seed, data.len());
+    let pieces: Vec<usize> = sizes
+        .iter()
+        .scan(0, |at, n| {
+            *at += n;
+            Some(*at)
+        })
+        .collect();
+    let bytewise: Vec<usize> = (1..data.len()).collect();
+    let whole = read_in_parts::<Value>(data, &[], usize::MAX, 0, limit);
+    let target = (seed >> 60) as usize + 1;
+    for (parts, what) in [(&pieces, "pieces"), (&bytewise, "byte by byte")] {
+        let got = read_in_parts::<Value>(data, parts, target, 0, limit);
+        assert_eq!(got.is_ok(), whole.is_ok(), "{what} changed the outcome");
+        if let (Ok(got), Ok(whole)) = (&got, &whole) {
+            assert_eq!(got, whole, "{what} changed the messages");
+        }
+    }
+    let reference = if data.trim_ascii().is_empty() {
+        Ok(Vec::new())
+    } else {
+        serde_json::from_slice::<Vec<Value>>(data)
+    };
+    match (whole, reference) {
+        (Ok(got), Ok(reference)) => assert_eq!(got, reference, "disagrees with serde_json"),
+        (Err(e), Err(_)) => assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Json)),
+        // serde counts the array itself towards its nesting limit; each
+        // message decoded alone may nest one level deeper.
+        (Ok(_), Err(e)) if e.to_string().contains("recursion limit") => {}
+        (Ok(_), Err(e)) => panic!("accepted what serde_json rejects: {e}"),
+        (Err(e), Ok(_)) => panic!("rejected a valid JSON array: {e}"),
     }
 }
 
@@ -335,6 +376,7 @@ mod tests {
         ] {
             for seed in 0..5 {
                 json_array(sample, seed);
+                typed_json_array(sample, seed << 58);
             }
         }
         sse_control(br#"{"streamNextOffset":"1_2","streamCursor":7,"upToDate":true}"#);

@@ -75,18 +75,22 @@ pub(crate) fn split_messages(body: &Bytes) -> Result<Vec<Bytes>> {
 
 /// Deserialize one message into the caller's type.
 pub(crate) fn decode_message<T: DeserializeOwned>(message: &[u8]) -> Result<T> {
-    serde_json::from_slice(message).map_err(|e| {
-        Error::decode(
-            DecodeKind::Json,
-            match e.classify() {
-                // Not JSON at all: likeliest a read that began mid-message.
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                    format!("a message is not valid JSON: {e}{NOT_A_BOUNDARY}")
-                }
-                _ => format!("message does not match the requested type: {e}"),
-            },
-        )
-    })
+    serde_json::from_slice(message).map_err(message_error)
+}
+
+/// A message's decode error, by class: not JSON at all, or JSON of
+/// another shape than the caller's type.
+fn message_error(e: serde_json::Error) -> Error {
+    Error::decode(
+        DecodeKind::Json,
+        match e.classify() {
+            // Not JSON at all: likeliest a read that began mid-message.
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("a message is not valid JSON: {e}{NOT_A_BOUNDARY}")
+            }
+            _ => format!("message does not match the requested type: {e}"),
+        },
+    )
 }
 
 /// Deserialize split messages into the caller's type.
@@ -267,10 +271,7 @@ impl ArraySplitter {
             let start = element_start.unwrap_or(0);
             self.current.extend_from_slice(&data[start..]);
             if self.current.len() > self.limit {
-                return Err(
-                    Error::new(crate::ErrorKind::ResponseTooLarge { limit: self.limit })
-                        .with_message("a single JSON message exceeds the size limit"),
-                );
+                return Err(too_large(self.limit));
             }
         }
         Ok(())
@@ -308,10 +309,7 @@ impl ArraySplitter {
 
     fn complete_element(&mut self, element: Bytes) -> Result<()> {
         if element.len() > self.limit {
-            return Err(
-                Error::new(crate::ErrorKind::ResponseTooLarge { limit: self.limit })
-                    .with_message("a single JSON message exceeds the size limit"),
-            );
+            return Err(too_large(self.limit));
         }
         self.ready.push(element);
         self.elements += 1;
@@ -330,6 +328,248 @@ impl ArraySplitter {
             _ => Err(Self::malformed("the body ended inside the array")),
         }
     }
+}
+
+/// A typed decoder a read feeds a large JSON array body through, type-erased
+/// so that the read session itself stays free of the caller's type.
+pub(crate) trait ArrayDecoder: Send {
+    /// A new response begins: forget the array position and any undelivered
+    /// items, and drop its first `skip` elements (handed out before the body
+    /// broke and was requested again).
+    fn start(&mut self, skip: u64);
+
+    /// Decode whole elements from the front of `buf`, which continues the
+    /// body where the last call stopped, until at least `target` bytes are
+    /// consumed or the next element is not all in `buf`. Returns the bytes
+    /// consumed; `ended` says `buf` runs to the end of the body.
+    fn read(&mut self, buf: &[u8], target: usize, ended: bool) -> Result<usize>;
+
+    /// Items decoded and kept since they were last taken.
+    fn pending(&self) -> usize;
+
+    /// For taking the items out with their type.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// Where a typed reader is in the array, between elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArrayPos {
+    Start,
+    BeforeElement,
+    AfterElement,
+    Done,
+}
+
+/// Decodes a JSON array body straight into `T`s while it arrives, in
+/// pieces cut at element boundaries. serde finds each element's end while
+/// decoding it, so every byte is scanned once, as a raw
+/// `serde_json::from_slice::<Vec<T>>` of the whole body would, while only
+/// a piece and one partial element are held.
+pub(crate) struct TypedArrayReader<T> {
+    state: ArrayPos,
+    /// Decoded, kept and not yet taken.
+    items: Vec<T>,
+    /// Elements of this response decoded so far (kept or skipped).
+    elements: u64,
+    /// Leading elements of this response to drop.
+    skip: u64,
+    /// Largest element accepted.
+    limit: usize,
+}
+
+impl<T> TypedArrayReader<T> {
+    pub(crate) fn new(limit: usize) -> Self {
+        TypedArrayReader {
+            state: ArrayPos::Start,
+            items: Vec::new(),
+            elements: 0,
+            skip: 0,
+            limit,
+        }
+    }
+
+    /// The items decoded since the last take.
+    pub(crate) fn take(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> ArrayDecoder for TypedArrayReader<T> {
+    fn start(&mut self, skip: u64) {
+        self.state = ArrayPos::Start;
+        self.items.clear();
+        self.elements = 0;
+        self.skip = skip;
+    }
+
+    fn read(&mut self, buf: &[u8], target: usize, ended: bool) -> Result<usize> {
+        let mut i = 0;
+        loop {
+            while buf.get(i).is_some_and(u8::is_ascii_whitespace) {
+                i += 1;
+            }
+            let Some(&b) = buf.get(i) else {
+                if ended && !matches!(self.state, ArrayPos::Start | ArrayPos::Done) {
+                    return Err(ArraySplitter::malformed("the body ended inside the array"));
+                }
+                return Ok(i);
+            };
+            match self.state {
+                ArrayPos::Start if b == b'[' => self.state = ArrayPos::BeforeElement,
+                ArrayPos::Start => {
+                    return Err(ArraySplitter::malformed("the body does not start with `[`"));
+                }
+                ArrayPos::BeforeElement if b == b']' && self.elements == 0 => {
+                    self.state = ArrayPos::Done;
+                }
+                ArrayPos::BeforeElement if b == b',' || b == b']' => {
+                    return Err(ArraySplitter::malformed("missing element"));
+                }
+                ArrayPos::BeforeElement => {
+                    if i >= target {
+                        return Ok(i);
+                    }
+                    match self.element(&buf[i..], ended)? {
+                        Some(len) => {
+                            i += len;
+                            self.state = ArrayPos::AfterElement;
+                            continue;
+                        }
+                        None => return Ok(i),
+                    }
+                }
+                ArrayPos::AfterElement if b == b',' => self.state = ArrayPos::BeforeElement,
+                ArrayPos::AfterElement if b == b']' => self.state = ArrayPos::Done,
+                ArrayPos::AfterElement => {
+                    return Err(ArraySplitter::malformed(
+                        "expected `,` or `]` between messages",
+                    ));
+                }
+                ArrayPos::Done => {
+                    return Err(ArraySplitter::malformed("data after the closing `]`"));
+                }
+            }
+            i += 1;
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.items.len()
+    }
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl<T: DeserializeOwned> TypedArrayReader<T> {
+    /// Decode the element at the start of `rest`: its length, or `None`
+    /// when it is not all there yet (more of the body is to come).
+    fn element(&mut self, rest: &[u8], ended: bool) -> Result<Option<usize>> {
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+        match values.next() {
+            Some(Ok(value)) => {
+                let len = values.byte_offset();
+                if len > self.limit {
+                    return Err(too_large(self.limit));
+                }
+                // A number at the end of `buf` may go on in the next piece:
+                // an element counts once the byte after it is here.
+                if !ended && rest[len..].iter().all(u8::is_ascii_whitespace) {
+                    return self.incomplete(rest);
+                }
+                self.elements += 1;
+                if self.elements > self.skip {
+                    self.items.push(value);
+                }
+                Ok(Some(len))
+            }
+            // Errors count only for a whole element: one cut short may
+            // fail in ways the whole one does not.
+            Some(Err(e)) if !ended && (e.is_eof() || !holds_whole_element(rest)) => {
+                self.incomplete(rest)
+            }
+            Some(Err(e)) => Err(message_error(e)),
+            None => Err(ArraySplitter::malformed("the body ended inside the array")),
+        }
+    }
+
+    fn incomplete(&self, rest: &[u8]) -> Result<Option<usize>> {
+        if rest.len() > self.limit {
+            return Err(too_large(self.limit));
+        }
+        Ok(None)
+    }
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::new(crate::ErrorKind::ResponseTooLarge { limit })
+        .with_message("a single JSON message exceeds the size limit")
+}
+
+/// Whether `rest`, which starts with an element, holds all of it (its
+/// nesting closed, or a delimiter after a scalar).
+fn holds_whole_element(rest: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for &b in rest {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                if depth == 0 {
+                    return true;
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' if depth <= 1 => return true,
+            b']' | b'}' => depth -= 1,
+            b',' if depth == 0 => return true,
+            b if b.is_ascii_whitespace() && depth == 0 => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Feeds `body` to a typed reader in parts cut at `cuts` (taken modulo
+/// the body's length), as a read does: bytes not consumed are kept and the
+/// next part appended. For tests and fuzzing.
+pub(crate) fn read_in_parts<T: DeserializeOwned + Send + 'static>(
+    body: &[u8],
+    cuts: &[usize],
+    target: usize,
+    skip: u64,
+    limit: usize,
+) -> Result<Vec<T>> {
+    let mut reader = TypedArrayReader::<T>::new(limit);
+    reader.start(skip);
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+    points.push(body.len());
+    points.sort_unstable();
+    let (mut held, mut from, mut out) = (Vec::new(), 0, Vec::new());
+    for point in points {
+        held.extend_from_slice(&body[from..point]);
+        from = point;
+        let ended = point == body.len();
+        loop {
+            let consumed = reader.read(&held, target, ended)?;
+            held.drain(..consumed);
+            out.extend(reader.take());
+            if consumed == 0 || held.is_empty() {
+                break;
+            }
+        }
+    }
+    // At the end of the body everything is consumed, or it is an error.
+    assert!(held.is_empty(), "typed reader left bytes at the end");
+    Ok(out)
 }
 
 /// `[a,b,...]` from raw elements.
@@ -638,7 +878,143 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn typed_reader_decodes_whole_elements_only() {
+        let body = br#" [ 1 , "a,]\"b" , {"x":[1,{"y":"]"}]} , [ ] , 12345 ]  "#;
+        let want = vec![
+            json!(1),
+            json!("a,]\"b"),
+            json!({"x":[1,{"y":"]"}]}),
+            json!([]),
+            json!(12345),
+        ];
+        for cut in 0..body.len() {
+            for target in [1, 7, usize::MAX] {
+                let got: Vec<Value> = read_in_parts(body, &[cut], target, 0, 1 << 20).unwrap();
+                assert_eq!(got, want, "cut {cut}, target {target}");
+            }
+        }
+        // Messages handed out before a re-request are dropped.
+        let got: Vec<Value> = read_in_parts(body, &[9], 1, 2, 1 << 20).unwrap();
+        assert_eq!(got, want[2..]);
+        assert!(
+            read_in_parts::<Value>(b"", &[], 1, 0, 64)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            read_in_parts::<Value>(b" [ ] ", &[2], 1, 0, 64)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// An element cut short can fail where the whole one does not (here a
+    /// number checked by the type: `1` of `150`); it is decoded again with
+    /// the rest, never reported.
+    #[test]
+    fn typed_reader_judges_only_whole_elements() {
+        #[derive(Debug, PartialEq)]
+        struct AtLeast100(u32);
+        impl<'de> serde::Deserialize<'de> for AtLeast100 {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                let v = u32::deserialize(d)?;
+                if v < 100 {
+                    return Err(serde::de::Error::custom("below 100"));
+                }
+                Ok(AtLeast100(v))
+            }
+        }
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct M {
+            v: AtLeast100,
+        }
+        let body = br#"[{"v":150},{"v":200}]"#;
+        for cut in 0..body.len() {
+            let got: Vec<M> = read_in_parts(body, &[cut], 1, 0, 1 << 20).unwrap();
+            assert_eq!(
+                got,
+                vec![M { v: AtLeast100(150) }, M { v: AtLeast100(200) }]
+            );
+        }
+        let bad = br#"[{"v":150},{"v":20}]"#;
+        for cut in 0..bad.len() {
+            let (class, text) =
+                outcome(read_in_parts::<M>(bad, &[cut], 1, 0, 1 << 20)).unwrap_err();
+            assert_eq!(class, "type", "{text}");
+            assert!(text.contains("below 100"), "{text}");
+        }
+    }
+
+    #[test]
+    fn typed_reader_rejects_malformed_bodies_and_oversize_elements() {
+        for bad in [
+            &b"{}"[..],
+            b"[1,,2]",
+            b"[1 2]",
+            b"[1]x",
+            b"[1,",
+            b"[,1]",
+            b"[1,]",
+            b"[1}",
+            b"[tru]",
+            br#"[":1},{"b":22}]"#,
+        ] {
+            for cut in 0..=bad.len() {
+                let err = read_in_parts::<Value>(bad, &[cut], 1, 0, 1 << 20).unwrap_err();
+                assert_eq!(
+                    err.kind(),
+                    &crate::ErrorKind::Decode(DecodeKind::Json),
+                    "{:?}",
+                    String::from_utf8_lossy(bad)
+                );
+                assert!(err.to_string().contains(NOT_A_BOUNDARY), "{err}");
+            }
+        }
+        for cut in 0..14 {
+            let err = read_in_parts::<Value>(br#"[1,"0123456789"]"#, &[cut], 1, 0, 4).unwrap_err();
+            assert!(matches!(
+                err.kind(),
+                crate::ErrorKind::ResponseTooLarge { limit: 4 }
+            ));
+        }
+    }
+
     proptest! {
+        #[test]
+        fn typed_reader_matches_serde_at_any_cuts(
+            values in prop::collection::vec(arb_json(), 0..6),
+            cuts in prop::collection::vec(any::<usize>(), 0..4),
+            target in 1usize..64,
+            damage in prop::collection::vec((any::<usize>(), any::<u8>()), 0..2),
+        ) {
+            for body in [
+                serde_json::to_vec(&values).unwrap(),
+                serde_json::to_vec_pretty(&values).unwrap(),
+            ] {
+                let got: Vec<Value> = read_in_parts(&body, &cuts, target, 0, 1 << 20).unwrap();
+                prop_assert_eq!(&got, &values);
+                let mut damaged = body;
+                for (at, byte) in &damage {
+                    let len = damaged.len();
+                    damaged[at % len] = *byte;
+                }
+                if damaged.trim_ascii().is_empty() {
+                    continue;
+                }
+                let got = read_in_parts::<Value>(&damaged, &cuts, target, 0, 1 << 20);
+                match serde_json::from_slice::<Vec<Value>>(&damaged) {
+                    Ok(reference) => prop_assert_eq!(got.unwrap(), reference),
+                    Err(_) => {
+                        let err = got.unwrap_err();
+                        prop_assert_eq!(err.kind(), &crate::ErrorKind::Decode(DecodeKind::Json));
+                    }
+                }
+            }
+        }
+
         #[test]
         fn splitter_matches_serde_at_any_cut(values in prop::collection::vec(arb_json(), 0..6), cut in 0usize..400) {
             let body = serde_json::to_vec(&values).unwrap();

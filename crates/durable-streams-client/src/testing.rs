@@ -275,5 +275,6 @@ pub(crate) fn chunk_with(
         closed,
         status: 200,
         messages: None,
+        typed_bytes: None,
     }
 }

@@ -22,6 +22,7 @@ fn chunk(data: &'static str, at: &str, up_to_date: bool, closed: bool) -> Chunk 
         closed,
         status: 200,
         messages: None,
+        typed_bytes: None,
     }
 }
 

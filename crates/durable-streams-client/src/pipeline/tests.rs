@@ -73,6 +73,7 @@ fn json_decoding_keeps_payload_slices_and_fails_single_messages() {
         closed: false,
         status: 200,
         messages: None,
+        typed_bytes: None,
     };
     let items = decode_json::<N>(&mut chunk(br#" [{"n":1}, {"x":2} ,{"n":3}] "#)).unwrap();
     assert_eq!(items.len(), 3);

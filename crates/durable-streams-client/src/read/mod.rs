@@ -116,6 +116,10 @@ pub struct Chunk {
     /// JSON streams: the messages of `data`, already split while the body
     /// arrived (saves splitting `data` again for typed reads).
     pub(crate) messages: Option<Vec<Bytes>>,
+    /// Typed JSON reads: this chunk's messages were decoded by the read's
+    /// own decoder while the body arrived and wait there (`data` is empty);
+    /// the body bytes they came from.
+    pub(crate) typed_bytes: Option<usize>,
 }
 
 impl Chunk {
@@ -280,9 +284,34 @@ impl ReadBuilder {
     /// is deserialized with serde; a message that does not fit `T` is a
     /// `Decode(Json)` error.
     pub fn json<T: DeserializeOwned + Send + 'static>(self) -> JsonStream<T> {
+        let limit = self.stream.client().max_response_bytes();
         let url = self.stream.url().clone();
-        let session = self.session(true);
-        json_stream(session.into_stream(), url)
+        let mut session = self.session(true);
+        // Large responses are decoded straight into `T` while they arrive.
+        session.decode_with(Box::new(crate::json::TypedArrayReader::<T>::new(limit)));
+        let batches = futures::stream::unfold(Some(Box::new(session)), move |session| {
+            let url = url.clone();
+            async move {
+                let mut session = session?;
+                let batch = match session.next_chunk().await? {
+                    Ok(mut chunk) => {
+                        let items = match chunk.typed_bytes {
+                            Some(_) => session.take_decoded::<T>(),
+                            None => crate::json::decode_chunk(&mut chunk),
+                        };
+                        items.map(|items| json_batch(items, chunk))
+                    }
+                    Err(e) => Err(e),
+                };
+                // The read ends after an error.
+                let session = batch.is_ok().then_some(session);
+                Some((batch.map_err(|e| e.with_url(&url)), session))
+            }
+        });
+        JsonStream {
+            inner: batches.boxed(),
+            _type: PhantomData,
+        }
     }
 
     /// Read to the end of this read (the tail for [`LiveMode::Off`], the
@@ -330,19 +359,24 @@ fn json_stream<T: DeserializeOwned + Send + 'static>(
     let stream = chunks.map(move |chunk| {
         let mut chunk = chunk?;
         let items = crate::json::decode_chunk(&mut chunk).map_err(|e| e.with_url(&url))?;
-        Ok(JsonBatch {
-            items,
-            offset: chunk.offset,
-            exact: chunk.exact,
-            cursor: chunk.cursor,
-            up_to_date: chunk.up_to_date,
-            closed: chunk.closed,
-            status: chunk.status,
-        })
+        Ok(json_batch(items, chunk))
     });
     JsonStream {
         inner: stream.boxed(),
         _type: PhantomData,
+    }
+}
+
+/// A chunk's position around its decoded messages.
+fn json_batch<T>(items: Vec<T>, chunk: Chunk) -> JsonBatch<T> {
+    JsonBatch {
+        items,
+        offset: chunk.offset,
+        exact: chunk.exact,
+        cursor: chunk.cursor,
+        up_to_date: chunk.up_to_date,
+        closed: chunk.closed,
+        status: chunk.status,
     }
 }
 
@@ -470,6 +504,7 @@ mod tests {
             closed,
             status: 200,
             messages: None,
+            typed_bytes: None,
         }
     }
 

@@ -419,6 +419,7 @@ mod tests {
             closed: false,
             status: 200,
             messages: messages.map(|m| m.into_iter().map(Bytes::from_static).collect()),
+            typed_bytes: None,
         }
     }
 

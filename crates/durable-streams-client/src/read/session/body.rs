@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 use super::{Answer, PIECE_BYTES, Session, Step};
 use crate::error::{Error, ErrorKind, Result};
-use crate::json::{ArraySplitter, frame_elements};
+use crate::json::{ArrayDecoder, ArraySplitter, frame_elements};
 use crate::offset::Offset;
 use crate::read::Chunk;
 use crate::read::guard::{catch_up_stalled, check_forward, long_poll_stalled};
@@ -58,10 +58,33 @@ impl Pieces {
         self.split_to(usize::MAX)
     }
 
+    /// All the bytes, in one slice.
+    fn as_slice(&self) -> &[u8] {
+        self.one.as_deref().unwrap_or(&self.many)
+    }
+
+    /// Drop the first `n` bytes (all of them if fewer).
+    fn consume(&mut self, n: usize) {
+        match &mut self.one {
+            Some(one) if n >= one.len() => self.one = None,
+            Some(one) => one.advance(n),
+            None => self.many.advance(n.min(self.many.len())),
+        }
+    }
+
     fn clear(&mut self) {
         self.one = None;
         self.many.clear();
     }
+}
+
+/// The last piece of a response: its data (or, for typed reads, the bytes
+/// its decoded messages came from) and how many units it holds.
+struct Payload {
+    data: Bytes,
+    messages: Option<Vec<Bytes>>,
+    typed_bytes: Option<usize>,
+    units: u64,
 }
 
 /// A catch-up or long-poll response being read in bounded pieces.
@@ -85,6 +108,13 @@ pub(super) struct ResponseBody {
     /// array, and typed reads decode it in one pass (no split, no copy);
     /// splitting starts only when a piece has to be cut from a larger one.
     lazy: bool,
+    /// Typed JSON reads: the body is decoded by the session's decoder
+    /// straight from `pending_bytes` (no splitter).
+    typed: bool,
+    /// Typed: the next element is larger than what is held; wait for this
+    /// many bytes before decoding again (so a huge element is not decoded
+    /// over and over as it arrives).
+    retry_at: usize,
     pending_bytes: Pieces,
     pending_items: Vec<Bytes>,
     pending_len: usize,
@@ -126,7 +156,7 @@ impl ResponseBody {
     /// re-request (data at an offset never changes, so the prefix is the same).
     fn accept(&mut self, mut piece: Bytes) -> Result<()> {
         match &mut self.splitter {
-            Some(_) if self.lazy => {
+            Some(_) if self.lazy || self.typed => {
                 self.received += piece.len() as u64;
                 self.pending_len += piece.len();
                 self.pending_bytes.push(piece);
@@ -167,6 +197,37 @@ impl ResponseBody {
         self.pending_len = 0;
         self.received = 0;
         self.accept(held)
+    }
+
+    /// Stop holding a JSON body whole: decode it with the session's typed
+    /// decoder from here on, dropping the first `skip` messages.
+    fn start_decoding(&mut self, decoder: &mut dyn ArrayDecoder, skip: u64) {
+        self.lazy = false;
+        self.typed = true;
+        self.retry_at = 0;
+        decoder.start(skip);
+    }
+
+    /// Typed: decode the messages held, up to about `target` bytes of them.
+    /// Returns the bytes consumed and the messages kept.
+    fn decode_pending(
+        &mut self,
+        decoder: &mut dyn ArrayDecoder,
+        target: usize,
+        limit: usize,
+    ) -> Result<(usize, u64)> {
+        let before = decoder.pending();
+        let consumed = decoder.read(self.pending_bytes.as_slice(), target, self.ended)?;
+        self.pending_bytes.consume(consumed);
+        self.pending_len -= consumed;
+        self.retry_at = if consumed == 0 {
+            self.pending_len
+                .saturating_mul(2)
+                .min(limit.saturating_add(1))
+        } else {
+            0
+        };
+        Ok((consumed, (decoder.pending() - before) as u64))
     }
 
     /// The end of a JSON body held whole: `(data, 1)` when it holds
@@ -221,6 +282,8 @@ impl Session {
             sent_cursor: self.cursor.clone(),
             splitter: self.json.then(|| ArraySplitter::new(limit)),
             lazy: self.json,
+            typed: false,
+            retry_at: 0,
             pending_bytes: Pieces::default(),
             pending_items: Vec::new(),
             pending_len: 0,
@@ -237,21 +300,41 @@ impl Session {
     /// end the final piece with the response's offsets. A broken body is
     /// requested again and the part already handed out is skipped.
     pub(super) async fn body_step(&mut self) -> Result<Step> {
-        let piece_limit = PIECE_BYTES.min(self.stream.client().max_response_bytes());
+        let limit = self.stream.client().max_response_bytes();
+        let piece_limit = PIECE_BYTES.min(limit);
         loop {
             let Some(body) = self.body.as_mut() else {
                 return Ok(Step::Continue);
             };
             // A full piece, or more than one piece left at the end: hand out
             // a piece. Its offset is where the response started.
-            if body.pending_len >= piece_limit && !(body.ended && body.pending_len == piece_limit) {
+            if body.pending_len >= piece_limit.max(body.retry_at)
+                && !(body.ended && body.pending_len == piece_limit)
+            {
                 if body.lazy {
-                    body.start_splitting()?;
+                    match self.decoder.as_deref_mut() {
+                        Some(decoder) => body.start_decoding(decoder, 0),
+                        None => body.start_splitting()?,
+                    }
                     continue;
                 }
                 // Data is delivered only when the offset moves forward.
                 check_forward(&self.offset, &body.next, true)?;
-                let (data, units, messages) = body.take_pending(piece_limit);
+                let (data, units, messages, typed_bytes) = match self.decoder.as_deref_mut() {
+                    Some(decoder) if body.typed => {
+                        let (bytes, units) = body.decode_pending(decoder, piece_limit, limit)?;
+                        if units == 0 {
+                            // An element not all here yet, or only
+                            // messages handed out before a re-request.
+                            continue;
+                        }
+                        (Bytes::new(), units, None, Some(bytes))
+                    }
+                    _ => {
+                        let (data, units, messages) = body.take_pending(piece_limit);
+                        (data, units, messages, None)
+                    }
+                };
                 body.delivered += units;
                 let cursor = body.meta.cursor.clone();
                 let status = body.status;
@@ -267,6 +350,7 @@ impl Session {
                     closed: false,
                     status: status.as_u16(),
                     messages,
+                    typed_bytes,
                 }));
             }
             if body.ended {
@@ -279,17 +363,29 @@ impl Session {
                         .map_err(|e| e.with_url(self.stream.url()))?;
                 }
                 let handed_out = body.delivered;
-                let (data, units, messages) = if body.lazy {
-                    let (data, units) = body
-                        .take_whole_array()
-                        .map_err(|e| e.with_url(self.stream.url()))?;
-                    (data, units, None)
-                } else {
-                    body.take_pending(usize::MAX)
+                let (data, units, messages, typed_bytes) = match self.decoder.as_deref_mut() {
+                    _ if body.lazy => {
+                        let (data, units) = body
+                            .take_whole_array()
+                            .map_err(|e| e.with_url(self.stream.url()))?;
+                        (data, units, None, None)
+                    }
+                    Some(decoder) if body.typed => {
+                        let (bytes, units) = body.decode_pending(decoder, usize::MAX, limit)?;
+                        (Bytes::new(), units, None, Some(bytes))
+                    }
+                    _ => {
+                        let (data, units, messages) = body.take_pending(usize::MAX);
+                        (data, units, messages, None)
+                    }
                 };
-                return self
-                    .finish_response(*body, data, messages, units, handed_out)
-                    .await;
+                let payload = Payload {
+                    data,
+                    messages,
+                    typed_bytes,
+                    units,
+                };
+                return self.finish_response(*body, payload, handed_out).await;
             }
             match body.body.next().await {
                 Some(Ok(piece)) => body.accept(piece)?,
@@ -346,6 +442,10 @@ impl Session {
                 body.splitter = Some(ArraySplitter::new(limit));
                 // Messages already handed out are counted to be skipped.
                 body.lazy = body.delivered == 0;
+                body.typed = false;
+                if let Some(decoder) = self.decoder.as_deref_mut().filter(|_| !body.lazy) {
+                    body.start_decoding(decoder, body.delivered);
+                }
             }
         }
         Ok(())
@@ -358,11 +458,15 @@ impl Session {
     async fn finish_response(
         &mut self,
         body: ResponseBody,
-        data: Bytes,
-        messages: Option<Vec<Bytes>>,
-        units: u64,
+        payload: Payload,
         handed_out: u64,
     ) -> Result<Step> {
+        let Payload {
+            data,
+            messages,
+            typed_bytes,
+            units,
+        } = payload;
         let ResponseBody {
             meta,
             next,
@@ -380,6 +484,7 @@ impl Session {
             let (step, moved) = self.advance(Answer {
                 data,
                 messages,
+                typed_bytes,
                 has_data,
                 any_data,
                 next,
@@ -413,6 +518,7 @@ impl Session {
         let (step, moved) = self.advance(Answer {
             data,
             messages,
+            typed_bytes,
             has_data,
             any_data,
             next,

@@ -26,6 +26,7 @@ use super::guard::{
 };
 use super::{Chunk, LiveMode};
 use crate::error::{DecodeKind, Error, Result};
+use crate::json::{ArrayDecoder, TypedArrayReader};
 use crate::offset::Offset;
 use crate::request::{RequestSpec, ResponseMeta, error_from_response, read_body_limited};
 use crate::retry::Backoff;
@@ -90,6 +91,8 @@ enum Step {
 struct Answer {
     data: Bytes,
     messages: Option<Vec<Bytes>>,
+    /// The messages wait in the session's decoder (see `Chunk::typed_bytes`).
+    typed_bytes: Option<usize>,
     /// `data` holds at least one message (JSON) or byte.
     has_data: bool,
     /// The whole answer carried data (pieces may have gone out already).
@@ -152,6 +155,9 @@ pub(crate) struct Session {
     /// Boxed: a live SSE session never holds one, and its size would
     /// otherwise sit in every subscriber.
     body: Option<Box<ResponseBody>>,
+    /// Typed JSON reads: decodes responses larger than a piece while they
+    /// arrive (see `Chunk::typed_bytes`).
+    decoder: Option<Box<dyn ArrayDecoder>>,
     /// One retry budget for the whole read: request retries, body
     /// re-requests, reconnects and no-progress waits. Unbounded for live
     /// modes (reset on progress), the policy's budget for `LiveMode::Off`.
@@ -205,6 +211,7 @@ impl Session {
             last_up_to_date: false,
             sse: None,
             body: None,
+            decoder: None,
             backoff,
             guard: ProgressGuard::new(options.max_no_progress),
             short_sse: 0,
@@ -225,6 +232,27 @@ impl Session {
         })
     }
 
+    /// Decode large JSON responses with `decoder` while they arrive; the
+    /// items of a chunk with `typed_bytes` are then taken with
+    /// [`Session::take_decoded`].
+    pub(crate) fn decode_with(&mut self, decoder: Box<dyn ArrayDecoder>) {
+        self.decoder = Some(decoder);
+    }
+
+    /// The items of the last chunk that has `typed_bytes`.
+    pub(crate) fn take_decoded<T: 'static>(&mut self) -> Result<Vec<T>> {
+        self.decoder
+            .as_mut()
+            .and_then(|d| d.as_any().downcast_mut::<TypedArrayReader<T>>())
+            .map(TypedArrayReader::take)
+            .ok_or_else(|| {
+                Error::decode(
+                    DecodeKind::Json,
+                    "typed JSON read without a decoder of its item type",
+                )
+            })
+    }
+
     /// The next chunk, `None` at the end. An error ends the session.
     pub(crate) async fn next_chunk(&mut self) -> Option<Result<Chunk>> {
         while !self.done {
@@ -238,7 +266,8 @@ impl Session {
             };
             match step {
                 Ok(Step::Yield(chunk)) => {
-                    crate::telemetry::chunk_delivered(self.phase.name(), chunk.data.len());
+                    let bytes = chunk.typed_bytes.unwrap_or(chunk.data.len());
+                    crate::telemetry::chunk_delivered(self.phase.name(), bytes);
                     return Some(Ok(chunk));
                 }
                 Ok(Step::Continue) => {}
@@ -308,6 +337,7 @@ impl Session {
                 closed: a.closed,
                 status: a.status.as_u16(),
                 messages,
+                typed_bytes: a.typed_bytes.filter(|_| a.has_data),
             }),
             moved,
         ))
@@ -354,6 +384,7 @@ impl Session {
             let (step, _) = self.advance(Answer {
                 data: Bytes::new(),
                 messages: None,
+                typed_bytes: None,
                 has_data: false,
                 any_data: false,
                 next: offset,

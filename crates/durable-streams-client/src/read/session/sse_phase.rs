@@ -92,6 +92,7 @@ impl Session {
                 let (step, moved) = self.advance(Answer {
                     data,
                     messages,
+                    typed_bytes: None,
                     has_data,
                     any_data: has_data,
                     next: control.next_offset,

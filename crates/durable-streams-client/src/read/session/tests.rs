@@ -175,6 +175,7 @@ async fn an_up_to_date_answer_is_not_progress_by_itself() {
             .advance(Answer {
                 data: Bytes::new(),
                 messages: None,
+                typed_bytes: None,
                 has_data: false,
                 any_data: false,
                 next: at.clone(),
@@ -201,6 +202,7 @@ async fn offsets_going_backwards_or_repeating_with_data_end_the_read() {
     let answer = |next: &str, data: &'static [u8]| Answer {
         data: Bytes::from_static(data),
         messages: None,
+        typed_bytes: None,
         has_data: !data.is_empty(),
         any_data: !data.is_empty(),
         next: Offset::parse(next).unwrap(),
