@@ -664,30 +664,24 @@ impl Proc {
         }
     }
 
-    /// Waits until `addr` accepts TCP connections (or the server prints its
-    /// "listening on" line) while the process is alive.
+    /// Waits until the server announces that it listens on `addr` (and
+    /// `addr` accepts connections) while the process is alive. A connection
+    /// alone proves nothing: another test's socket may hold the port while
+    /// ours failed to bind, or a connect may meet itself on a free port.
     fn wait_until_listening(&mut self, addr: SocketAddr, deadline: Instant) -> Result<(), String> {
+        let announcement = format!("listening on http://{addr}");
         loop {
             while let Ok(line) = self.stdout_lines.try_recv() {
-                if line.contains("listening on") && TcpStream::connect(addr).is_ok() {
+                if line.contains(&announcement) && TcpStream::connect(addr).is_ok() {
                     return Ok(());
                 }
             }
             if let Ok(Some(status)) = self.child().try_wait() {
                 return Err(format!("exited during startup ({status})"));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                // Make sure it is our process that answered, not a stranger
-                // that grabbed the port while ours failed to bind.
-                thread::sleep(Duration::from_millis(20));
-                if let Ok(Some(status)) = self.child().try_wait() {
-                    return Err(format!("exited during startup ({status})"));
-                }
-                return Ok(());
-            }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "did not start listening within {}s",
+                    "did not announce listening on {addr} within {}s",
                     STARTUP_TIMEOUT.as_secs()
                 ));
             }

@@ -302,12 +302,12 @@ impl ProducerBuilder {
             on_error: self.on_error,
             state: Mutex::new(ProducerState {
                 open: OpenBatch::new(framing, self.max_batch_bytes),
-                sealed: VecDeque::new(),
                 next_ordinal: 0,
                 poison: None,
                 first_error: None,
                 closed: false,
             }),
+            sealed: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             budget: Semaphore::new(self.max_buffered_bytes),
             resolved,

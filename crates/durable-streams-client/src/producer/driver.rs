@@ -163,23 +163,22 @@ impl Driver {
         let mut deadline = None;
         let mut failed = Vec::new();
         {
-            let mut state = self.shared.lock();
-            self.queue.extend(state.sealed.drain(..));
+            self.queue.extend(self.shared.take_sealed());
             // While requests are backed up, the open batch keeps growing up to
             // its limits: bigger batches under load, like Kafka's accumulator.
-            if self.can_send()
-                && self.queue.is_empty()
-                && self.resend.is_empty()
-                && let Some(opened) = state.open.opened_at
-            {
-                let due = opened + self.shared.linger;
-                if Instant::now() >= due {
-                    let ordinal = state.take_ordinal();
-                    let batch = state.open.seal(ordinal);
-                    self.queue.push_back(batch);
-                } else {
-                    deadline = Some(due);
+            if self.can_send() && self.queue.is_empty() && self.resend.is_empty() {
+                let mut state = self.shared.lock();
+                if let Some(opened) = state.open.opened_at {
+                    let due = opened + self.shared.linger;
+                    if Instant::now() >= due {
+                        // Queued behind any batch sealed meanwhile.
+                        self.shared.seal_open(&mut state);
+                    } else {
+                        deadline = Some(due);
+                    }
                 }
+                drop(state);
+                self.queue.extend(self.shared.take_sealed());
             }
             if self.poisoned.is_some() {
                 failed.extend(self.queue.drain(..));
@@ -489,7 +488,7 @@ impl Driver {
             rest.extend(self.resend.drain(..));
             rest.extend(std::mem::take(&mut self.parked).into_values());
             rest.append(&mut self.reclaim);
-            rest.extend(self.shared.lock().sealed.drain(..));
+            rest.extend(self.shared.take_sealed());
             for other in rest {
                 self.fail(other, error.clone());
             }

@@ -149,10 +149,7 @@ impl Producer {
         }
         let first = state.open.is_empty();
         let ProducerState {
-            open,
-            sealed,
-            next_ordinal,
-            ..
+            open, next_ordinal, ..
         } = state;
         let (full, rx) = open.commit(written, self.shared.limits, want_outcome, || {
             let ordinal = *next_ordinal;
@@ -161,7 +158,7 @@ impl Producer {
         });
         let wake = first || full.is_some();
         if let Some(batch) = full {
-            sealed.push_back(batch);
+            self.shared.hand_off(batch);
         }
         self.after_push(state, wake);
         Ok(Ok(rx))
@@ -224,6 +221,8 @@ impl Producer {
                 let mut state = self.shared.lock();
                 self.check_open(&state)?;
                 let mut needs_room = None;
+                let batches = state.next_ordinal;
+                let mut held = 0;
                 while let Some(data) = iter.next() {
                     self.check_message(&data)?;
                     if !self.reserve_now(data.len()) {
@@ -233,6 +232,12 @@ impl Producer {
                     let is_last = iter.peek().is_none();
                     if let Some(rx) = self.push(&mut state, Message::Owned(data), is_last) {
                         last = Some(Ack { rx });
+                    }
+                    held += 1;
+                    if state.next_ordinal != batches || held == MESSAGES_PER_LOCK {
+                        // Other appenders and the task (lingering batches)
+                        // get their turn: the lock is held briefly.
+                        break;
                     }
                 }
                 needs_room
@@ -305,7 +310,7 @@ impl Producer {
         }
         // The group gets a batch of its own: seal what is open, push every
         // message without limit checks, seal again.
-        state.seal_open();
+        self.shared.seal_open(&mut state);
         let last = encoded.len() - 1;
         let mut rx = None;
         for (i, message) in encoded.iter().enumerate() {
@@ -314,7 +319,7 @@ impl Producer {
                 rx = r;
             }
         }
-        state.seal_open();
+        self.shared.seal_open(&mut state);
         self.shared.wake.notify_one();
         Ok(Ack {
             rx: rx.expect("push returns a receiver when asked"),
@@ -326,7 +331,7 @@ impl Producer {
     pub async fn flush(&self) -> Result<()> {
         let target = {
             let mut state = self.shared.lock();
-            state.seal_open();
+            self.shared.seal_open(&mut state);
             state.next_ordinal
         };
         self.shared.wake.notify_one();
@@ -371,7 +376,7 @@ impl Producer {
                 self.shared.budget.add_permits(len);
                 return Err(e);
             }
-            state.seal_open();
+            self.shared.seal_open(&mut state);
             let body = if final_message.is_empty() {
                 Bytes::new()
             } else {
@@ -379,7 +384,7 @@ impl Producer {
             };
             let ordinal = state.take_ordinal();
             let (batch, rx) = SealedBatch::whole(ordinal, body, len, true);
-            state.sealed.push_back(batch);
+            self.shared.hand_off(batch);
             rx
         };
         self.shared.wake.notify_one();
@@ -492,7 +497,7 @@ impl Producer {
         let limits = self.shared.limits;
         let mut wake = false;
         if state.open.would_overflow(message.len(), limits) {
-            state.seal_open();
+            self.shared.seal_open(state);
             wake = true;
         }
         if state.open.is_empty()
@@ -504,7 +509,7 @@ impl Producer {
             let ordinal = state.take_ordinal();
             let len = message.len();
             let (batch, rx) = SealedBatch::whole(ordinal, message.into_bytes(), len, false);
-            state.sealed.push_back(batch);
+            self.shared.hand_off(batch);
             self.shared.wake.notify_one();
             return want_outcome.then_some(rx);
         }
@@ -519,7 +524,7 @@ impl Producer {
     /// was sealed or a new one started lingering.
     fn after_push(&self, state: &mut ProducerState, mut wake: bool) {
         if state.open.is_full(self.shared.limits) {
-            state.seal_open();
+            self.shared.seal_open(state);
             wake = true;
         }
         if wake {
@@ -527,6 +532,10 @@ impl Producer {
         }
     }
 }
+
+/// Messages `send_many` appends under one hold of the state lock (at most
+/// one sealed batch's worth).
+const MESSAGES_PER_LOCK: usize = 256;
 
 /// A message as the caller gave it: owned (kept as is when it is a whole
 /// body by itself), or borrowed (always copied).

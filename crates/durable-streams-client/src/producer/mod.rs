@@ -240,6 +240,9 @@ pub(crate) struct ProducerShared {
     max_buffered_bytes: usize,
     pub(crate) on_error: Option<ErrorCallback>,
     state: Mutex<ProducerState>,
+    /// Sealed batches on their way to the task. A lock of their own: the
+    /// task takes them without waiting for appenders holding `state`.
+    sealed: Mutex<VecDeque<SealedBatch>>,
     /// Wakes the task: a batch was sealed or a new batch started lingering.
     pub(crate) wake: Notify,
     /// Permits are bytes: appended but not yet resolved payload.
@@ -254,7 +257,6 @@ pub(crate) struct ProducerShared {
 
 pub(crate) struct ProducerState {
     pub(crate) open: OpenBatch,
-    pub(crate) sealed: VecDeque<SealedBatch>,
     next_ordinal: u64,
     /// Set by the task when a batch failed for good; cleared by restart.
     pub(crate) poison: Option<Error>,
@@ -270,14 +272,6 @@ impl ProducerState {
         self.next_ordinal += 1;
         ordinal
     }
-
-    fn seal_open(&mut self) {
-        if !self.open.is_empty() {
-            let ordinal = self.take_ordinal();
-            let batch = self.open.seal(ordinal);
-            self.sealed.push_back(batch);
-        }
-    }
 }
 
 impl ProducerShared {
@@ -285,6 +279,29 @@ impl ProducerShared {
         // The state stays consistent across a panic elsewhere (no invariant
         // spans an unwind), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seal the open batch, if it holds messages, and hand it to the task.
+    pub(crate) fn seal_open(&self, state: &mut ProducerState) {
+        if !state.open.is_empty() {
+            let ordinal = state.take_ordinal();
+            let batch = state.open.seal(ordinal);
+            self.hand_off(batch);
+        }
+    }
+
+    /// Queue a sealed batch for the task. Called with the state locked, so
+    /// batches are queued in ordinal order.
+    pub(crate) fn hand_off(&self, batch: SealedBatch) {
+        self.sealed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(batch);
+    }
+
+    /// The sealed batches not yet taken by the task, in order.
+    pub(crate) fn take_sealed(&self) -> VecDeque<SealedBatch> {
+        std::mem::take(&mut *self.sealed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn unacknowledged_bytes(&self) -> usize {
