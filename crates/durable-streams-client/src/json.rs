@@ -405,7 +405,7 @@ impl<T: DeserializeOwned + Send + 'static> ArrayDecoder for TypedArrayReader<T> 
     fn read(&mut self, buf: &[u8], target: usize, ended: bool) -> Result<usize> {
         let mut i = 0;
         loop {
-            while buf.get(i).is_some_and(u8::is_ascii_whitespace) {
+            while buf.get(i).is_some_and(is_json_space) {
                 i += 1;
             }
             let Some(&b) = buf.get(i) else {
@@ -475,7 +475,7 @@ impl<T: DeserializeOwned> TypedArrayReader<T> {
                 }
                 // A number at the end of `buf` may go on in the next piece:
                 // an element counts once the byte after it is here.
-                if !ended && rest[len..].iter().all(u8::is_ascii_whitespace) {
+                if !ended && rest[len..].iter().all(is_json_space) {
                     return self.incomplete(rest);
                 }
                 self.elements += 1;
@@ -500,6 +500,12 @@ impl<T: DeserializeOwned> TypedArrayReader<T> {
         }
         Ok(None)
     }
+}
+
+/// JSON's whitespace (RFC 8259), as serde_json reads it: narrower than
+/// ASCII whitespace (no form feed).
+fn is_json_space(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 fn too_large(limit: usize) -> Error {
@@ -531,7 +537,7 @@ fn holds_whole_element(rest: &[u8]) -> bool {
             b']' | b'}' if depth <= 1 => return true,
             b']' | b'}' => depth -= 1,
             b',' if depth == 0 => return true,
-            b if b.is_ascii_whitespace() && depth == 0 => return true,
+            b if is_json_space(&b) && depth == 0 => return true,
             _ => {}
         }
     }
