@@ -3,11 +3,13 @@
 
 use std::time::Instant;
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::Receipt;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::retry::Backoff;
 
 /// How messages are framed into one request body.
@@ -27,27 +29,60 @@ pub(crate) struct BatchLimits {
     pub(crate) max_items: Option<usize>,
 }
 
-/// The batch's outcome, shared by every `send` caller waiting on it (one
-/// channel per batch, not per message).
-pub(crate) type OutcomeSender = watch::Sender<Option<Result<Receipt>>>;
-/// One caller's view of a batch outcome.
-pub(crate) type OutcomeReceiver = watch::Receiver<Option<Result<Receipt>>>;
-
-/// A batch's outcome channel. It keeps one receiver of its own so that
-/// callers dropping their `Ack` never drop the last receiver (which would
-/// wake the sender side on every drop).
-#[derive(Debug)]
-pub(crate) struct BatchOutcome {
-    tx: OutcomeSender,
-    _keepalive: OutcomeReceiver,
+/// A batch's outcome, shared by the batch and every `send` caller waiting
+/// on it (one per batch, not per message: a caller's share costs one
+/// reference count).
+#[derive(Debug, Default)]
+pub(crate) struct OutcomeCell {
+    value: OnceLock<Result<Receipt>>,
+    resolved: Notify,
 }
+
+/// One caller's view of a batch outcome.
+pub(crate) type OutcomeReceiver = Arc<OutcomeCell>;
+
+impl OutcomeCell {
+    /// The outcome, once the batch is resolved (or dropped unresolved: the
+    /// producer stopped).
+    pub(crate) async fn wait(&self) -> Result<Receipt> {
+        loop {
+            let resolved = self.resolved.notified();
+            tokio::pin!(resolved);
+            // Registered before looking, so a resolution in between wakes it.
+            resolved.as_mut().enable();
+            if let Some(outcome) = self.value.get() {
+                return outcome.clone();
+            }
+            resolved.await;
+        }
+    }
+
+    fn set(&self, outcome: Result<Receipt>) {
+        // Only the first outcome counts (a batch resolves once).
+        let _ = self.value.set(outcome);
+        self.resolved.notify_waiters();
+    }
+}
+
+/// A batch's side of its outcome. Dropped unresolved (the producer
+/// stopped), it tells every waiter so.
+#[derive(Debug)]
+pub(crate) struct BatchOutcome(OutcomeReceiver);
 
 impl BatchOutcome {
     fn new() -> Self {
-        let (tx, keepalive) = watch::channel(None);
-        BatchOutcome {
-            tx,
-            _keepalive: keepalive,
+        BatchOutcome(Arc::new(OutcomeCell::default()))
+    }
+
+    fn subscribe(&self) -> OutcomeReceiver {
+        Arc::clone(&self.0)
+    }
+}
+
+impl Drop for BatchOutcome {
+    fn drop(&mut self) {
+        if self.0.value.get().is_none() {
+            self.0.set(Err(Error::new(ErrorKind::ProducerClosed)));
         }
     }
 }
@@ -194,7 +229,6 @@ impl OpenBatch {
         want_outcome.then(|| {
             self.outcome
                 .get_or_insert_with(BatchOutcome::new)
-                .tx
                 .subscribe()
         })
     }
@@ -265,7 +299,7 @@ impl SealedBatch {
         close: bool,
     ) -> (Self, OutcomeReceiver) {
         let outcome = BatchOutcome::new();
-        let receiver = outcome.tx.subscribe();
+        let receiver = outcome.subscribe();
         let batch = SealedBatch {
             ordinal,
             seq: None,
@@ -285,7 +319,7 @@ impl SealedBatch {
     /// Hand the outcome to every waiting `send` caller.
     pub(crate) fn resolve(&mut self, outcome: &Result<Receipt>) {
         if let Some(channel) = self.outcome.take() {
-            channel.tx.send_replace(Some(outcome.clone()));
+            channel.0.set(outcome.clone());
         }
     }
 }
@@ -363,8 +397,31 @@ mod tests {
         };
         batch.resolve(&Ok(receipt.clone()));
         for r in [rx, second] {
-            assert_eq!(r.borrow().clone().unwrap().unwrap(), receipt);
+            assert_eq!(r.value.get().cloned().unwrap().unwrap(), receipt);
         }
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_on_the_outcome_and_on_a_dropped_batch() {
+        let mut open = OpenBatch::new(Framing::Concat, 1 << 20);
+        let rx = open.push(b"x", true).unwrap();
+        let mut batch = open.seal(0);
+        // Waiting before the batch resolves.
+        let waiter = tokio::spawn(async move { rx.wait().await });
+        tokio::task::yield_now().await;
+        let receipt = Receipt {
+            offset: None,
+            duplicate: false,
+            epoch: 1,
+            seq: 0,
+        };
+        batch.resolve(&Ok(receipt.clone()));
+        assert_eq!(waiter.await.unwrap().unwrap(), receipt);
+        // A batch dropped unresolved (the producer stopped) ends every wait.
+        let rx = open.push(b"y", true).unwrap();
+        drop(open.seal(1));
+        let err = rx.wait().await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::ProducerClosed);
     }
 
     #[test]

@@ -101,7 +101,7 @@ use tokio_util::sync::CancellationToken;
 use self::batch::{BatchLimits, Framing, OpenBatch, OutcomeReceiver, SealedBatch};
 pub use self::builder::ProducerBuilder;
 pub use self::handle::Producer;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::offset::Offset;
 use crate::stream::Stream;
 
@@ -208,16 +208,8 @@ impl IntoFuture for Ack {
     type Output = Result<Receipt>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Receipt>> + Send>>;
 
-    fn into_future(mut self) -> Self::IntoFuture {
-        Box::pin(async move {
-            match self.rx.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome
-                    .clone()
-                    .unwrap_or_else(|| Err(Error::new(ErrorKind::ProducerClosed))),
-                // The batch was dropped unresolved: the producer stopped.
-                Err(_) => Err(Error::new(ErrorKind::ProducerClosed)),
-            }
-        })
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.rx.wait().await })
     }
 }
 

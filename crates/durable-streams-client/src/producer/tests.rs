@@ -1,5 +1,5 @@
 use super::*;
-use crate::Client;
+use crate::{Client, ErrorKind};
 
 fn stream() -> Stream {
     Client::new()
