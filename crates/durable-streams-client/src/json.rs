@@ -1,6 +1,8 @@
 //! JSON mode (PROTOCOL.md 9.1): request bodies that survive the server's
 //! one-level array flattening, and response arrays split into messages.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -349,6 +351,35 @@ pub(crate) trait ArrayDecoder: Send {
 
     /// For taking the items out with their type.
     fn as_any(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// A typed reader shared by a read session, which feeds it, and a
+/// consumer's decoder, which takes the items.
+pub(crate) struct SharedArrayReader<T>(pub(crate) Arc<Mutex<TypedArrayReader<T>>>);
+
+impl<T> SharedArrayReader<T> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, TypedArrayReader<T>> {
+        // Nothing spans an unwind inside the reader: a poisoned lock is fine.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> ArrayDecoder for SharedArrayReader<T> {
+    fn start(&mut self, skip: u64) {
+        self.lock().start(skip);
+    }
+
+    fn read(&mut self, buf: &[u8], target: usize, ended: bool) -> Result<usize> {
+        self.lock().read(buf, target, ended)
+    }
+
+    fn pending(&self) -> usize {
+        self.lock().pending()
+    }
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 /// Where a typed reader is in the array, between elements.

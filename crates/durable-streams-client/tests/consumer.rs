@@ -162,6 +162,70 @@ async fn consumer_reads_all_appended_messages() {
     }
 }
 
+/// One handled batch: its message numbers, body bytes and exactness.
+type Seen = (Vec<u64>, usize, bool);
+
+/// Records each batch's size: items and body bytes.
+#[derive(Clone, Default)]
+struct Sizes {
+    batches: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Handler for Sizes {
+    type Format = Json<Msg>;
+
+    async fn handle_batch(&mut self, batch: &Batch<Msg>) -> Result<Flow> {
+        let items = batch.items.iter().map(|m| m.n).collect();
+        self.batches
+            .lock()
+            .unwrap()
+            .push((items, batch.bytes, batch.exact));
+        Ok(Flow::Continue)
+    }
+}
+
+/// Responses larger than a piece are decoded by the read itself while they
+/// arrive: every message once, in order, in several batches that report
+/// their bytes, and only the last one of a response is exact.
+#[tokio::test]
+async fn consumer_decodes_responses_larger_than_a_piece_as_they_arrive() {
+    const N: u64 = 500;
+    for server in common::servers() {
+        let s = json_stream(&server, "pieces").await;
+        let messages: Vec<Msg> = (0..N).map(|n| Msg { n }).collect();
+        s.append_json_batch(&messages).await.unwrap();
+        let client = durable_streams_client::Client::builder()
+            .max_response_bytes(1024)
+            .build()
+            .unwrap();
+        let small = client.stream(s.url().as_str()).unwrap();
+        let h = Sizes::default();
+        let handle = Consumer::builder(&small, h.clone())
+            .live(LiveMode::Off)
+            .retry_policy(fast_retries())
+            .build()
+            .unwrap()
+            .spawn();
+        assert_eq!(handle.join().await.unwrap(), StopReason::CaughtUp);
+        let batches = h.batches.lock().unwrap().clone();
+        let seen: Vec<u64> = batches.iter().flat_map(|(n, _, _)| n.clone()).collect();
+        assert_eq!(seen, (0..N).collect::<Vec<_>>(), "{}", server.kind());
+        assert!(
+            batches.len() > 3,
+            "{}: {} batches",
+            server.kind(),
+            batches.len()
+        );
+        for (items, bytes, _) in &batches {
+            assert!(
+                *bytes >= items.len() * 7 && *bytes <= 1024 + 64,
+                "{bytes} bytes"
+            );
+        }
+        assert!(batches.last().unwrap().2, "the last batch is exact");
+    }
+}
+
 #[tokio::test]
 async fn consumer_resumes_from_a_file_checkpoint_without_rehandling() {
     for server in common::servers() {

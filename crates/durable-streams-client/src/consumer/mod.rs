@@ -89,7 +89,7 @@ mod runner;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -150,6 +150,35 @@ pub trait Format: sealed::Sealed + Send + Sync + 'static {
     /// Decode one read chunk (the session's chunks arrive in order).
     #[doc(hidden)]
     fn decode(decoder: &mut Self::Decoder, chunk: &mut Chunk) -> Result<Vec<Self::Item>>;
+
+    /// A decoder for the read session itself to decode large responses
+    /// with while they arrive (messages up to `limit` bytes); `decode` then
+    /// takes their items from `decoder`.
+    #[doc(hidden)]
+    fn session_decoder(_decoder: &mut Self::Decoder, _limit: usize) -> Option<SessionDecoder> {
+        None
+    }
+}
+
+/// What a [`Format`] hands a read session to decode with. Not public API.
+#[doc(hidden)]
+pub struct SessionDecoder(pub(crate) Box<dyn crate::json::ArrayDecoder>);
+
+impl fmt::Debug for SessionDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionDecoder")
+    }
+}
+
+/// The decoding state of a [`Json<T>`] read session: the typed reader it
+/// shares with the session, once there is one. Not public API.
+#[doc(hidden)]
+pub struct JsonDecoder<T>(Option<crate::json::SharedArrayReader<T>>);
+
+impl<T> fmt::Debug for JsonDecoder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JsonDecoder")
+    }
 }
 
 /// JSON messages deserialized into `T` (for `application/json` streams).
@@ -166,17 +195,31 @@ impl<T> sealed::Sealed for Json<T> {}
 impl<T: DeserializeOwned + Send + Sync + 'static> Format for Json<T> {
     type Item = T;
     const JSON: bool = true;
-    type Decoder = ();
+    type Decoder = JsonDecoder<T>;
     type Settings = ();
 
     fn default_settings() -> Option<()> {
         Some(())
     }
 
-    fn decoder((): &(), _: &Offset) {}
+    fn decoder((): &(), _: &Offset) -> JsonDecoder<T> {
+        JsonDecoder(None)
+    }
 
-    fn decode((): &mut (), chunk: &mut Chunk) -> Result<Vec<T>> {
-        crate::json::decode_chunk(chunk)
+    fn decode(decoder: &mut JsonDecoder<T>, chunk: &mut Chunk) -> Result<Vec<T>> {
+        match (&decoder.0, chunk.typed_bytes) {
+            // Decoded by the session while the response arrived.
+            (Some(reader), Some(_)) => Ok(reader.lock().take()),
+            _ => crate::json::decode_chunk(chunk),
+        }
+    }
+
+    fn session_decoder(decoder: &mut JsonDecoder<T>, limit: usize) -> Option<SessionDecoder> {
+        let shared = Arc::new(Mutex::new(crate::json::TypedArrayReader::<T>::new(limit)));
+        decoder.0 = Some(crate::json::SharedArrayReader(Arc::clone(&shared)));
+        Some(SessionDecoder(Box::new(crate::json::SharedArrayReader(
+            shared,
+        ))))
     }
 }
 

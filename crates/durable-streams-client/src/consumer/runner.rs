@@ -116,13 +116,19 @@ impl<H: Handler> Runner<H> {
                 resolved
             }
         };
-        self.decoder = Some(<H::Format as Format>::decoder(&self.settings, &start));
+        let mut decoder = <H::Format as Format>::decoder(&self.settings, &start);
+        let limit = self.reader.stream.client().max_response_bytes();
+        let typed = <H::Format as Format>::session_decoder(&mut decoder, limit);
+        self.decoder = Some(decoder);
         let mut session = Session::new(
             self.reader.stream.clone(),
             start,
             self.reader.live,
             <H::Format as Format>::JSON,
         );
+        if let Some(typed) = typed {
+            session.decode_with(typed.0);
+        }
         self.up_to_date = false;
         let token = self.token.clone();
         loop {
@@ -145,7 +151,7 @@ impl<H: Handler> Runner<H> {
     }
 
     pub(super) async fn process(&mut self, mut chunk: Chunk) -> Result<Option<StopReason>> {
-        let bytes = chunk.data.len();
+        let bytes = chunk.typed_bytes.unwrap_or(chunk.data.len());
         let decoder = self.decoder.get_or_insert_with(|| {
             <H::Format as Format>::decoder(&self.settings, &Offset::start())
         });

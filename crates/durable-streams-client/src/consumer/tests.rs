@@ -221,13 +221,14 @@ fn raw_format_keeps_bytes_whole() {
         Raw::decode(&mut (), &mut data("ab")).unwrap(),
         vec![Bytes::from_static(b"ab")]
     );
+    let mut json = <Json<u32>>::decoder(&(), &Offset::start());
     assert!(
-        <Json<u32>>::decode(&mut (), &mut data(""))
+        <Json<u32>>::decode(&mut json, &mut data(""))
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        <Json<u32>>::decode(&mut (), &mut data("[1, 2]")).unwrap(),
+        <Json<u32>>::decode(&mut json, &mut data("[1, 2]")).unwrap(),
         vec![1, 2]
     );
 }
