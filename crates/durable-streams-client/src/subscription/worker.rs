@@ -679,15 +679,19 @@ impl<H: Handler> Run<H> {
         let stream = self.subs.stream(&pending.path)?;
         let path: Arc<str> = Arc::from(pending.path.as_str());
         let mut decoder = <H::Format as Format>::decoder(&self.settings, &pending.acked_offset);
-        let mut reader = Box::pin(
-            Session::new(
-                stream,
-                pending.acked_offset.clone(),
-                LiveMode::Off,
-                <H::Format as Format>::JSON,
-            )
-            .into_stream(),
+        let limit = stream.client().max_response_bytes();
+        let typed = <H::Format as Format>::session_decoder(&mut decoder, limit);
+        let mut session = Session::new(
+            stream,
+            pending.acked_offset.clone(),
+            LiveMode::Off,
+            <H::Format as Format>::JSON,
         );
+        if let Some(typed) = typed {
+            // Large responses are decoded while they arrive.
+            session.decode_with(typed.0);
+        }
+        let mut reader = Box::pin(session.into_stream());
         loop {
             if token.is_cancelled() {
                 return Ok(Ended::Shutdown);
@@ -707,7 +711,7 @@ impl<H: Handler> Run<H> {
                 }
                 Some(Err(e)) => return Err(e),
             };
-            let bytes = chunk.data.len();
+            let bytes = chunk.typed_bytes.unwrap_or(chunk.data.len());
             let items = <H::Format as Format>::decode(&mut decoder, &mut chunk)?;
             let batch = Batch {
                 items,
