@@ -101,6 +101,8 @@ use tokio_util::sync::CancellationToken;
 use self::batch::{BatchLimits, Framing, OpenBatch, OutcomeReceiver, SealedBatch};
 pub use self::builder::ProducerBuilder;
 pub use self::handle::Producer;
+#[cfg(doc)]
+use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::offset::Offset;
 use crate::stream::Stream;
