@@ -348,17 +348,26 @@ pub(crate) trait ArrayDecoder: Send {
 
     /// Items decoded and kept since they were last taken.
     fn pending(&self) -> usize;
-
-    /// For taking the items out with their type.
-    fn as_any(&mut self) -> &mut dyn std::any::Any;
 }
 
-/// A typed reader shared by a read session, which feeds it, and a
-/// consumer's decoder, which takes the items.
-pub(crate) struct SharedArrayReader<T>(pub(crate) Arc<Mutex<TypedArrayReader<T>>>);
+/// A typed reader shared by a read session, which feeds it, and the typed
+/// stream, consumer or worker on top, which takes the items of each chunk
+/// that has `typed_bytes`.
+pub(crate) struct SharedArrayReader<T>(Arc<Mutex<TypedArrayReader<T>>>);
+
+impl<T> Clone for SharedArrayReader<T> {
+    fn clone(&self) -> Self {
+        SharedArrayReader(Arc::clone(&self.0))
+    }
+}
 
 impl<T> SharedArrayReader<T> {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, TypedArrayReader<T>> {
+    /// Messages up to `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        SharedArrayReader(Arc::new(Mutex::new(TypedArrayReader::new(limit))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TypedArrayReader<T>> {
         // Nothing spans an unwind inside the reader: a poisoned lock is fine.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -374,11 +383,20 @@ impl<T: DeserializeOwned + Send + 'static> ArrayDecoder for SharedArrayReader<T>
     }
 
     fn pending(&self) -> usize {
-        self.lock().pending()
+        self.lock().items.len()
     }
+}
 
-    fn as_any(&mut self) -> &mut dyn std::any::Any {
-        self
+/// A JSON chunk's messages in the caller's type: taken from `typed` when
+/// the session decoded them while they arrived, else decoded from the
+/// chunk.
+pub(crate) fn decode_typed<T: DeserializeOwned>(
+    typed: Option<&SharedArrayReader<T>>,
+    chunk: &mut Chunk,
+) -> Result<Vec<T>> {
+    match (typed, chunk.typed_bytes) {
+        (Some(reader), Some(_)) => Ok(reader.lock().take()),
+        _ => decode_chunk(chunk),
     }
 }
 
@@ -425,15 +443,17 @@ impl<T> TypedArrayReader<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send + 'static> ArrayDecoder for TypedArrayReader<T> {
-    fn start(&mut self, skip: u64) {
+impl<T: DeserializeOwned> TypedArrayReader<T> {
+    /// See [`ArrayDecoder::start`].
+    pub(crate) fn start(&mut self, skip: u64) {
         self.state = ArrayPos::Start;
         self.items.clear();
         self.elements = 0;
         self.skip = skip;
     }
 
-    fn read(&mut self, buf: &[u8], target: usize, ended: bool) -> Result<usize> {
+    /// See [`ArrayDecoder::read`].
+    pub(crate) fn read(&mut self, buf: &[u8], target: usize, ended: bool) -> Result<usize> {
         let mut i = 0;
         loop {
             while buf.get(i).is_some_and(is_json_space) {
@@ -484,16 +504,6 @@ impl<T: DeserializeOwned + Send + 'static> ArrayDecoder for TypedArrayReader<T> 
         }
     }
 
-    fn pending(&self) -> usize {
-        self.items.len()
-    }
-
-    fn as_any(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-}
-
-impl<T: DeserializeOwned> TypedArrayReader<T> {
     /// Decode the element at the start of `rest`: its length, or `None`
     /// when it is not all there yet (more of the body is to come).
     fn element(&mut self, rest: &[u8], ended: bool) -> Result<Option<usize>> {
@@ -578,7 +588,7 @@ fn holds_whole_element(rest: &[u8]) -> bool {
 /// Feeds `body` to a typed reader in parts cut at `cuts` (taken modulo
 /// the body's length), as a read does: bytes not consumed are kept and the
 /// next part appended. For tests and fuzzing.
-pub(crate) fn read_in_parts<T: DeserializeOwned + Send + 'static>(
+pub(crate) fn read_in_parts<T: DeserializeOwned>(
     body: &[u8],
     cuts: &[usize],
     target: usize,
@@ -879,17 +889,14 @@ mod tests {
         assert!(split_all(b"", 0).unwrap().is_empty());
     }
 
+    /// Bodies that are no JSON array of messages.
+    const MALFORMED: [&[u8]; 7] = [
+        b"{}", b"[1,,2]", b"[1 2]", b"[1]x", b"[1,", b"[,1]", b"[1,]",
+    ];
+
     #[test]
     fn splitter_rejects_malformed_bodies() {
-        for bad in [
-            &b"{}"[..],
-            b"[1,,2]",
-            b"[1 2]",
-            b"[1]x",
-            b"[1,",
-            b"[,1]",
-            b"[1,]",
-        ] {
+        for bad in MALFORMED {
             assert!(
                 split_all(bad, bad.len() / 2).is_err(),
                 "{:?}",
@@ -987,18 +994,8 @@ mod tests {
 
     #[test]
     fn typed_reader_rejects_malformed_bodies_and_oversize_elements() {
-        for bad in [
-            &b"{}"[..],
-            b"[1,,2]",
-            b"[1 2]",
-            b"[1]x",
-            b"[1,",
-            b"[,1]",
-            b"[1,]",
-            b"[1}",
-            b"[tru]",
-            br#"[":1},{"b":22}]"#,
-        ] {
+        let more: [&[u8]; 3] = [b"[1}", b"[tru]", br#"[":1},{"b":22}]"#];
+        for bad in MALFORMED.into_iter().chain(more) {
             for cut in 0..=bad.len() {
                 let err = read_in_parts::<Value>(bad, &[cut], 1, 0, 1 << 20).unwrap_err();
                 assert_eq!(

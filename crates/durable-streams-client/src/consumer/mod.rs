@@ -89,7 +89,7 @@ mod runner;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -207,19 +207,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Format for Json<T> {
     }
 
     fn decode(decoder: &mut JsonDecoder<T>, chunk: &mut Chunk) -> Result<Vec<T>> {
-        match (&decoder.0, chunk.typed_bytes) {
-            // Decoded by the session while the response arrived.
-            (Some(reader), Some(_)) => Ok(reader.lock().take()),
-            _ => crate::json::decode_chunk(chunk),
-        }
+        crate::json::decode_typed(decoder.0.as_ref(), chunk)
     }
 
     fn session_decoder(decoder: &mut JsonDecoder<T>, limit: usize) -> Option<SessionDecoder> {
-        let shared = Arc::new(Mutex::new(crate::json::TypedArrayReader::<T>::new(limit)));
-        decoder.0 = Some(crate::json::SharedArrayReader(Arc::clone(&shared)));
-        Some(SessionDecoder(Box::new(crate::json::SharedArrayReader(
-            shared,
-        ))))
+        let typed = crate::json::SharedArrayReader::new(limit);
+        decoder.0 = Some(typed.clone());
+        Some(SessionDecoder(Box::new(typed)))
     }
 }
 

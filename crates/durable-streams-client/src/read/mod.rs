@@ -284,34 +284,15 @@ impl ReadBuilder {
     /// is deserialized with serde; a message that does not fit `T` is a
     /// `Decode(Json)` error.
     pub fn json<T: DeserializeOwned + Send + 'static>(self) -> JsonStream<T> {
-        let limit = self.stream.client().max_response_bytes();
         let url = self.stream.url().clone();
+        let typed = crate::json::SharedArrayReader::new(self.stream.client().max_response_bytes());
         let mut session = self.session(true);
         // Large responses are decoded straight into `T` while they arrive.
-        session.decode_with(Box::new(crate::json::TypedArrayReader::<T>::new(limit)));
-        let batches = futures::stream::unfold(Some(Box::new(session)), move |session| {
-            let url = url.clone();
-            async move {
-                let mut session = session?;
-                let batch = match session.next_chunk().await? {
-                    Ok(mut chunk) => {
-                        let items = match chunk.typed_bytes {
-                            Some(_) => session.take_decoded::<T>(),
-                            None => crate::json::decode_chunk(&mut chunk),
-                        };
-                        items.map(|items| json_batch(items, chunk))
-                    }
-                    Err(e) => Err(e),
-                };
-                // The read ends after an error.
-                let session = batch.is_ok().then_some(session);
-                Some((batch.map_err(|e| e.with_url(&url)), session))
-            }
-        });
-        JsonStream {
-            inner: batches.boxed(),
-            _type: PhantomData,
-        }
+        session.decode_with(Box::new(typed.clone()));
+        let chunks = ChunkStream {
+            inner: session.into_stream().boxed(),
+        };
+        json_stream(chunks, url, Some(typed))
     }
 
     /// Read to the end of this read (the tail for [`LiveMode::Off`], the
@@ -351,32 +332,28 @@ fn text_stream(chunks: ChunkStream, url: url::Url) -> TextStream {
     }
 }
 
-/// Chunks of a JSON stream as typed batches.
+/// Chunks of a JSON stream as typed batches (those the session decoded
+/// while they arrived are taken from `typed`). Ends after an error.
 fn json_stream<T: DeserializeOwned + Send + 'static>(
-    chunks: impl FuturesStream<Item = Result<Chunk>> + Send + 'static,
+    chunks: ChunkStream,
     url: url::Url,
+    typed: Option<crate::json::SharedArrayReader<T>>,
 ) -> JsonStream<T> {
-    let stream = chunks.map(move |chunk| {
-        let mut chunk = chunk?;
-        let items = crate::json::decode_chunk(&mut chunk).map_err(|e| e.with_url(&url))?;
-        Ok(json_batch(items, chunk))
+    let batches = decode_chunks(chunks, url, typed, |typed, mut chunk| {
+        let items = crate::json::decode_typed(typed.as_ref(), &mut chunk)?;
+        Ok(JsonBatch {
+            items,
+            offset: chunk.offset,
+            exact: chunk.exact,
+            cursor: chunk.cursor,
+            up_to_date: chunk.up_to_date,
+            closed: chunk.closed,
+            status: chunk.status,
+        })
     });
     JsonStream {
-        inner: stream.boxed(),
+        inner: batches,
         _type: PhantomData,
-    }
-}
-
-/// A chunk's position around its decoded messages.
-fn json_batch<T>(items: Vec<T>, chunk: Chunk) -> JsonBatch<T> {
-    JsonBatch {
-        items,
-        offset: chunk.offset,
-        exact: chunk.exact,
-        cursor: chunk.cursor,
-        up_to_date: chunk.up_to_date,
-        closed: chunk.closed,
-        status: chunk.status,
     }
 }
 

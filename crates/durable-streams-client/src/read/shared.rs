@@ -196,7 +196,11 @@ impl SharedRead {
     /// [`subscribe`](Self::subscribe) as typed JSON batches (like
     /// [`ReadBuilder::json`]); each subscriber decodes for itself.
     pub fn subscribe_json<T: DeserializeOwned + Send + 'static>(&self) -> JsonStream<T> {
-        super::json_stream(self.subscribe(), self.hub.template.stream_url().clone())
+        super::json_stream(
+            self.subscribe(),
+            self.hub.template.stream_url().clone(),
+            None,
+        )
     }
 
     /// Where a subscriber made now starts: the last exact offset the shared

@@ -26,7 +26,7 @@ use super::guard::{
 };
 use super::{Chunk, LiveMode};
 use crate::error::{DecodeKind, Error, Result};
-use crate::json::{ArrayDecoder, TypedArrayReader};
+use crate::json::ArrayDecoder;
 use crate::offset::Offset;
 use crate::request::{RequestSpec, ResponseMeta, error_from_response, read_body_limited};
 use crate::retry::Backoff;
@@ -232,25 +232,10 @@ impl Session {
         })
     }
 
-    /// Decode large JSON responses with `decoder` while they arrive; the
-    /// items of a chunk with `typed_bytes` are then taken with
-    /// [`Session::take_decoded`].
+    /// Decode large JSON responses with `decoder` while they arrive: a
+    /// chunk with `typed_bytes` leaves its items there to be taken.
     pub(crate) fn decode_with(&mut self, decoder: Box<dyn ArrayDecoder>) {
         self.decoder = Some(decoder);
-    }
-
-    /// The items of the last chunk that has `typed_bytes`.
-    pub(crate) fn take_decoded<T: 'static>(&mut self) -> Result<Vec<T>> {
-        self.decoder
-            .as_mut()
-            .and_then(|d| d.as_any().downcast_mut::<TypedArrayReader<T>>())
-            .map(TypedArrayReader::take)
-            .ok_or_else(|| {
-                Error::decode(
-                    DecodeKind::Json,
-                    "typed JSON read without a decoder of its item type",
-                )
-            })
     }
 
     /// The next chunk, `None` at the end. An error ends the session.
