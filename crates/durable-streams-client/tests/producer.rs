@@ -88,6 +88,26 @@ async fn send_many_appends_in_order_with_backpressure() {
     }
 }
 
+/// An invalid message stops `send_many` with its error; the messages
+/// before it (in the same run) are appended, the ones after it are not.
+#[tokio::test]
+async fn send_many_stops_at_an_invalid_message() {
+    for server in common::servers() {
+        let client = common::client();
+        let s = json_stream(&server, &client, "many-bad").await;
+        let producer = Producer::builder(&s, "p-many-bad").build().unwrap();
+        let messages = [&b"1"[..], b"2", b"{", b"3"].map(bytes::Bytes::from_static);
+        let err = producer.send_many(messages).await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidArgument { field: "data" }),
+            "{err}"
+        );
+        producer.close().await.unwrap();
+        let back = s.read_json::<serde_json::Value>().await.unwrap();
+        assert_eq!(back, vec![json!(1), json!(2)], "{}", server.kind());
+    }
+}
+
 /// `send_slice` and `append_slice` copy from a buffer the caller reuses:
 /// every message arrives as it was when sent, including one larger than a
 /// batch (sent as a body of its own), and JSON streams still check that a

@@ -215,38 +215,48 @@ impl Producer {
         I::Item: Into<Bytes>,
     {
         let mut iter = messages.into_iter().map(Into::into).peekable();
+        let mut run: Vec<Bytes> = Vec::new();
         let mut last = None;
         while iter.peek().is_some() {
-            let needs_room = {
+            // A run of valid messages, up to the first invalid one.
+            let mut total = 0usize;
+            let mut invalid = None;
+            while run.len() < MESSAGES_PER_LOCK {
+                let Some(data) = iter.next() else { break };
+                if let Err(e) = self.check_message(&data) {
+                    invalid = Some(e);
+                    break;
+                }
+                total += data.len();
+                run.push(data);
+            }
+            let ends = invalid.is_none() && iter.peek().is_none();
+            let count = run.len();
+            if self.reserve_now(total) {
+                // The whole run's bytes at once, and one hold of the lock.
                 let mut state = self.shared.lock();
-                self.check_open(&state)?;
-                let mut needs_room = None;
-                let batches = state.next_ordinal;
-                let mut held = 0;
-                while let Some(data) = iter.next() {
-                    self.check_message(&data)?;
-                    if !self.reserve_now(data.len()) {
-                        needs_room = Some(data);
-                        break;
-                    }
-                    let is_last = iter.peek().is_none();
+                if let Err(e) = self.check_open(&state) {
+                    self.shared.budget.add_permits(total);
+                    return Err(e);
+                }
+                for (i, data) in run.drain(..).enumerate() {
+                    let is_last = ends && i + 1 == count;
                     if let Some(rx) = self.push(&mut state, Message::Owned(data), is_last) {
                         last = Some(Ack { rx });
                     }
-                    held += 1;
-                    if state.next_ordinal != batches || held == MESSAGES_PER_LOCK {
-                        // Other appenders and the task (lingering batches)
-                        // get their turn: the lock is held briefly.
-                        break;
+                }
+            } else {
+                // No room for the run: message by message, waiting for
+                // room like `send`.
+                for (i, data) in run.drain(..).enumerate() {
+                    let ack = self.send(data).await?;
+                    if ends && i + 1 == count {
+                        last = Some(ack);
                     }
                 }
-                needs_room
-            };
-            if let Some(data) = needs_room {
-                let ack = self.send(data).await?;
-                if iter.peek().is_none() {
-                    last = Some(ack);
-                }
+            }
+            if let Some(e) = invalid {
+                return Err(e);
             }
         }
         last.ok_or_else(|| Error::invalid_argument("messages", "no messages to send"))
@@ -533,8 +543,8 @@ impl Producer {
     }
 }
 
-/// Messages `send_many` appends under one hold of the state lock (at most
-/// one sealed batch's worth).
+/// Messages `send_many` appends under one budget reservation and one hold
+/// of the state lock.
 const MESSAGES_PER_LOCK: usize = 256;
 
 /// A message as the caller gave it: owned (kept as is when it is a whole
