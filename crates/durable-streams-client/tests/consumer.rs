@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durable_streams_client::consumer::{
-    Batch, CheckpointStore, Consumer, ErrorAction, FileCheckpointStore, Flow, Handler, Json,
-    StartFrom, StopReason,
+    Batch, CheckpointStore, Consumer, ConsumerHandle, ErrorAction, FileCheckpointStore, Flow,
+    Handler, Json, StartFrom, StopReason,
 };
 use durable_streams_client::{
     CreateOptions, Error, ErrorKind, LiveMode, Offset, Result, RetryPolicy, Stream,
@@ -100,6 +100,16 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A catch-up consumer (it stops at the tail) of `stream`, spawned.
+fn catch_up<H: Handler>(stream: &Stream, handler: H) -> ConsumerHandle {
+    Consumer::builder(stream, handler)
+        .live(LiveMode::Off)
+        .retry_policy(fast_retries())
+        .build()
+        .unwrap()
+        .spawn()
+}
+
 async fn json_stream(server: &test_servers::TestServer, prefix: &str) -> Stream {
     let s = common::stream(server, &common::client(), prefix);
     s.create_with(CreateOptions::json()).await.unwrap();
@@ -128,12 +138,7 @@ async fn consumer_reads_all_appended_messages() {
         }
         // Catch-up only: stops at the tail.
         let h = Collect::default();
-        let handle = Consumer::builder(&s, h.clone())
-            .live(LiveMode::Off)
-            .retry_policy(fast_retries())
-            .build()
-            .unwrap()
-            .spawn();
+        let handle = catch_up(&s, h.clone());
         let reason = handle.join().await.unwrap();
         assert_eq!(reason, StopReason::CaughtUp, "{}", server.kind());
         assert_eq!(h.seen(), (0..N).collect::<Vec<_>>(), "{}", server.kind());
@@ -200,12 +205,7 @@ async fn consumer_decodes_responses_larger_than_a_piece_as_they_arrive() {
             .unwrap();
         let small = client.stream(s.url().as_str()).unwrap();
         let h = Sizes::default();
-        let handle = Consumer::builder(&small, h.clone())
-            .live(LiveMode::Off)
-            .retry_policy(fast_retries())
-            .build()
-            .unwrap()
-            .spawn();
+        let handle = catch_up(&small, h.clone());
         assert_eq!(handle.join().await.unwrap(), StopReason::CaughtUp);
         let batches = h.batches.lock().unwrap().clone();
         let seen: Vec<u64> = batches.iter().flat_map(|(n, _, _)| n.clone()).collect();
@@ -415,12 +415,7 @@ async fn handler_panic_is_caught_and_handled_by_handle_error() {
             on_error: Some(ErrorAction::Reconnect),
             ..Collect::default()
         };
-        let handle = Consumer::builder(&s, h.clone())
-            .live(LiveMode::Off)
-            .retry_policy(fast_retries())
-            .build()
-            .unwrap()
-            .spawn();
+        let handle = catch_up(&s, h.clone());
         assert_eq!(handle.join().await.unwrap(), StopReason::CaughtUp);
         assert_eq!(
             h.errors.lock().unwrap().as_slice(),
@@ -438,12 +433,7 @@ async fn handler_panic_is_caught_and_handled_by_handle_error() {
             panic_at: Some(7),
             ..Collect::default()
         };
-        let handle = Consumer::builder(&s, h.clone())
-            .live(LiveMode::Off)
-            .retry_policy(fast_retries())
-            .build()
-            .unwrap()
-            .spawn();
+        let handle = catch_up(&s, h.clone());
         let err = handle.join().await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::Handler { panicked: true });
         assert!(

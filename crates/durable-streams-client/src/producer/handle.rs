@@ -227,7 +227,8 @@ impl Producer {
                     invalid = Some(e);
                     break;
                 }
-                total += data.len();
+                // Saturating: a run too large for the budget takes the slow path.
+                total = total.saturating_add(data.len());
                 run.push(data);
             }
             let ends = invalid.is_none() && iter.peek().is_none();
