@@ -7,11 +7,13 @@
 //! DS_BENCH_FILTER=JSON cargo bench -p durable-streams-client --bench producer # one scenario
 //! ```
 //!
-//! Scenarios: 100,000 x 100 B (bytes; through `send`, `send_many`, and
-//! `send_slice` from one reused buffer), 1,000,000 x 64 B (JSON values),
-//! 50 x 1 MiB (bytes). "ours" is the idempotent [`Producer`] with its
-//! defaults (1 MiB batches, 5 ms linger, 5 in flight), fed through
-//! `send().await` (backpressure). Messages given to `send` are separate
+//! Scenarios: 100,000 x 100 B (bytes; through `send`, `send_many`,
+//! `send_slice` from one reused buffer, and `feed_slice`: the same without
+//! an acknowledgement per message), 1,000,000 x 64 B (JSON values, through
+//! `send_json` and `feed_json`), 50 x 1 MiB (bytes). "ours" is the
+//! idempotent [`Producer`] with its defaults (1 MiB batches, 5 ms linger,
+//! 5 in flight), fed with backpressure (each call awaited). Messages
+//! given to `send` are separate
 //! `Bytes`, freed inside the measured time; `send_slice` takes each from
 //! one reused buffer instead. The baseline is a minimal hyper client
 //! posting the same pre-built batch bodies with the same producer headers
@@ -57,6 +59,9 @@ enum How {
     /// One `send_slice` per message, each written into one reused buffer
     /// (no allocation per message, on either side).
     Slice,
+    /// One `feed_slice` per message from one reused buffer (JSON:
+    /// `feed_json`): backpressure without a per-message acknowledgement.
+    Feed,
 }
 
 struct Scenario {
@@ -64,7 +69,7 @@ struct Scenario {
     count: usize,
     size: usize,
     payload: Payload,
-    /// How byte messages are handed over (JSON ones: `send_json`).
+    /// How messages are handed over.
     how: How,
 }
 
@@ -102,11 +107,25 @@ fn main() {
             how: How::Slice,
         },
         Scenario {
+            name: "100,000 x 100 B feed",
+            count: 100_000 / scale,
+            size: 100,
+            payload: Payload::Bytes,
+            how: How::Feed,
+        },
+        Scenario {
             name: "1,000,000 x 64 B JSON",
             count: 1_000_000 / scale,
             size: 64,
             payload: Payload::Json,
             how: How::Send,
+        },
+        Scenario {
+            name: "1,000,000 x 64 B JSON feed",
+            count: 1_000_000 / scale,
+            size: 64,
+            payload: Payload::Json,
+            how: How::Feed,
         },
         Scenario {
             name: "50 x 1 MiB",
@@ -236,8 +255,8 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
     // bytes for byte streams, values for JSON streams (encoded by the
     // producer straight into its batch, as an application would). The
     // slice scenario writes each into one reused buffer as it goes.
-    let messages: Vec<Bytes> = match s.how {
-        How::Slice => Vec::new(),
+    let messages: Vec<Bytes> = match (s.how, s.payload) {
+        (How::Slice | How::Feed, _) | (_, Payload::Json) => Vec::new(),
         _ => (0..s.count)
             .map(|i| message(s.payload, s.size, i))
             .collect(),
@@ -253,6 +272,11 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
     let started = Instant::now();
     // Backpressure only; acknowledgements are checked by close().
     match s.payload {
+        Payload::Json if s.how == How::Feed => {
+            for v in &values {
+                producer.feed_json(v.as_str()).await.expect("feed_json");
+            }
+        }
         Payload::Json => {
             for v in &values {
                 drop(producer.send_json(v.as_str()).await.expect("send"));
@@ -267,6 +291,13 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
             for i in 0..s.count {
                 write_message(&mut buffer, s.size, i);
                 drop(producer.send_slice(&buffer).await.expect("send_slice"));
+            }
+        }
+        Payload::Bytes if s.how == How::Feed => {
+            let mut buffer = Vec::with_capacity(s.size);
+            for i in 0..s.count {
+                write_message(&mut buffer, s.size, i);
+                producer.feed_slice(&buffer).await.expect("feed_slice");
             }
         }
         Payload::Bytes => {

@@ -88,6 +88,77 @@ async fn send_many_appends_in_order_with_backpressure() {
     }
 }
 
+/// `feed` waits for room like `send` but returns no acknowledgement: every
+/// message still arrives once and in order, the buffer bound holds, and a
+/// failure is not lost: `flush` reports it and later feeds fail with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_applies_backpressure_and_reports_failures_at_flush() {
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "feed").with_content_type("text/plain");
+        s.create().await.unwrap();
+        let producer = Producer::builder(&s, "p-feed")
+            .max_batch_bytes(2 << 10)
+            .max_buffered_bytes(8 << 10)
+            .build()
+            .unwrap();
+        let mut expected = String::new();
+        let mut buffer = Vec::new();
+        for i in 0..6_000 {
+            let line = format!("{i:05}\n");
+            expected.push_str(&line);
+            if i % 2 == 0 {
+                producer.feed(line).await.unwrap();
+            } else {
+                buffer.clear();
+                buffer.extend_from_slice(line.as_bytes());
+                producer.feed_slice(&buffer).await.unwrap();
+            }
+            assert!(producer.buffered_bytes() <= 8 << 10);
+        }
+        producer.flush().await.unwrap();
+        assert_eq!(producer.buffered_bytes(), 0);
+        assert_eq!(
+            s.read_text().await.unwrap(),
+            expected,
+            "{:?}",
+            server.kind()
+        );
+
+        // Another writer closes the stream: the fed message fails, flush
+        // says so, and the next feed fails with the same error.
+        s.close().await.unwrap();
+        producer.feed("late\n").await.unwrap();
+        let err = producer.flush().await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::StreamClosed { .. }),
+            "{:?}: {err}",
+            server.kind()
+        );
+        let again = producer.feed("later\n").await.unwrap_err();
+        assert!(
+            matches!(again.kind(), ErrorKind::StreamClosed { .. }),
+            "{again}"
+        );
+        assert_eq!(
+            s.read_text().await.unwrap(),
+            expected,
+            "nothing after the close"
+        );
+
+        let j = json_stream(&server, &client, "feed-json").await;
+        let producer = Producer::builder(&j, "p-feed-json").build().unwrap();
+        for i in 0..100 {
+            producer.feed_json(&i).await.unwrap();
+        }
+        producer.close().await.unwrap();
+        assert_eq!(
+            numbers(&j.read_json().await.unwrap()),
+            (0..100).collect::<Vec<u64>>()
+        );
+    }
+}
+
 /// An invalid message stops `send_many` with its error; the messages
 /// before it (in the same run) are appended, the ones after it are not.
 #[tokio::test]

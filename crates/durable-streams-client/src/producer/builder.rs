@@ -12,6 +12,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{BatchLimits, Framing, OpenBatch};
+use super::budget::{Budget, Credit};
 use super::driver::Driver;
 use super::{
     DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BUFFERED_BYTES,
@@ -302,6 +303,7 @@ impl ProducerBuilder {
             on_error: self.on_error,
             state: Mutex::new(ProducerState {
                 open: OpenBatch::new(framing, self.max_batch_bytes),
+                credit: Credit::default(),
                 next_ordinal: 0,
                 poison: None,
                 first_error: None,
@@ -309,7 +311,7 @@ impl ProducerBuilder {
             }),
             sealed: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
-            budget: Semaphore::new(self.max_buffered_bytes),
+            budget: Budget::new(self.max_buffered_bytes),
             resolved,
             done: CancellationToken::new(),
             epoch: AtomicU64::new(epoch),

@@ -428,7 +428,7 @@ impl Driver {
     /// Give the batch's bytes back to the buffer budget and advance the
     /// resolved watermark that `flush` waits on.
     fn release(&mut self, batch: &SealedBatch) {
-        self.shared.budget.add_permits(batch.payload_bytes);
+        self.shared.budget.release(batch.payload_bytes);
         self.resolved.insert(batch.ordinal);
         let before = self.resolved_below;
         while self.resolved.remove(&self.resolved_below) {

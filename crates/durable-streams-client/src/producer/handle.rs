@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -99,7 +99,7 @@ impl Producer {
         self.check_message(data.as_slice())?;
         let mut state = self.shared.lock();
         self.check_open(&state)?;
-        if !self.reserve_now(data.len()) {
+        if !self.shared.budget.take(&mut state.credit, data.len()) {
             return Err(self.buffer_full());
         }
         self.push(&mut state, data, false);
@@ -143,7 +143,7 @@ impl Producer {
             state.open.rollback(written);
             return Err(too_large(written.len).with_url(self.shared.stream.url()));
         }
-        if !self.reserve_now(written.len) {
+        if !self.shared.budget.take(&mut state.credit, written.len) {
             state.open.rollback(written);
             return Ok(Err(()));
         }
@@ -179,27 +179,60 @@ impl Producer {
     }
 
     async fn send_message(&self, data: Message<'_>) -> Result<Ack> {
-        self.check_message(data.as_slice())?;
-        if !self.reserve_now(data.len()) {
-            // `check_message` bounds the length by u32 permits.
-            let permits = u32::try_from(data.len()).map_err(|_| too_large(data.len()))?;
-            let reserved = tokio::select! {
-                permit = self.shared.budget.acquire_many(permits) => permit,
-                _ = self.shared.done.cancelled() => return Err(Error::new(ErrorKind::ProducerClosed)),
-            };
-            reserved
-                .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
-                .forget();
-        }
-        let mut state = self.shared.lock();
-        if let Err(e) = self.check_open(&state) {
-            self.shared.budget.add_permits(data.len());
-            return Err(e);
-        }
-        let rx = self.push(&mut state, data, true);
+        let rx = self.feed_message(data, true).await?;
         Ok(Ack {
             rx: rx.expect("push returns a receiver when asked"),
         })
+    }
+
+    /// Append one message, waiting for buffer room like [`send`](Self::send),
+    /// without an acknowledgement of its own: the cheapest way to stream
+    /// with backpressure. A failure is reported by the next
+    /// [`flush`](Self::flush) or [`close`](Self::close), to
+    /// [`ProducerBuilder::on_error`], and by the appends after it (the epoch
+    /// fails); nothing is dropped silently.
+    pub async fn feed(&self, data: impl Into<Bytes>) -> Result<()> {
+        self.feed_message(Message::Owned(data.into()), false)
+            .await
+            .map(drop)
+    }
+
+    /// [`feed`](Self::feed) from a borrowed slice, copied straight into the
+    /// batch (no allocation per message).
+    pub async fn feed_slice(&self, data: &[u8]) -> Result<()> {
+        self.feed_message(Message::Borrowed(data), false)
+            .await
+            .map(drop)
+    }
+
+    async fn feed_message(
+        &self,
+        data: Message<'_>,
+        want_outcome: bool,
+    ) -> Result<Option<OutcomeReceiver>> {
+        self.check_message(data.as_slice())?;
+        let mut state = self.lock_with_room(data.len()).await?;
+        Ok(self.push(&mut state, data, want_outcome))
+    }
+
+    /// Lock the state with `len` bytes of buffer budget taken, waiting for
+    /// room when there is none (backpressure).
+    async fn lock_with_room(&self, len: usize) -> Result<MutexGuard<'_, ProducerState>> {
+        {
+            let mut state = self.shared.lock();
+            self.check_open(&state)?;
+            if self.shared.budget.take(&mut state.credit, len) {
+                return Ok(state);
+            }
+            self.shared.budget.return_credit(&mut state.credit);
+        }
+        self.shared.budget.acquire(len, &self.shared.done).await?;
+        let state = self.shared.lock();
+        if let Err(e) = self.check_open(&state) {
+            self.shared.budget.release(len);
+            return Err(e);
+        }
+        Ok(state)
     }
 
     /// Append every message of `messages` in order, waiting for buffer room
@@ -233,20 +266,22 @@ impl Producer {
             }
             let ends = invalid.is_none() && iter.peek().is_none();
             let count = run.len();
-            if self.reserve_now(total) {
-                // The whole run's bytes at once, and one hold of the lock.
+            let appended = {
                 let mut state = self.shared.lock();
-                if let Err(e) = self.check_open(&state) {
-                    self.shared.budget.add_permits(total);
-                    return Err(e);
-                }
-                for (i, data) in run.drain(..).enumerate() {
-                    let is_last = ends && i + 1 == count;
-                    if let Some(rx) = self.push(&mut state, Message::Owned(data), is_last) {
-                        last = Some(Ack { rx });
+                self.check_open(&state)?;
+                let fits = self.shared.budget.take(&mut state.credit, total);
+                if fits {
+                    // The whole run's bytes at once, and one hold of the lock.
+                    for (i, data) in run.drain(..).enumerate() {
+                        let is_last = ends && i + 1 == count;
+                        if let Some(rx) = self.push(&mut state, Message::Owned(data), is_last) {
+                            last = Some(Ack { rx });
+                        }
                     }
                 }
-            } else {
+                fits
+            };
+            if !appended {
                 // No room for the run: message by message, waiting for
                 // room like `send`.
                 for (i, data) in run.drain(..).enumerate() {
@@ -266,17 +301,37 @@ impl Producer {
     /// Serialize `value` and [`send`](Self::send) it. Encodes straight into
     /// the batch when there is buffer room.
     pub async fn send_json<T: Serialize + Sync + ?Sized>(&self, value: &T) -> Result<Ack> {
+        let rx = self.feed_json_value(value, true).await?;
+        Ok(Ack {
+            rx: rx.expect("pushes return a receiver when asked"),
+        })
+    }
+
+    /// Serialize `value` and [`feed`](Self::feed) it: backpressure without
+    /// an acknowledgement of its own. Encodes straight into the batch when
+    /// there is buffer room.
+    pub async fn feed_json<T: Serialize + Sync + ?Sized>(&self, value: &T) -> Result<()> {
+        self.feed_json_value(value, false).await.map(drop)
+    }
+
+    async fn feed_json_value<T: Serialize + Sync + ?Sized>(
+        &self,
+        value: &T,
+        want_outcome: bool,
+    ) -> Result<Option<OutcomeReceiver>> {
         let pushed = {
             let mut state = self.shared.lock();
             self.check_open(&state)?;
-            self.push_json(&mut state, value, true)?
+            self.push_json(&mut state, value, want_outcome)?
         };
         match pushed {
-            Ok(rx) => Ok(Ack {
-                rx: rx.expect("push_json returns a receiver when asked"),
-            }),
+            Ok(rx) => Ok(rx),
             // No room now: wait for it like `send`.
-            Err(()) => self.send(self.encode_json(value)?).await,
+            Err(()) => {
+                let encoded = self.encode_json(value)?;
+                self.feed_message(Message::Owned(encoded), want_outcome)
+                    .await
+            }
         }
     }
 
@@ -304,21 +359,7 @@ impl Producer {
         if total > self.shared.max_buffered_bytes {
             return Err(too_large(total).with_url(self.shared.stream.url()));
         }
-        if !self.reserve_now(total) {
-            let permits = u32::try_from(total).map_err(|_| too_large(total))?;
-            let reserved = tokio::select! {
-                permit = self.shared.budget.acquire_many(permits) => permit,
-                _ = self.shared.done.cancelled() => return Err(Error::new(ErrorKind::ProducerClosed)),
-            };
-            reserved
-                .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
-                .forget();
-        }
-        let mut state = self.shared.lock();
-        if let Err(e) = self.check_open(&state) {
-            self.shared.budget.add_permits(total);
-            return Err(e);
-        }
+        let mut state = self.lock_with_room(total).await?;
         // The group gets a batch of its own: seal what is open, push every
         // message without limit checks, seal again.
         self.shared.seal_open(&mut state);
@@ -374,19 +415,8 @@ impl Producer {
         }
         self.flush().await?;
         let len = final_message.len();
-        let permits = u32::try_from(len).map_err(|_| too_large(len))?;
-        self.shared
-            .budget
-            .acquire_many(permits)
-            .await
-            .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
-            .forget();
         let rx = {
-            let mut state = self.shared.lock();
-            if let Err(e) = self.check_open(&state) {
-                self.shared.budget.add_permits(len);
-                return Err(e);
-            }
+            let mut state = self.lock_with_room(len).await?;
             self.shared.seal_open(&mut state);
             let body = if final_message.is_empty() {
                 Bytes::new()
@@ -483,19 +513,6 @@ impl Producer {
             return Err(error.clone());
         }
         Ok(())
-    }
-
-    fn reserve_now(&self, len: usize) -> bool {
-        let Ok(permits) = u32::try_from(len) else {
-            return false;
-        };
-        match self.shared.budget.try_acquire_many(permits) {
-            Ok(permit) => {
-                permit.forget();
-                true
-            }
-            Err(_) => false,
-        }
     }
 
     /// Add an encoded message whose bytes are already reserved.

@@ -81,6 +81,7 @@
 //! ```
 
 mod batch;
+mod budget;
 mod builder;
 mod driver;
 mod handle;
@@ -95,10 +96,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::batch::{BatchLimits, Framing, OpenBatch, OutcomeReceiver, SealedBatch};
+use self::budget::{Budget, Credit};
 pub use self::builder::ProducerBuilder;
 pub use self::handle::Producer;
 #[cfg(doc)]
@@ -239,8 +241,8 @@ pub(crate) struct ProducerShared {
     sealed: Mutex<VecDeque<SealedBatch>>,
     /// Wakes the task: a batch was sealed or a new batch started lingering.
     pub(crate) wake: Notify,
-    /// Permits are bytes: appended but not yet resolved payload.
-    pub(crate) budget: Semaphore,
+    /// Bounds the payload appended but not yet resolved.
+    pub(crate) budget: Budget,
     /// How many batches (by ordinal) have resolved, contiguously.
     pub(crate) resolved: watch::Sender<u64>,
     /// Cancelled when the task ends, however it ends.
@@ -251,6 +253,8 @@ pub(crate) struct ProducerShared {
 
 pub(crate) struct ProducerState {
     pub(crate) open: OpenBatch,
+    /// Buffer budget taken ahead for the next appends.
+    credit: Credit,
     next_ordinal: u64,
     /// Set by the task when a batch failed for good; cleared by restart.
     pub(crate) poison: Option<Error>,
@@ -299,7 +303,7 @@ impl ProducerShared {
     }
 
     fn unacknowledged_bytes(&self) -> usize {
-        self.max_buffered_bytes - self.budget.available_permits()
+        self.budget.unacknowledged()
     }
 }
 

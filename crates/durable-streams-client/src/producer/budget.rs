@@ -1,0 +1,194 @@
+//! The buffer budget: payload bytes appended but not yet resolved, bounded
+//! by `max_buffered_bytes`.
+//!
+//! A semaphore of bytes does the bounding and the fair waiting (a waiter
+//! for a large message is not overtaken by later small ones). Appends do
+//! not touch it per message: the appender holding the state lock takes
+//! bytes from a credit kept in the state, and tops the credit up from the
+//! semaphore a chunk at a time. A waiter gives the credit back before it
+//! waits, so credit never holds room that a waiter needs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Largest credit taken at once: 1/16 of the budget, at most 256 KiB (at
+/// 100 B per message, one semaphore operation per 2,600 appends).
+const MAX_CHUNK: usize = 256 << 10;
+
+#[derive(Debug)]
+pub(crate) struct Budget {
+    /// Bytes neither appended nor held as credit.
+    free: Semaphore,
+    max: usize,
+    chunk: usize,
+    /// The credit's current size, for [`Budget::unacknowledged`] (written
+    /// only by the lock holder: a plain store, no read-modify-write).
+    credit_seen: AtomicUsize,
+}
+
+/// Bytes taken from the budget but not yet given to a message. Lives in
+/// the producer's locked state, so only the lock holder uses it.
+#[derive(Debug, Default)]
+pub(crate) struct Credit(usize);
+
+impl Budget {
+    /// `max` must be at most [`Semaphore::MAX_PERMITS`] (the builder checks).
+    pub(crate) fn new(max: usize) -> Self {
+        Budget {
+            free: Semaphore::new(max),
+            max,
+            chunk: (max / 16).min(MAX_CHUNK),
+            credit_seen: AtomicUsize::new(0),
+        }
+    }
+
+    /// Take `len` bytes without waiting: from `credit` first, topping it up
+    /// from the free bytes (with a chunk to spare when there is room).
+    pub(crate) fn take(&self, credit: &mut Credit, len: usize) -> bool {
+        if credit.0 < len {
+            let need = len - credit.0;
+            let with_spare = need.saturating_add(self.chunk);
+            let Some(got) = [with_spare, need]
+                .into_iter()
+                .find(|&bytes| self.try_free(bytes))
+            else {
+                return false;
+            };
+            credit.0 += got;
+        }
+        credit.0 -= len;
+        self.credit_seen.store(credit.0, Ordering::Relaxed);
+        true
+    }
+
+    /// Give all of `credit` back to the free bytes (before waiting for room,
+    /// so a wait never needs bytes that sit in the credit).
+    pub(crate) fn return_credit(&self, credit: &mut Credit) {
+        if credit.0 > 0 {
+            self.free.add_permits(std::mem::take(&mut credit.0));
+            self.credit_seen.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Wait until `len` bytes are free and take them; `ProducerClosed` once
+    /// `done` is cancelled. Call [`Self::return_credit`] first.
+    pub(crate) async fn acquire(&self, len: usize, done: &CancellationToken) -> Result<()> {
+        let permits = u32::try_from(len).map_err(|_| {
+            Error::invalid_argument(
+                "data",
+                format!("a {len}-byte message is larger than max_buffered_bytes"),
+            )
+        })?;
+        let acquired = tokio::select! {
+            acquired = self.free.acquire_many(permits) => acquired,
+            _ = done.cancelled() => return Err(Error::new(ErrorKind::ProducerClosed)),
+        };
+        acquired
+            .map_err(|_| Error::new(ErrorKind::ProducerClosed))?
+            .forget();
+        Ok(())
+    }
+
+    /// Give back the bytes of resolved (or never appended) messages.
+    pub(crate) fn release(&self, len: usize) {
+        self.free.add_permits(len);
+    }
+
+    /// Bytes appended and not yet resolved. Exact when no append or
+    /// resolution is under way; a passing moment's figure otherwise.
+    pub(crate) fn unacknowledged(&self) -> usize {
+        self.max
+            .saturating_sub(self.free.available_permits())
+            .saturating_sub(self.credit_seen.load(Ordering::Relaxed))
+    }
+
+    fn try_free(&self, bytes: usize) -> bool {
+        let Ok(permits) = u32::try_from(bytes) else {
+            return false;
+        };
+        match self.free.try_acquire_many(permits) {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn appends_take_credit_a_chunk_at_a_time_and_never_exceed_the_budget() {
+        let budget = Budget::new(1600);
+        let mut credit = Credit::default();
+        assert!(budget.take(&mut credit, 10));
+        // One top-up of 10 + a 100-byte chunk; the credit covers the rest.
+        assert_eq!(budget.free.available_permits(), 1490);
+        assert_eq!(credit.0, 100);
+        assert_eq!(budget.unacknowledged(), 10);
+        for _ in 0..10 {
+            assert!(budget.take(&mut credit, 10));
+        }
+        assert_eq!(budget.free.available_permits(), 1490);
+        assert_eq!(budget.unacknowledged(), 110);
+        // Exactly up to the budget, not one byte more.
+        assert!(budget.take(&mut credit, 1490));
+        assert_eq!(budget.unacknowledged(), 1600);
+        assert!(!budget.take(&mut credit, 1));
+        budget.release(1600);
+        assert_eq!(budget.unacknowledged(), 0);
+        assert!(budget.take(&mut credit, 1600));
+        assert!(!budget.take(&mut credit, 1));
+    }
+
+    #[test]
+    fn a_tiny_budget_takes_exactly_what_is_asked() {
+        let budget = Budget::new(10);
+        let mut credit = Credit::default();
+        assert!(budget.take(&mut credit, 6));
+        assert!(!budget.take(&mut credit, 6));
+        assert!(budget.take(&mut credit, 4));
+        assert_eq!(budget.unacknowledged(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_the_returned_credit_and_is_not_overtaken() {
+        let budget = std::sync::Arc::new(Budget::new(1600));
+        let done = CancellationToken::new();
+        let mut credit = Credit::default();
+        assert!(budget.take(&mut credit, 1000));
+        // 1000 appended, 100 held as credit, 500 free: a 600-byte message
+        // fits only once the credit is back.
+        budget.return_credit(&mut credit);
+        assert_eq!(budget.unacknowledged(), 1000);
+        let waiter = {
+            let budget = std::sync::Arc::clone(&budget);
+            let done = done.clone();
+            tokio::spawn(async move { budget.acquire(700, &done).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The queued waiter holds the free bytes: a small append must not
+        // take them from under it.
+        assert!(!budget.take(&mut credit, 1));
+        budget.release(1000);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(budget.unacknowledged(), 700);
+        // Cancellation ends a wait that cannot be served.
+        let stuck = {
+            let budget = std::sync::Arc::clone(&budget);
+            let done = done.clone();
+            tokio::spawn(async move { budget.acquire(1600, &done).await })
+        };
+        done.cancel();
+        let err = stuck.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::ProducerClosed);
+    }
+}
