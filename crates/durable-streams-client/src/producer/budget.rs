@@ -2,7 +2,8 @@
 //! by `max_buffered_bytes`.
 //!
 //! A semaphore of bytes does the bounding and the fair waiting (a waiter
-//! for a large message is not overtaken by later small ones). Appends do
+//! for a large message is not starved by later small ones: once it waits,
+//! they can use at most the credit already taken). Appends do
 //! not touch it per message: the appender holding the state lock takes
 //! bytes from a credit kept in the state, and tops the credit up from the
 //! semaphore a chunk at a time. A waiter gives the credit back before it

@@ -1,8 +1,11 @@
 //! The idempotent producer (PROTOCOL.md 5.2.1): exactly-once, batched,
 //! pipelined writes with bounded memory.
 //!
-//! Messages are appended without waiting ([`Producer::append`]) or with
-//! backpressure and a receipt ([`Producer::send`]). A background task
+//! Messages are appended without waiting ([`Producer::append`]), with
+//! backpressure and a receipt ([`Producer::send`]), or with backpressure
+//! and no receipt of their own ([`Producer::feed`], the cheapest: failures
+//! reach [`Producer::flush`], [`Producer::close`],
+//! [`ProducerBuilder::on_error`] and the appends after them). A background task
 //! batches them (by bytes, items and linger time), numbers each request with
 //! `Producer-Id` / `Producer-Epoch` / `Producer-Seq`, keeps up to
 //! `max_in_flight` requests in flight, and repeats failed attempts with the
@@ -60,7 +63,8 @@
 //!   and resends what was not acknowledged, in order.
 //! * **Memory.** Appended-but-unacknowledged bytes are bounded by
 //!   `max_buffered_bytes`; `append` answers [`ErrorKind::BufferFull`] when
-//!   there is no room, `send` waits for room.
+//!   there is no room, `send` and `feed` wait for room (a large message
+//!   waiting for room is not starved by later small ones).
 //! * **Shutdown.** [`Producer::close`] flushes and stops the task. Dropping a
 //!   producer stops its task at once (in-flight requests are abandoned) and
 //!   logs a warning if messages were not acknowledged.
