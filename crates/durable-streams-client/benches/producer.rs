@@ -8,9 +8,10 @@
 //! ```
 //!
 //! Scenarios: 100,000 x 100 B (bytes; through `send`, `send_many`,
-//! `send_slice` from one reused buffer, and `feed_slice`: the same without
-//! an acknowledgement per message), 1,000,000 x 64 B (JSON values, through
-//! `send_json` and `feed_json`), 50 x 1 MiB (bytes). "ours" is the
+//! `send_slice` from one reused buffer, `feed_slice`: the same without an
+//! acknowledgement per message, and a `ProducerWriter`: a batch of its own,
+//! no lock per message), 1,000,000 x 64 B (JSON values, through
+//! `send_json`, `feed_json` and `write_json`), 50 x 1 MiB (bytes). "ours" is the
 //! idempotent [`Producer`] with its defaults (1 MiB batches, 5 ms linger,
 //! 5 in flight), fed with backpressure (each call awaited). Messages
 //! given to `send` are separate
@@ -62,6 +63,10 @@ enum How {
     /// One `feed_slice` per message from one reused buffer (JSON:
     /// `feed_json`): backpressure without a per-message acknowledgement.
     Feed,
+    /// One `ProducerWriter::write` per message from one reused buffer
+    /// (JSON: `write_json`): a batch of the writer's own, no lock per
+    /// message.
+    Writer,
 }
 
 struct Scenario {
@@ -114,6 +119,13 @@ fn main() {
             how: How::Feed,
         },
         Scenario {
+            name: "100,000 x 100 B writer",
+            count: 100_000 / scale,
+            size: 100,
+            payload: Payload::Bytes,
+            how: How::Writer,
+        },
+        Scenario {
             name: "1,000,000 x 64 B JSON",
             count: 1_000_000 / scale,
             size: 64,
@@ -126,6 +138,13 @@ fn main() {
             size: 64,
             payload: Payload::Json,
             how: How::Feed,
+        },
+        Scenario {
+            name: "1,000,000 x 64 B JSON writer",
+            count: 1_000_000 / scale,
+            size: 64,
+            payload: Payload::Json,
+            how: How::Writer,
         },
         Scenario {
             name: "50 x 1 MiB",
@@ -256,7 +275,7 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
     // producer straight into its batch, as an application would). The
     // slice scenario writes each into one reused buffer as it goes.
     let messages: Vec<Bytes> = match (s.how, s.payload) {
-        (How::Slice | How::Feed, _) | (_, Payload::Json) => Vec::new(),
+        (How::Slice | How::Feed | How::Writer, _) | (_, Payload::Json) => Vec::new(),
         _ => (0..s.count)
             .map(|i| message(s.payload, s.size, i))
             .collect(),
@@ -272,6 +291,13 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
     let started = Instant::now();
     // Backpressure only; acknowledgements are checked by close().
     match s.payload {
+        Payload::Json if s.how == How::Writer => {
+            let mut writer = producer.writer();
+            for v in &values {
+                writer.write_json(v.as_str()).await.expect("write_json");
+            }
+            writer.flush().await.expect("writer flush");
+        }
         Payload::Json if s.how == How::Feed => {
             for v in &values {
                 producer.feed_json(v.as_str()).await.expect("feed_json");
@@ -292,6 +318,15 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
                 write_message(&mut buffer, s.size, i);
                 drop(producer.send_slice(&buffer).await.expect("send_slice"));
             }
+        }
+        Payload::Bytes if s.how == How::Writer => {
+            let mut writer = producer.writer();
+            let mut buffer = Vec::with_capacity(s.size);
+            for i in 0..s.count {
+                write_message(&mut buffer, s.size, i);
+                writer.write(&buffer).await.expect("write");
+            }
+            writer.flush().await.expect("writer flush");
         }
         Payload::Bytes if s.how == How::Feed => {
             let mut buffer = Vec::with_capacity(s.size);

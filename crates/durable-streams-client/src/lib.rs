@@ -123,7 +123,7 @@ pub use offset::{InvalidOffset, Offset};
 pub use producer::{
     Ack, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER, DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, FailedBatch, Producer, ProducerBuilder,
-    ProducerStats, Receipt,
+    ProducerStats, ProducerWriter, Receipt,
 };
 pub use read::{
     Chunk, ChunkStream, JsonBatch, JsonStream, LiveMode, ReadBuilder, SharedRead, TextChunk,

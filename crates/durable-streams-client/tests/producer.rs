@@ -159,6 +159,104 @@ async fn feed_applies_backpressure_and_reports_failures_at_flush() {
     }
 }
 
+/// A writer streams from one task through a batch of its own: under a
+/// small buffer budget (it waits for room, handing over what it holds),
+/// every message arrives once and in order; appends made before a
+/// hand-over go first; invalid messages are refused without writing them;
+/// a dropped writer hands its messages over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_streams_in_order_under_backpressure_and_hands_over_on_drop() {
+    for server in common::servers() {
+        let client = common::client();
+        let s = common::stream(&server, &client, "writer").with_content_type("text/plain");
+        s.create().await.unwrap();
+        let producer = Producer::builder(&s, "p-writer")
+            .max_batch_bytes(4 << 10)
+            .max_buffered_bytes(16 << 10)
+            .build()
+            .unwrap();
+        producer.append("first\n").unwrap();
+        let mut expected = String::from("first\n");
+        let mut writer = producer.writer();
+        for i in 0..20_000 {
+            let line = format!("{i:05}\n");
+            writer.write(line.as_bytes()).await.unwrap();
+            expected.push_str(&line);
+            assert!(producer.buffered_bytes() <= 16 << 10);
+        }
+        let err = writer.write(b"").await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+            "{err}"
+        );
+        writer.flush().await.unwrap();
+        assert_eq!(writer.buffered_bytes(), 0);
+        // Written, not handed over, then an append, then the drop: the
+        // append goes first (a writer's messages take their place when
+        // handed over).
+        writer.write(b"kept\n").await.unwrap();
+        producer.append("between\n").unwrap();
+        drop(writer);
+        expected.push_str("between\nkept\n");
+        producer.close().await.unwrap();
+        assert_eq!(
+            s.read_text().await.unwrap(),
+            expected,
+            "{:?}",
+            server.kind()
+        );
+
+        let j = json_stream(&server, &client, "writer-json").await;
+        let producer = Producer::builder(&j, "p-writer-json").build().unwrap();
+        let mut writer = producer.writer();
+        for i in 0..1_000u64 {
+            writer.write_json(&i).await.unwrap();
+        }
+        writer.write(b"1000").await.unwrap();
+        let err = writer.write(b"{not json").await.unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+            "{err}"
+        );
+        writer.flush().await.unwrap();
+        producer.close().await.unwrap();
+        assert_eq!(
+            numbers(&j.read_json().await.unwrap()),
+            (0..=1_000).collect::<Vec<u64>>()
+        );
+    }
+}
+
+/// A writer dropped with messages the producer no longer accepts hands them
+/// to `on_error`: never dropped silently.
+#[tokio::test]
+async fn a_writer_dropped_after_close_hands_its_messages_to_on_error() {
+    let server = common::node();
+    let client = common::client();
+    let s = common::stream(&server, &client, "writer-late").with_content_type("text/plain");
+    s.create().await.unwrap();
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&failed);
+    let producer = Producer::builder(&s, "p-writer-late")
+        .on_error(move |f| sink.lock().unwrap().push(f))
+        .build()
+        .unwrap();
+    let mut writer = producer.writer();
+    writer.write(b"a").await.unwrap();
+    writer.write(b"b").await.unwrap();
+    producer.close().await.unwrap();
+    let err = writer.submit().unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::ProducerClosed);
+    assert_eq!(writer.buffered_bytes(), 2, "kept after a failed hand-over");
+    drop(writer);
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].messages, 2);
+    assert_eq!(&failed[0].body[..], b"ab");
+    assert_eq!(failed[0].error.kind(), &ErrorKind::ProducerClosed);
+    assert_eq!(s.read_text().await.unwrap(), "");
+}
+
 /// An invalid message stops `send_many` with its error; the messages
 /// before it (in the same run) are appended, the ones after it are not.
 #[tokio::test]

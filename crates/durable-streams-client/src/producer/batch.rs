@@ -134,6 +134,11 @@ impl OpenBatch {
         self.messages == 0
     }
 
+    /// Messages in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.messages
+    }
+
     /// Whether adding a message of `len` bytes would overflow the limits, so
     /// the batch must be sealed first. A message larger than the byte limit
     /// still goes alone into an empty batch.

@@ -47,6 +47,16 @@ impl Budget {
         }
     }
 
+    /// [`Self::take`] for the credit in the producer's locked state, whose
+    /// size [`Self::unacknowledged`] leaves out.
+    pub(crate) fn take_shared(&self, credit: &mut Credit, len: usize) -> bool {
+        let taken = self.take(credit, len);
+        if taken {
+            self.credit_seen.store(credit.0, Ordering::Relaxed);
+        }
+        taken
+    }
+
     /// Take `len` bytes without waiting: from `credit` first, topping it up
     /// from the free bytes (with a chunk to spare when there is room).
     pub(crate) fn take(&self, credit: &mut Credit, len: usize) -> bool {
@@ -62,16 +72,20 @@ impl Budget {
             credit.0 += got;
         }
         credit.0 -= len;
-        self.credit_seen.store(credit.0, Ordering::Relaxed);
         true
     }
 
-    /// Give all of `credit` back to the free bytes (before waiting for room,
-    /// so a wait never needs bytes that sit in the credit).
+    /// Give all of the state's `credit` back to the free bytes (before
+    /// waiting for room, so a wait never needs bytes that sit in it).
+    pub(crate) fn return_shared(&self, credit: &mut Credit) {
+        self.return_credit(credit);
+        self.credit_seen.store(0, Ordering::Relaxed);
+    }
+
+    /// Give all of `credit` back to the free bytes.
     pub(crate) fn return_credit(&self, credit: &mut Credit) {
         if credit.0 > 0 {
             self.free.add_permits(std::mem::take(&mut credit.0));
-            self.credit_seen.store(0, Ordering::Relaxed);
         }
     }
 
@@ -130,18 +144,18 @@ mod tests {
     fn appends_take_credit_a_chunk_at_a_time_and_never_exceed_the_budget() {
         let budget = Budget::new(1600);
         let mut credit = Credit::default();
-        assert!(budget.take(&mut credit, 10));
+        assert!(budget.take_shared(&mut credit, 10));
         // One top-up of 10 + a 100-byte chunk; the credit covers the rest.
         assert_eq!(budget.free.available_permits(), 1490);
         assert_eq!(credit.0, 100);
         assert_eq!(budget.unacknowledged(), 10);
         for _ in 0..10 {
-            assert!(budget.take(&mut credit, 10));
+            assert!(budget.take_shared(&mut credit, 10));
         }
         assert_eq!(budget.free.available_permits(), 1490);
         assert_eq!(budget.unacknowledged(), 110);
         // Exactly up to the budget, not one byte more.
-        assert!(budget.take(&mut credit, 1490));
+        assert!(budget.take_shared(&mut credit, 1490));
         assert_eq!(budget.unacknowledged(), 1600);
         assert!(!budget.take(&mut credit, 1));
         budget.release(1600);
@@ -165,10 +179,10 @@ mod tests {
         let budget = std::sync::Arc::new(Budget::new(1600));
         let done = CancellationToken::new();
         let mut credit = Credit::default();
-        assert!(budget.take(&mut credit, 1000));
+        assert!(budget.take_shared(&mut credit, 1000));
         // 1000 appended, 100 held as credit, 500 free: a 600-byte message
         // fits only once the credit is back.
-        budget.return_credit(&mut credit);
+        budget.return_shared(&mut credit);
         assert_eq!(budget.unacknowledged(), 1000);
         let waiter = {
             let budget = std::sync::Arc::clone(&budget);

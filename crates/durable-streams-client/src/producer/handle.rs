@@ -99,7 +99,11 @@ impl Producer {
         self.check_message(data.as_slice())?;
         let mut state = self.shared.lock();
         self.check_open(&state)?;
-        if !self.shared.budget.take(&mut state.credit, data.len()) {
+        if !self
+            .shared
+            .budget
+            .take_shared(&mut state.credit, data.len())
+        {
             return Err(self.buffer_full());
         }
         self.push(&mut state, data, false);
@@ -143,7 +147,11 @@ impl Producer {
             state.open.rollback(written);
             return Err(too_large(written.len).with_url(self.shared.stream.url()));
         }
-        if !self.shared.budget.take(&mut state.credit, written.len) {
+        if !self
+            .shared
+            .budget
+            .take_shared(&mut state.credit, written.len)
+        {
             state.open.rollback(written);
             return Ok(Err(()));
         }
@@ -221,10 +229,10 @@ impl Producer {
         {
             let mut state = self.shared.lock();
             self.check_open(&state)?;
-            if self.shared.budget.take(&mut state.credit, len) {
+            if self.shared.budget.take_shared(&mut state.credit, len) {
                 return Ok(state);
             }
-            self.shared.budget.return_credit(&mut state.credit);
+            self.shared.budget.return_shared(&mut state.credit);
         }
         self.shared.budget.acquire(len, &self.shared.done).await?;
         let state = self.shared.lock();
@@ -269,7 +277,7 @@ impl Producer {
             let appended = {
                 let mut state = self.shared.lock();
                 self.check_open(&state)?;
-                let fits = self.shared.budget.take(&mut state.credit, total);
+                let fits = self.shared.budget.take_shared(&mut state.credit, total);
                 if fits {
                     // The whole run's bytes at once, and one hold of the lock.
                     for (i, data) in run.drain(..).enumerate() {
@@ -472,16 +480,9 @@ impl Producer {
         flushed
     }
 
-    fn check_message(&self, data: &[u8]) -> Result<()> {
+    pub(super) fn check_message(&self, data: &[u8]) -> Result<()> {
+        self.check_size(data.len())?;
         let url = self.shared.stream.url();
-        if data.is_empty() {
-            return Err(
-                Error::invalid_argument("data", "a message must not be empty").with_url(url),
-            );
-        }
-        if data.len() > self.shared.max_buffered_bytes || u32::try_from(data.len()).is_err() {
-            return Err(too_large(data.len()).with_url(url));
-        }
         if self.shared.framing == Framing::JsonArray
             && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(data)
         {
@@ -494,18 +495,32 @@ impl Producer {
         Ok(())
     }
 
+    /// A message's length: not empty, and within the buffer budget.
+    pub(super) fn check_size(&self, len: usize) -> Result<()> {
+        let url = self.shared.stream.url();
+        if len == 0 {
+            return Err(
+                Error::invalid_argument("data", "a message must not be empty").with_url(url),
+            );
+        }
+        if len > self.shared.max_buffered_bytes || u32::try_from(len).is_err() {
+            return Err(too_large(len).with_url(url));
+        }
+        Ok(())
+    }
+
     fn encode_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
         serde_json::to_vec(value)
             .map(Bytes::from)
             .map_err(|e| self.encode_error(e))
     }
 
-    fn encode_error(&self, e: serde_json::Error) -> Error {
+    pub(super) fn encode_error(&self, e: serde_json::Error) -> Error {
         Error::invalid_argument("value", format!("could not serialize to JSON: {e}"))
             .with_url(self.shared.stream.url())
     }
 
-    fn check_open(&self, state: &ProducerState) -> Result<()> {
+    pub(super) fn check_open(&self, state: &ProducerState) -> Result<()> {
         if state.closed {
             return Err(Error::new(ErrorKind::ProducerClosed).with_url(self.shared.stream.url()));
         }

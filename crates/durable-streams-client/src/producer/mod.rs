@@ -3,9 +3,11 @@
 //!
 //! Messages are appended without waiting ([`Producer::append`]), with
 //! backpressure and a receipt ([`Producer::send`]), or with backpressure
-//! and no receipt of their own ([`Producer::feed`], the cheapest: failures
-//! reach [`Producer::flush`], [`Producer::close`],
-//! [`ProducerBuilder::on_error`] and the appends after them). A background task
+//! and no receipt of their own ([`Producer::feed`]: failures reach
+//! [`Producer::flush`], [`Producer::close`], [`ProducerBuilder::on_error`]
+//! and the appends after them). One task streaming many small messages is
+//! fastest through a [`ProducerWriter`] ([`Producer::writer`]): a batch of
+//! its own, no lock per message, handed over whole. A background task
 //! batches them (by bytes, items and linger time), numbers each request with
 //! `Producer-Id` / `Producer-Epoch` / `Producer-Seq`, keeps up to
 //! `max_in_flight` requests in flight, and repeats failed attempts with the
@@ -91,6 +93,7 @@ mod driver;
 mod handle;
 #[cfg(test)]
 mod scripted_tests;
+mod writer;
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
@@ -107,6 +110,7 @@ use self::batch::{BatchLimits, Framing, OpenBatch, OutcomeReceiver, SealedBatch}
 use self::budget::{Budget, Credit};
 pub use self::builder::ProducerBuilder;
 pub use self::handle::Producer;
+pub use self::writer::ProducerWriter;
 #[cfg(doc)]
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};

@@ -1,0 +1,214 @@
+//! [`ProducerWriter`]: a buffered writer over a [`Producer`] for one task
+//! streaming many small messages: it fills a batch of its own, with no lock
+//! and no atomic operation per message, and hands whole batches over.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::batch::OpenBatch;
+use super::budget::Credit;
+use super::{FailedBatch, Producer};
+use crate::error::Result;
+
+/// A buffered writer over a [`Producer`], made by [`Producer::writer`]:
+/// the fastest way for one task to stream many small messages.
+///
+/// Messages are copied into a batch the writer owns, with no lock and no
+/// atomic operation per message; buffer budget is reserved a chunk at a
+/// time. The writer hands its batch to the producer when the batch is full
+/// (`max_batch_bytes` / `max_batch_items`), on [`submit`](Self::submit) and
+/// [`flush`](Self::flush), when it has to wait for buffer room, and when it
+/// is dropped. Like [`std::io::BufWriter`]: messages written through one
+/// writer keep their order, and take their place among the producer's other
+/// appends when they are handed over, not when written. The producer's
+/// `linger` does not apply to a writer's batch; call `submit` or `flush`
+/// when a pause in writing should not hold messages back.
+///
+/// Exactly once, like every producer message. A failure is reported by
+/// `submit`, `flush`, the producer's [`flush`](Producer::flush) and
+/// [`ProducerBuilder::on_error`](super::ProducerBuilder::on_error). A
+/// writer dropped with messages the producer no longer accepts (it was
+/// closed, or its epoch failed) hands them to `on_error` and logs a
+/// warning: they are never dropped silently.
+///
+/// ```no_run
+/// # async fn demo(producer: &durable_streams_client::Producer) -> durable_streams_client::Result<()> {
+/// let mut writer = producer.writer();
+/// let mut line = Vec::new();
+/// for i in 0..1_000_000u64 {
+///     line.clear();
+///     line.extend_from_slice(format!("reading {i}\n").as_bytes());
+///     writer.write(&line).await?;
+/// }
+/// writer.flush().await?; // handed over and acknowledged
+/// # Ok(()) }
+/// ```
+pub struct ProducerWriter<'a> {
+    producer: &'a Producer,
+    open: OpenBatch,
+    /// Budget reserved ahead for this writer's next messages.
+    credit: Credit,
+    /// Bytes of buffer budget the messages in `open` hold.
+    held: usize,
+    /// Reused for encoding JSON values.
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for ProducerWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerWriter")
+            .field("producer", self.producer)
+            .field("buffered_bytes", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A buffered writer for one task streaming many messages: see
+    /// [`ProducerWriter`].
+    pub fn writer(&self) -> ProducerWriter<'_> {
+        ProducerWriter {
+            producer: self,
+            open: OpenBatch::new(self.shared.framing, self.shared.limits.max_bytes),
+            credit: Credit::default(),
+            held: 0,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl ProducerWriter<'_> {
+    /// Write one message (for a JSON stream, exactly one JSON value),
+    /// copied into the writer's batch. Waits only when the buffer budget
+    /// has no room (backpressure). Errors: `InvalidArgument` for an empty,
+    /// oversize or malformed message (nothing is written), or the
+    /// producer's error when a full batch could not be handed over.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.producer.check_message(data)?;
+        self.write_checked(data).await
+    }
+
+    /// Serialize `value` and write it as one message (encoded before the
+    /// returned future is first polled, so `T` need not be `Sync`).
+    pub fn write_json<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let encoded = serde_json::to_writer(&mut scratch, value)
+            .map_err(|e| self.producer.encode_error(e))
+            .and_then(|()| self.producer.check_size(scratch.len()));
+        async move {
+            let written = match encoded {
+                Ok(()) => self.write_checked(&scratch).await,
+                Err(e) => Err(e),
+            };
+            self.scratch = scratch;
+            written
+        }
+    }
+
+    async fn write_checked(&mut self, data: &[u8]) -> Result<()> {
+        let limits = self.producer.shared.limits;
+        if self.open.would_overflow(data.len(), limits) {
+            self.submit()?;
+        }
+        let budget = &self.producer.shared.budget;
+        if !budget.take(&mut self.credit, data.len()) {
+            self.wait_for_room(data.len()).await?;
+        }
+        self.open.push(data, false);
+        self.held += data.len();
+        if self.open.is_full(limits) {
+            // The message is written either way: a failed hand-over leaves
+            // the batch buffered, and the next write, `submit` or `flush`
+            // reports it (an error from `write` means "not written").
+            let _ = self.submit();
+        }
+        Ok(())
+    }
+
+    /// No room for `len` more bytes: hand over what is buffered (it may be
+    /// what holds the room) and wait for exactly `len`.
+    async fn wait_for_room(&mut self, len: usize) -> Result<()> {
+        let shared = &self.producer.shared;
+        shared.budget.return_credit(&mut self.credit);
+        {
+            let mut state = shared.lock();
+            // Credit idle in the producer's state could be the room too.
+            shared.budget.return_shared(&mut state.credit);
+        }
+        self.submit()?;
+        shared.budget.acquire(len, &shared.done).await
+    }
+
+    /// Hand the buffered messages to the producer now, without waiting for
+    /// them to be sent. On error (the producer was closed, or its epoch
+    /// failed) they stay in the writer.
+    pub fn submit(&mut self) -> Result<()> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        let shared = &self.producer.shared;
+        let mut state = shared.lock();
+        self.producer.check_open(&state)?;
+        // What others appended before this hand-over goes first.
+        shared.seal_open(&mut state);
+        let ordinal = state.take_ordinal();
+        shared.hand_off(self.open.seal(ordinal));
+        drop(state);
+        self.held = 0;
+        shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Hand the buffered messages over and wait until every message the
+    /// producer had before this call is acknowledged or failed, like
+    /// [`Producer::flush`] (whose first failure it returns).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.submit()?;
+        self.producer.flush().await
+    }
+
+    /// Payload bytes written and not yet handed to the producer.
+    pub fn buffered_bytes(&self) -> usize {
+        self.held
+    }
+}
+
+impl Drop for ProducerWriter<'_> {
+    fn drop(&mut self) {
+        let shared = &self.producer.shared;
+        if let Err(error) = self.submit() {
+            let messages = self.open.len();
+            let batch = self.open.seal(0);
+            tracing::warn!(
+                producer_id = %shared.producer_id,
+                stream = %shared.stream.url().path(),
+                messages,
+                error = %error,
+                "producer writer dropped with messages the producer no longer accepts; handed to on_error"
+            );
+            if let Some(callback) = &shared.on_error {
+                let failed = FailedBatch {
+                    error,
+                    messages,
+                    body: batch.body,
+                    epoch: self.producer.epoch(),
+                    seq: None,
+                };
+                let callback = Arc::clone(callback);
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(failed)))
+                    .is_err()
+                {
+                    tracing::error!("producer on_error callback panicked");
+                }
+            }
+            shared.budget.release(self.held);
+        }
+        shared.budget.return_credit(&mut self.credit);
+    }
+}
