@@ -468,21 +468,13 @@ impl Driver {
         crate::telemetry::producer_batch_failed(batch.messages);
         batch.resolve(&Err(own_error.clone()));
         self.release(&batch);
-        if let Some(callback) = &self.shared.on_error {
-            let failed = FailedBatch {
-                error: own_error,
-                messages: batch.messages,
-                body: batch.body.clone(),
-                epoch: self.epoch,
-                seq: batch.seq,
-            };
-            let callback = Arc::clone(callback);
-            // A panicking callback must not kill the task that owns the data.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(failed))).is_err()
-            {
-                tracing::error!("producer on_error callback panicked");
-            }
-        }
+        self.shared.report_failed(FailedBatch {
+            error: own_error,
+            messages: batch.messages,
+            body: batch.body.clone(),
+            epoch: self.epoch,
+            seq: batch.seq,
+        });
         if first {
             let mut rest: Vec<SealedBatch> = self.queue.drain(..).collect();
             rest.extend(self.resend.drain(..));

@@ -310,6 +310,18 @@ impl ProducerShared {
         std::mem::take(&mut *self.sealed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Hand a batch that will not be written to `on_error`, if set.
+    pub(crate) fn report_failed(&self, failed: FailedBatch) {
+        if let Some(callback) = &self.on_error {
+            // A panicking callback must not take down the caller (the task
+            // that owns the data, or a writer being dropped).
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(failed))).is_err()
+            {
+                tracing::error!("producer on_error callback panicked");
+            }
+        }
+    }
+
     fn unacknowledged_bytes(&self) -> usize {
         self.budget.unacknowledged()
     }

@@ -2,10 +2,8 @@
 //! streaming many small messages: it fills a batch of its own, with no lock
 //! and no atomic operation per message, and hands whole batches over.
 
-use std::fmt;
-use std::sync::Arc;
-
 use serde::Serialize;
+use std::fmt;
 
 use super::batch::OpenBatch;
 use super::budget::Credit;
@@ -192,21 +190,13 @@ impl Drop for ProducerWriter<'_> {
                 error = %error,
                 "producer writer dropped with messages the producer no longer accepts; handed to on_error"
             );
-            if let Some(callback) = &shared.on_error {
-                let failed = FailedBatch {
-                    error,
-                    messages,
-                    body: batch.body,
-                    epoch: self.producer.epoch(),
-                    seq: None,
-                };
-                let callback = Arc::clone(callback);
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(failed)))
-                    .is_err()
-                {
-                    tracing::error!("producer on_error callback panicked");
-                }
-            }
+            shared.report_failed(FailedBatch {
+                error,
+                messages,
+                body: batch.body,
+                epoch: self.producer.epoch(),
+                seq: None,
+            });
             shared.budget.release(self.held);
         }
         shared.budget.return_credit(&mut self.credit);
