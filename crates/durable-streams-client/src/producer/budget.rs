@@ -174,6 +174,39 @@ mod tests {
         assert_eq!(budget.unacknowledged(), 10);
     }
 
+    proptest::proptest! {
+        /// Whatever the appends, releases and credit returns: an append
+        /// fits exactly when appended-and-unresolved bytes stay within the
+        /// budget, and `unacknowledged` counts exactly those bytes.
+        #[test]
+        fn credit_never_changes_what_fits(
+            max in 1usize..100_000,
+            ops in proptest::collection::vec((0u8..3, 1usize..20_000), 1..200),
+        ) {
+            let budget = Budget::new(max);
+            let mut credit = Credit::default();
+            let mut outstanding: Vec<usize> = Vec::new();
+            for (op, n) in ops {
+                match op {
+                    0 => {
+                        let held: usize = outstanding.iter().sum();
+                        let fits = held + n <= max;
+                        proptest::prop_assert_eq!(budget.take_shared(&mut credit, n), fits);
+                        if fits {
+                            outstanding.push(n);
+                        }
+                    }
+                    1 if !outstanding.is_empty() => {
+                        let len = outstanding.swap_remove(n % outstanding.len());
+                        budget.release(len);
+                    }
+                    _ => budget.return_shared(&mut credit),
+                }
+                proptest::prop_assert_eq!(budget.unacknowledged(), outstanding.iter().sum::<usize>());
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_waiter_gets_the_returned_credit_and_is_not_overtaken() {
         let budget = std::sync::Arc::new(Budget::new(1600));
