@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use durable_streams_client::{Error, Producer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -139,6 +138,8 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let (mut messages, mut bytes, mut read_bytes) = (0u64, 0u64, 0u64);
     let mut line = Vec::with_capacity(4096);
+    // One buffer for every byte message (`feed_slice` copies it).
+    let mut message = Vec::with_capacity(4096);
     let mut line_no = 0u64;
     let mut interrupted = false;
     let mut failure: Option<CliError> = None;
@@ -182,20 +183,20 @@ pub async fn produce(ctx: &Ctx, args: ProduceArgs) -> Result<(), CliError> {
             tokio::select! {
                 biased;
                 _ = &mut interrupt => { interrupted = true; break; }
-                r = producer.send_json(raw) => r,
+                r = producer.feed_json(raw) => r,
             }
         } else {
-            let mut message = Vec::with_capacity(rec.len() + 1);
+            message.clear();
             message.extend_from_slice(rec);
             message.push(b'\n');
             bytes += message.len() as u64;
             tokio::select! {
                 biased;
                 _ = &mut interrupt => { interrupted = true; break; }
-                r = producer.send(Bytes::from(message)) => r,
+                r = producer.feed_slice(&message) => r,
             }
         };
-        // The acknowledgement is not awaited: flush/close reports failures.
+        // No acknowledgement per message (`feed`): close reports failures.
         if let Err(e) = sent {
             failure = Some(CliError::api(&format!("produce {name}"), &e));
             resume_line = true;
