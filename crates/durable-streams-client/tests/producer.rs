@@ -20,6 +20,25 @@ async fn json_stream(server: &test_servers::TestServer, client: &Client, prefix:
     s
 }
 
+/// A new text stream, and a producer on it (`p-<prefix>`) with small
+/// batches and a small buffer budget, so that tests cross both.
+async fn text_stream_producer(
+    server: &TestServer,
+    client: &Client,
+    prefix: &str,
+    batch_bytes: usize,
+    buffered_bytes: usize,
+) -> (Stream, Producer) {
+    let s = common::stream(server, client, prefix).with_content_type("text/plain");
+    s.create().await.unwrap();
+    let producer = Producer::builder(&s, format!("p-{prefix}"))
+        .max_batch_bytes(batch_bytes)
+        .max_buffered_bytes(buffered_bytes)
+        .build()
+        .unwrap();
+    (s, producer)
+}
+
 fn numbers(s: &[serde_json::Value]) -> Vec<u64> {
     s.iter().map(|v| v.as_u64().expect("a number")).collect()
 }
@@ -52,13 +71,7 @@ async fn pipelined_batches_arrive_in_order() {
 async fn send_many_appends_in_order_with_backpressure() {
     for server in common::servers() {
         let client = common::client();
-        let s = common::stream(&server, &client, "many").with_content_type("text/plain");
-        s.create().await.unwrap();
-        let producer = Producer::builder(&s, "p-many")
-            .max_batch_bytes(4 << 10)
-            .max_buffered_bytes(16 << 10)
-            .build()
-            .unwrap();
+        let (s, producer) = text_stream_producer(&server, &client, "many", 4 << 10, 16 << 10).await;
         let lines: Vec<String> = (0..10_000).map(|i| format!("{i:05}\n")).collect();
         let receipt = producer
             .send_many(lines.iter().map(|l| bytes::Bytes::from(l.clone())))
@@ -95,13 +108,7 @@ async fn send_many_appends_in_order_with_backpressure() {
 async fn feed_applies_backpressure_and_reports_failures_at_flush() {
     for server in common::servers() {
         let client = common::client();
-        let s = common::stream(&server, &client, "feed").with_content_type("text/plain");
-        s.create().await.unwrap();
-        let producer = Producer::builder(&s, "p-feed")
-            .max_batch_bytes(2 << 10)
-            .max_buffered_bytes(8 << 10)
-            .build()
-            .unwrap();
+        let (s, producer) = text_stream_producer(&server, &client, "feed", 2 << 10, 8 << 10).await;
         let mut expected = String::new();
         let mut buffer = Vec::new();
         for i in 0..6_000 {
@@ -168,13 +175,8 @@ async fn feed_applies_backpressure_and_reports_failures_at_flush() {
 async fn a_writer_streams_in_order_under_backpressure_and_hands_over_on_drop() {
     for server in common::servers() {
         let client = common::client();
-        let s = common::stream(&server, &client, "writer").with_content_type("text/plain");
-        s.create().await.unwrap();
-        let producer = Producer::builder(&s, "p-writer")
-            .max_batch_bytes(4 << 10)
-            .max_buffered_bytes(16 << 10)
-            .build()
-            .unwrap();
+        let (s, producer) =
+            text_stream_producer(&server, &client, "writer", 4 << 10, 16 << 10).await;
         producer.append("first\n").unwrap();
         let mut expected = String::from("first\n");
         let mut writer = producer.writer();
@@ -285,13 +287,8 @@ async fn send_many_stops_at_an_invalid_message() {
 async fn slices_from_a_reused_buffer_arrive_as_sent() {
     for server in common::servers() {
         let client = common::client();
-        let s = common::stream(&server, &client, "slices").with_content_type("text/plain");
-        s.create().await.unwrap();
-        let producer = Producer::builder(&s, "p-slices")
-            .max_batch_bytes(8 << 10)
-            .max_buffered_bytes(64 << 10)
-            .build()
-            .unwrap();
+        let (s, producer) =
+            text_stream_producer(&server, &client, "slices", 8 << 10, 64 << 10).await;
         let mut expected = Vec::new();
         let mut buffer = Vec::new();
         for i in 0..5_000 {
