@@ -7,7 +7,9 @@
 //! not touch it per message: the appender holding the state lock takes
 //! bytes from a credit kept in the state, and tops the credit up from the
 //! semaphore a chunk at a time. A waiter gives the credit back before it
-//! waits, so credit never holds room that a waiter needs.
+//! waits, so credit never holds room that a waiter needs. A
+//! [`ProducerWriter`](super::ProducerWriter) keeps a credit of its own the
+//! same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,8 +33,8 @@ pub(crate) struct Budget {
     credit_seen: AtomicUsize,
 }
 
-/// Bytes taken from the budget but not yet given to a message. Lives in
-/// the producer's locked state, so only the lock holder uses it.
+/// Bytes taken from the budget but not yet given to a message: the one in
+/// the producer's locked state (used by the lock holder), or a writer's.
 #[derive(Debug, Default)]
 pub(crate) struct Credit(usize);
 
@@ -113,8 +115,9 @@ impl Budget {
         self.free.add_permits(len);
     }
 
-    /// Bytes appended and not yet resolved. Exact when no append or
-    /// resolution is under way; a passing moment's figure otherwise.
+    /// Bytes appended and not yet resolved, plus writers' unused credit (at
+    /// most a chunk each). Exact when no append or resolution is under way;
+    /// a passing moment's figure otherwise.
     pub(crate) fn unacknowledged(&self) -> usize {
         self.max
             .saturating_sub(self.free.available_permits())

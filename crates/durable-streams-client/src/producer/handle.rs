@@ -60,7 +60,9 @@ impl Producer {
         self.shared.next_seq.load(Ordering::Relaxed)
     }
 
-    /// Appended payload bytes not yet acknowledged (or failed).
+    /// Appended payload bytes not yet acknowledged (or failed), including
+    /// those buffered in [`writers`](Self::writer) and the room a writer
+    /// reserved ahead (at most 1/16 of `max_buffered_bytes` each).
     pub fn buffered_bytes(&self) -> usize {
         self.shared.unacknowledged_bytes()
     }

@@ -91,3 +91,18 @@ async fn appends_after_close_fail() {
     // Nothing is pending, so there is nothing to wait for.
     producer.flush().await.unwrap();
 }
+
+#[tokio::test]
+async fn handles_and_their_futures_are_send() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>(_: &T) {}
+    assert_send_sync::<Producer>();
+    let producer = Producer::builder(&stream(), "p").build().unwrap();
+    let mut writer = producer.writer();
+    assert_send(&writer);
+    assert_send(&writer.write(b"x"));
+    assert_send(&writer.write_json(&1));
+    assert_send(&producer.feed_slice(b"x"));
+    assert_send(&producer.feed_json(&1));
+    drop(writer);
+}
