@@ -23,6 +23,8 @@ const SCENARIOS: &[&str] = &[
     "json-read",
     "fanout-10",
     "fanout-100",
+    "fanout-small-10",
+    "fanout-shared-10",
     "state-memory",
     "state-sqlite",
     "state-rss-memory",

@@ -13,6 +13,8 @@ use crate::transport::{RedactedHeaders, RedirectPolicy, Transport, is_secret_hea
 
 /// The path prefix of streams on the reference servers.
 const STREAM_PREFIX: &str = "/v1/stream";
+/// Smallest `sse_read_buffer`: room for any protocol response head.
+const MIN_SSE_READ_BUFFER: usize = 1024;
 
 fn is_http_url(s: &str) -> bool {
     let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
@@ -157,6 +159,7 @@ pub struct ClientBuilder {
     live_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     pool_idle_timeout: Option<Duration>,
+    sse_read_buffer: Option<usize>,
     http2_prior_knowledge: bool,
     retry: RetryPolicy,
     max_response_bytes: usize,
@@ -188,6 +191,7 @@ impl Default for ClientBuilder {
             live_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 32,
             pool_idle_timeout: Some(Duration::from_secs(90)),
+            sse_read_buffer: None,
             http2_prior_knowledge: false,
             retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
@@ -208,6 +212,7 @@ impl fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("live_idle_timeout", &self.live_idle_timeout)
+            .field("sse_read_buffer", &self.sse_read_buffer)
             .field("retry", &self.retry)
             .field("redirects", &self.redirects)
             .field("root_certificates", &self.tls.root_count())
@@ -288,6 +293,20 @@ impl ClientBuilder {
     /// How long an idle pooled connection is kept (default 90 s).
     pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
         self.pool_idle_timeout = Some(d);
+        self
+    }
+
+    /// Read SSE responses in pieces of exactly `bytes` (at least 1,024)
+    /// instead of hyper's adaptive buffer, which starts at 8 KiB: for many
+    /// open SSE reads, each connection then holds `8 KiB - bytes` less
+    /// (about 6 KB at 2,048). The costs: an event larger than `bytes` takes
+    /// several reads, and a response head larger than `bytes` fails the
+    /// read (a protocol error; proxies that add many headers need room).
+    /// Plain `http://` only (TLS, proxies and HTTP/2 keep their buffers).
+    /// For many readers of one stream, [`ReadBuilder::shared`](crate::ReadBuilder::shared)
+    /// saves far more.
+    pub fn sse_read_buffer(mut self, bytes: usize) -> Self {
+        self.sse_read_buffer = Some(bytes);
         self
     }
 
@@ -426,6 +445,15 @@ impl ClientBuilder {
                 "must be greater than zero",
             ));
         }
+        if self
+            .sse_read_buffer
+            .is_some_and(|n| n < MIN_SSE_READ_BUFFER)
+        {
+            return Err(Error::invalid_argument(
+                "sse_read_buffer",
+                format!("must be at least {MIN_SSE_READ_BUFFER} bytes"),
+            ));
+        }
         let http = match self.http_client.take() {
             Some(http) => HttpEngine::new(http, None, true),
             None => {
@@ -456,6 +484,7 @@ impl ClientBuilder {
             idle_timeout: self.live_idle_timeout,
             pool_max_idle_per_host: self.pool_max_idle_per_host,
             pool_idle_timeout: self.pool_idle_timeout,
+            sse_read_buffer: self.sse_read_buffer,
         })
     }
 
@@ -544,6 +573,14 @@ mod tests {
                 field: "connect_timeout"
             }
         );
+        let err = Client::builder().sse_read_buffer(512).build().unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::InvalidArgument {
+                field: "sse_read_buffer"
+            }
+        );
+        Client::builder().sse_read_buffer(1024).build().unwrap();
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(crate) struct DirectSettings {
     pub(crate) idle_timeout: Duration,
     pub(crate) pool_max_idle_per_host: usize,
     pub(crate) pool_idle_timeout: Option<Duration>,
+    /// Read SSE responses in pieces of exactly this size (own pool).
+    pub(crate) sse_read_buffer: Option<usize>,
 }
 
 /// reqwest's TCP keepalive defaults, so both paths notice a dead peer alike.
@@ -56,6 +58,8 @@ pub(crate) struct HttpEngine {
 
 struct Direct {
     client: HyperClient<HttpConnector, Full<Bytes>>,
+    /// SSE requests, when they read in small pieces.
+    events: Option<HyperClient<HttpConnector, Full<Bytes>>>,
     idle_timeout: Duration,
 }
 
@@ -76,6 +80,8 @@ pub(crate) struct OutgoingRequest {
     pub(crate) body: Bytes,
     /// Total time for the answer and its body (none for live reads).
     pub(crate) timeout: Option<Duration>,
+    /// An SSE read (held open for events).
+    pub(crate) event_stream: bool,
 }
 
 impl HttpEngine {
@@ -93,14 +99,21 @@ impl HttpEngine {
             connector.set_keepalive(Some(KEEPALIVE));
             connector.set_keepalive_interval(Some(KEEPALIVE));
             connector.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
-            let client = HyperClient::builder(TokioExecutor::new())
+            let mut builder = HyperClient::builder(TokioExecutor::new());
+            builder
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(s.pool_idle_timeout)
-                .pool_max_idle_per_host(s.pool_max_idle_per_host)
-                .build(connector);
+                .pool_max_idle_per_host(s.pool_max_idle_per_host);
+            let events = s.sse_read_buffer.map(|bytes| {
+                builder
+                    .clone()
+                    .http1_read_buf_exact_size(bytes)
+                    .build(connector.clone())
+            });
             Direct {
-                client,
+                client: builder.build(connector),
+                events,
                 idle_timeout: s.idle_timeout,
             }
         });
@@ -173,7 +186,11 @@ impl Direct {
             .or_insert(HeaderValue::from_static("*/*"));
         let deadline = req.timeout.map(|t| Instant::now() + t);
         let mut timer = Timer::new(deadline, self.idle_timeout);
-        let answer = self.client.request(request);
+        let client = match &self.events {
+            Some(events) if req.event_stream => events,
+            _ => &self.client,
+        };
+        let answer = client.request(request);
         let resp = timer.limit(answer).await?.map_err(HttpError::from_hyper)?;
         let (head, body) = resp.into_parts();
         Ok(DirectResponse {

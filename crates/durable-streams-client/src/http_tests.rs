@@ -15,6 +15,7 @@ fn settings() -> DirectSettings {
         idle_timeout: IDLE,
         pool_max_idle_per_host: 4,
         pool_idle_timeout: Some(Duration::from_secs(10)),
+        sse_read_buffer: None,
     }
 }
 
@@ -45,6 +46,7 @@ fn request(method: Method, url: &str, body: &'static [u8]) -> OutgoingRequest {
         headers,
         body: Bytes::from_static(body),
         timeout: Some(Duration::from_secs(5)),
+        event_stream: false,
     }
 }
 
@@ -228,4 +230,54 @@ async fn a_url_too_long_for_a_request_line_is_refused_before_sending() {
         assert!(err.is_invalid_request(), "{path}: {err:?}");
         assert!(err.nothing_sent(), "{path}");
     }
+}
+
+/// With a small SSE read buffer, event-stream requests read a body larger
+/// than the buffer in pieces, other requests keep hyper's buffer (a head
+/// larger than the small buffer is fine for them), and an event-stream
+/// head larger than the buffer fails as documented.
+#[tokio::test]
+async fn a_small_sse_read_buffer_reads_large_bodies_and_caps_only_event_stream_heads() {
+    let big = vec![b'x'; 10_000];
+    let long = "v".repeat(3_000);
+    let body = big.clone();
+    let header = long.clone();
+    let server = ScriptedServer::start(move |_, n| {
+        let reply = Reply::status(200).with_body(&body);
+        if n >= 2 {
+            reply.with_header("x-long", &header)
+        } else {
+            reply
+        }
+    })
+    .await;
+    let engine = HttpEngine::new(
+        reqwest::Client::new(),
+        Some(DirectSettings {
+            sse_read_buffer: Some(1024),
+            ..settings()
+        }),
+        false,
+    );
+    let url = server.url("/s");
+    let events = || OutgoingRequest {
+        event_stream: true,
+        timeout: None,
+        ..request(Method::GET, &url, b"")
+    };
+    let resp = engine.send(events()).await.unwrap();
+    assert_eq!(body_of(resp).await.unwrap(), big);
+    let resp = engine.send(request(Method::GET, &url, b"")).await.unwrap();
+    assert_eq!(body_of(resp).await.unwrap(), big);
+    // From the third answer on, the head is over 3 KB.
+    let resp = engine.send(request(Method::GET, &url, b"")).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "a plain read keeps hyper's buffer"
+    );
+    assert!(
+        engine.send(events()).await.is_err(),
+        "the head does not fit 1 KiB"
+    );
 }

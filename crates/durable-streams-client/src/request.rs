@@ -93,6 +93,8 @@ pub(crate) struct RequestSpec {
     pub(crate) idempotency: Idempotency,
     /// Live reads are bounded by the idle timeout only, not the request timeout.
     pub(crate) live: bool,
+    /// An SSE read (`live` too).
+    pub(crate) event_stream: bool,
 }
 
 impl RequestSpec {
@@ -110,6 +112,7 @@ impl RequestSpec {
             body: None,
             idempotency,
             live: false,
+            event_stream: false,
         }
     }
 
@@ -138,6 +141,11 @@ impl RequestSpec {
     pub(crate) fn live(mut self) -> Self {
         self.live = true;
         self
+    }
+
+    pub(crate) fn event_stream(mut self) -> Self {
+        self.event_stream = true;
+        self.live()
     }
 
     fn sent_header(&self, name: &str) -> bool {

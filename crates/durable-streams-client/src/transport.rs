@@ -412,6 +412,7 @@ impl Transport {
             } else {
                 self.request_timeout
             },
+            event_stream: spec.event_stream,
         })
     }
 

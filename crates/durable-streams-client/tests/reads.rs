@@ -67,6 +67,42 @@ async fn live_reads_deliver_new_data_and_end_at_closure() {
     }
 }
 
+/// A client reading SSE in 1 KiB pieces still delivers every event whole,
+/// events larger than the buffer included, in order, to the closure.
+#[tokio::test]
+async fn sse_with_a_small_read_buffer_delivers_large_events() {
+    for server in common::servers() {
+        let client = durable_streams_client::Client::builder()
+            .sse_read_buffer(1024)
+            .build()
+            .unwrap();
+        let s = common::stream(&server, &client, "sse-small").with_content_type("text/plain");
+        s.create().await.unwrap();
+        let mut chunks = s.read().live(LiveMode::Sse).bytes();
+        let (data, _) = read_until(&mut chunks, |c| c.up_to_date).await;
+        assert!(data.is_empty());
+        let events: Vec<String> = (0..20)
+            .map(|i| format!("<{i}:{}>", "e".repeat(i * 700)))
+            .collect();
+        let writer = s.clone();
+        let sent = events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for event in sent {
+                writer.append(event).await.unwrap();
+            }
+            writer.close().await.unwrap();
+        });
+        let (data, last) = read_until(&mut chunks, |c| c.closed).await;
+        assert!(last.closed);
+        assert!(
+            data == events.concat().into_bytes(),
+            "{:?}: the events differ",
+            server.kind()
+        );
+    }
+}
+
 #[tokio::test]
 async fn up_to_date_alone_does_not_end_a_live_read() {
     for server in common::servers() {

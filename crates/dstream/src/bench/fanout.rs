@@ -24,7 +24,10 @@ use tokio::sync::mpsc;
 use super::Target;
 use super::raw;
 use super::report::{Metric, Row};
-use super::scenarios::client;
+use super::scenarios::{client, client_builder};
+
+/// The `fanout-small` variant's `ClientBuilder::sse_read_buffer`.
+const SMALL_SSE_READ_BUFFER: usize = 2048;
 
 /// Chunks the shared-read variant keeps for subscribers that are behind.
 const SHARED_CAPACITY: usize = 64;
@@ -97,6 +100,7 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
         .await
         .map_err(|e| format!("create: {e}"))?;
     let ours = run_child("ours", &url, n, appends).await?;
+    let small = run_child("small", &url, n, appends).await?;
     let shared = run_child("shared", &url, n, appends).await?;
     let base = run_child("base", &url, n, appends).await?;
     let mut out = rows(
@@ -108,6 +112,15 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
         &base,
         note.clone(),
     )?;
+    out.extend(rows(
+        format!("fanout-small-{wanted}"),
+        t,
+        n,
+        appends,
+        small,
+        &base,
+        note.clone(),
+    )?);
     out.extend(rows(
         format!("fanout-shared-{wanted}"),
         t,
@@ -133,6 +146,8 @@ fn rows(
 ) -> Result<Vec<Row>, String> {
     let how = if name.contains("shared") {
         "subscribers of one shared read (ReadBuilder::shared)"
+    } else if name.contains("small") {
+        "SSE subscribers on one client with sse_read_buffer(2048)"
     } else {
         "SSE subscribers on one client"
     };
@@ -200,13 +215,20 @@ async fn collect(
 pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
     let (ours, shared) = match kind {
-        "ours" => (true, false),
+        "ours" | "small" => (true, false),
         "shared" => (true, true),
         "base" => (false, false),
         other => return Err(format!("unknown fan-out child kind {other:?}")),
     };
     // Fixed costs (client, pool, first connection) before the first sample.
-    let client = client()?;
+    let client = if kind == "small" {
+        client_builder()
+            .sse_read_buffer(SMALL_SSE_READ_BUFFER)
+            .build()
+            .map_err(|e| format!("client: {e}"))?
+    } else {
+        client()?
+    };
     let stream = client.stream(url).map_err(|e| format!("stream url: {e}"))?;
     let raw = raw::client();
     let tail = if ours {

@@ -30,10 +30,12 @@ fn api(what: &str) -> impl Fn(durable_streams_client::Error) -> String + '_ {
 
 /// The library's client as an application would build it.
 pub fn client() -> Result<Client, String> {
-    Client::builder()
-        .user_agent(concat!("dstream-bench/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("client: {e}"))
+    client_builder().build().map_err(|e| format!("client: {e}"))
+}
+
+/// The settings every benchmark client starts from.
+pub fn client_builder() -> durable_streams_client::ClientBuilder {
+    Client::builder().user_agent(concat!("dstream-bench/", env!("CARGO_PKG_VERSION")))
 }
 
 async fn fresh(t: &Target, client: &Client, ct: &str) -> Result<Stream, String> {

@@ -214,7 +214,7 @@ impl Session {
     /// Open an SSE connection; `None` when there is none to read yet (auto
     /// mode fell back to long-poll, or the clock jumped while connecting).
     async fn connect_sse(&mut self) -> Result<Option<SseConnection>> {
-        let spec = self.read_spec("sse").query("live", "sse").live();
+        let spec = self.read_spec("sse").query("live", "sse").event_stream();
         let sent = watched(
             &mut self.clock,
             self.stream.inner.send_retrying(&spec, &mut self.backoff),
