@@ -221,6 +221,11 @@ impl Producer {
         want_outcome: bool,
     ) -> Result<Option<OutcomeReceiver>> {
         self.check_message(data.as_slice())?;
+        // With room in the budget nothing here waits; counting against
+        // tokio's cooperative budget lets the producer's own task (and the
+        // connections) run on a single-threaded runtime while a caller
+        // appends in a loop.
+        tokio::task::consume_budget().await;
         let mut state = self.lock_with_room(data.len()).await?;
         Ok(self.push(&mut state, data, want_outcome))
     }
@@ -276,6 +281,8 @@ impl Producer {
             }
             let ends = invalid.is_none() && iter.peek().is_none();
             let count = run.len();
+            // Cooperative, like `feed_message` (once per run).
+            tokio::task::consume_budget().await;
             let appended = {
                 let mut state = self.shared.lock();
                 self.check_open(&state)?;
@@ -329,6 +336,8 @@ impl Producer {
         value: &T,
         want_outcome: bool,
     ) -> Result<Option<OutcomeReceiver>> {
+        // Cooperative, like `feed_message`.
+        tokio::task::consume_budget().await;
         let pushed = {
             let mut state = self.shared.lock();
             self.check_open(&state)?;

@@ -106,3 +106,46 @@ async fn handles_and_their_futures_are_send() {
     assert_send(&producer.feed_json(&1));
     drop(writer);
 }
+
+/// A task that only records that it ran.
+fn spawn_witness() -> Arc<std::sync::atomic::AtomicBool> {
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+    ran
+}
+
+/// Appends that never wait still count against tokio's cooperative budget:
+/// on a single-threaded runtime, other tasks (the producer's own, the
+/// connections) run while a caller appends in a loop.
+#[tokio::test(flavor = "current_thread")]
+async fn appending_in_a_loop_lets_other_tasks_run() {
+    let producer = Producer::builder(&stream(), "p").build().unwrap();
+    let ran = spawn_witness();
+    for _ in 0..1_000 {
+        producer.feed_slice(b"1").await.unwrap();
+    }
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "feed never yielded"
+    );
+
+    let ran = spawn_witness();
+    for i in 0..1_000 {
+        producer.feed_json(&i).await.unwrap();
+    }
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "feed_json never yielded"
+    );
+
+    let ran = spawn_witness();
+    let mut writer = producer.writer();
+    for _ in 0..1_000 {
+        writer.write(b"1").await.unwrap();
+    }
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "a writer never yielded"
+    );
+}

@@ -110,6 +110,10 @@ impl ProducerWriter<'_> {
     }
 
     async fn write_checked(&mut self, data: &[u8]) -> Result<()> {
+        // Counted against tokio's cooperative budget, like `feed`: on a
+        // single-threaded runtime the producer's task and the connections
+        // get to send while a caller writes in a loop.
+        tokio::task::consume_budget().await;
         let limits = self.producer.shared.limits;
         if self.open.would_overflow(data.len(), limits) {
             self.submit()?;
