@@ -19,6 +19,7 @@ const SCENARIOS: &[&str] = &[
     "roundtrip-long-poll",
     "roundtrip-sse",
     "producer-100B",
+    "producer-100B-writer",
     "producer-1MiB",
     "json-read",
     "fanout-10",

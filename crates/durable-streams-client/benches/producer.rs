@@ -230,19 +230,10 @@ fn message(payload: Payload, size: usize, i: usize) -> Bytes {
         Payload::Json => Bytes::from(format!("\"{}\"", json_value(size, i))),
         Payload::Bytes => {
             let mut v = Vec::with_capacity(size);
-            write_message(&mut v, size, i);
+            test_servers::write_bench_message(&mut v, size, i);
             Bytes::from(v)
         }
     }
-}
-
-/// Byte message `i` of `size` bytes, written into `buffer` (cleared first).
-fn write_message(buffer: &mut Vec<u8>, size: usize, i: usize) {
-    buffer.clear();
-    buffer.resize(size, b'x');
-    let tag = i.to_le_bytes();
-    let n = tag.len().min(size);
-    buffer[..n].copy_from_slice(&tag[..n]);
 }
 
 /// A string whose JSON encoding is exactly `size` bytes.
@@ -315,7 +306,7 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
             // The caller writes each message into one buffer it reuses.
             let mut buffer = Vec::with_capacity(s.size);
             for i in 0..s.count {
-                write_message(&mut buffer, s.size, i);
+                test_servers::write_bench_message(&mut buffer, s.size, i);
                 drop(producer.send_slice(&buffer).await.expect("send_slice"));
             }
         }
@@ -323,7 +314,7 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
             let mut writer = producer.writer();
             let mut buffer = Vec::with_capacity(s.size);
             for i in 0..s.count {
-                write_message(&mut buffer, s.size, i);
+                test_servers::write_bench_message(&mut buffer, s.size, i);
                 writer.write(&buffer).await.expect("write");
             }
             writer.flush().await.expect("writer flush");
@@ -331,7 +322,7 @@ async fn run_ours(server: &TestServer, s: &Scenario, round: usize) -> Sample {
         Payload::Bytes if s.how == How::Feed => {
             let mut buffer = Vec::with_capacity(s.size);
             for i in 0..s.count {
-                write_message(&mut buffer, s.size, i);
+                test_servers::write_bench_message(&mut buffer, s.size, i);
                 producer.feed_slice(&buffer).await.expect("feed_slice");
             }
         }

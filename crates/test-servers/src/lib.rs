@@ -146,6 +146,16 @@ pub fn process_cpu_time() -> Duration {
     Duration::from_nanos(nanos)
 }
 
+/// Benchmark byte message `i` of `size` bytes, written into `buffer`
+/// (cleared first): `x`s, tagged with `i` so that no two are alike.
+pub fn write_bench_message(buffer: &mut Vec<u8>, size: usize, i: usize) {
+    buffer.clear();
+    buffer.resize(size, b'x');
+    let tag = i.to_le_bytes();
+    let n = tag.len().min(size);
+    buffer[..n].copy_from_slice(&tag[..n]);
+}
+
 /// Both server kinds, `[Node, Rust]`, for tests that run against each.
 pub fn both() -> Vec<ServerKind> {
     vec![ServerKind::Node, ServerKind::Rust]

@@ -26,6 +26,7 @@ use test_servers::{ServerKind, ServerOptions, TestServer};
 
 use crate::util::{CliError, exit};
 use report::Row;
+use scenarios::ProduceWith;
 
 /// Scenario names, in run order (`--only` matches substrings of these).
 pub const SCENARIOS: &[&str] = &[
@@ -35,6 +36,7 @@ pub const SCENARIOS: &[&str] = &[
     "roundtrip-long-poll",
     "roundtrip-sse",
     "producer-100B",
+    "producer-100B-writer",
     "producer-1MiB",
     "json-read",
     "fanout",
@@ -253,8 +255,15 @@ async fn run_scenario(t: &Target, name: &str, sizes: &Sizes) -> Result<Vec<Row>,
         "create" => scenarios::create_latency(t).await,
         "roundtrip-long-poll" => scenarios::roundtrip(t, LiveMode::LongPoll).await,
         "roundtrip-sse" => scenarios::roundtrip(t, LiveMode::Sse).await,
-        "producer-100B" => scenarios::producer(t, name, sizes.producer_small, 100).await,
-        "producer-1MiB" => scenarios::producer(t, name, sizes.producer_large, 1 << 20).await,
+        "producer-100B" => {
+            scenarios::producer(t, name, sizes.producer_small, 100, ProduceWith::Send).await
+        }
+        "producer-100B-writer" => {
+            scenarios::producer(t, name, sizes.producer_small, 100, ProduceWith::Writer).await
+        }
+        "producer-1MiB" => {
+            scenarios::producer(t, name, sizes.producer_large, 1 << 20, ProduceWith::Send).await
+        }
         "json-read" => scenarios::json_read(t, sizes.json_messages).await,
         "fanout" => {
             let mut rows = Vec::new();

@@ -275,10 +275,8 @@ pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
 }
 
 fn message(size: usize, i: usize) -> Bytes {
-    let mut v = vec![b'x'; size];
-    let tag = i.to_le_bytes();
-    let n = tag.len().min(size);
-    v[..n].copy_from_slice(&tag[..n]);
+    let mut v = Vec::with_capacity(size);
+    test_servers::write_bench_message(&mut v, size, i);
     Bytes::from(v)
 }
 
@@ -300,14 +298,24 @@ fn producer_bodies(count: usize, size: usize) -> Vec<Bytes> {
     bodies
 }
 
+/// How the producer scenario hands its messages over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceWith {
+    /// `Producer::send`, one `Bytes` per message.
+    Send,
+    /// A `ProducerWriter`, each message written from one reused buffer.
+    Writer,
+}
+
 /// Producer throughput: `count` messages of `size` bytes through
-/// `Producer::send` (backpressure), vs pre-built batch bodies posted by
-/// `LANES` concurrent raw producers.
+/// `Producer::send` or a `ProducerWriter` (backpressure), vs pre-built
+/// batch bodies posted by `LANES` concurrent raw producers.
 pub async fn producer(
     t: &Target,
     name: &str,
     count: usize,
     size: usize,
+    with: ProduceWith,
 ) -> Result<Vec<Row>, String> {
     let client = client()?;
     let raw = raw::client();
@@ -316,14 +324,30 @@ pub async fn producer(
     for round in 0..t.rounds {
         // Ours.
         let s = fresh(t, &client, OCTET).await?;
-        let messages: Vec<Bytes> = (0..count).map(|i| message(size, i)).collect();
+        let messages: Vec<Bytes> = match with {
+            ProduceWith::Send => (0..count).map(|i| message(size, i)).collect(),
+            ProduceWith::Writer => Vec::new(),
+        };
         let producer = Producer::builder(&s, format!("bench-{}-{round}", std::process::id()))
             .build()
             .map_err(api("producer"))?;
         let cpu0 = test_servers::process_cpu_time();
         let start = Instant::now();
-        for m in messages {
-            drop(producer.send(m).await.map_err(api("producer send"))?);
+        match with {
+            ProduceWith::Send => {
+                for m in messages {
+                    drop(producer.send(m).await.map_err(api("producer send"))?);
+                }
+            }
+            ProduceWith::Writer => {
+                let mut writer = producer.writer();
+                let mut buffer = Vec::with_capacity(size);
+                for i in 0..count {
+                    test_servers::write_bench_message(&mut buffer, size, i);
+                    writer.write(&buffer).await.map_err(api("writer write"))?;
+                }
+                writer.flush().await.map_err(api("writer flush"))?;
+            }
         }
         producer.close().await.map_err(api("producer close"))?;
         let secs = start.elapsed().as_secs_f64();
@@ -397,8 +421,12 @@ pub async fn producer(
         super::stats::median(&v) * 1e6 / count as f64
     };
     row.params = format!(
-        "{} rounds of {count} x {size} B via Producer::send; baseline: {LANES} raw producer lanes posting 1 MiB batches; client CPU per message: ours {:.2} us, baseline {:.2} us",
+        "{} rounds of {count} x {size} B via {}; baseline: {LANES} raw producer lanes posting 1 MiB batches; client CPU per message: ours {:.2} us, baseline {:.2} us",
         t.rounds,
+        match with {
+            ProduceWith::Send => "Producer::send",
+            ProduceWith::Writer => "a ProducerWriter",
+        },
         cpu(&ours_cpu),
         cpu(&base_cpu)
     );
