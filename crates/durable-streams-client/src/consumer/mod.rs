@@ -336,6 +336,26 @@ impl<T> Batch<T> {
             stream: Arc::from(""),
         }
     }
+
+    /// The batch of `items` decoded from `chunk` (`bytes` on the wire),
+    /// at the chunk's position.
+    pub(crate) fn from_chunk(
+        items: Vec<T>,
+        chunk: crate::read::Chunk,
+        bytes: usize,
+        stream: Arc<str>,
+    ) -> Self {
+        Batch {
+            items,
+            offset: chunk.offset,
+            exact: chunk.exact,
+            cursor: chunk.cursor,
+            up_to_date: chunk.up_to_date,
+            closed: chunk.closed,
+            bytes,
+            stream,
+        }
+    }
 }
 
 /// What the consumer does after a batch was handled.

@@ -157,16 +157,12 @@ impl<H: Handler> Runner<H> {
         });
         let items = <H::Format as Format>::decode(decoder, &mut chunk)
             .map_err(|e| e.with_url(self.reader.stream.url()))?;
-        let batch = Batch {
+        let batch = Batch::from_chunk(
             items,
-            offset: chunk.offset,
-            exact: chunk.exact,
-            cursor: chunk.cursor,
-            up_to_date: chunk.up_to_date,
-            closed: chunk.closed,
+            chunk,
             bytes,
-            stream: std::sync::Arc::clone(&self.stream_label),
-        };
+            std::sync::Arc::clone(&self.stream_label),
+        );
         let mut flow = Flow::Continue;
         if !batch.items.is_empty() {
             crate::telemetry::consumer_batch(&self.reader.name, batch.items.len(), bytes);

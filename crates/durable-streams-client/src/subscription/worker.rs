@@ -713,16 +713,7 @@ impl<H: Handler> Run<H> {
             };
             let bytes = chunk.typed_bytes.unwrap_or(chunk.data.len());
             let items = <H::Format as Format>::decode(&mut decoder, &mut chunk)?;
-            let batch = Batch {
-                items,
-                offset: chunk.offset,
-                exact: chunk.exact,
-                cursor: chunk.cursor,
-                up_to_date: chunk.up_to_date,
-                closed: chunk.closed,
-                bytes,
-                stream: Arc::clone(&path),
-            };
+            let batch = Batch::from_chunk(items, chunk, bytes, Arc::clone(&path));
             let mut flow = Flow::Continue;
             if !batch.items.is_empty() {
                 Counters::bump(&self.stats.batches);
