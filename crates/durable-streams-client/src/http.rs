@@ -73,15 +73,42 @@ impl fmt::Debug for HttpEngine {
 }
 
 /// One request, as the transport built it.
-pub(crate) struct OutgoingRequest {
+pub(crate) struct OutgoingRequest<'a> {
     pub(crate) method: Method,
-    pub(crate) url: url::Url,
+    /// Where it goes; its own query and fragment are not sent: `query` is.
+    pub(crate) url: &'a url::Url,
+    /// The encoded query sent, without the `?`.
+    pub(crate) query: Option<String>,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     /// Total time for the answer and its body (none for live reads).
     pub(crate) timeout: Option<Duration>,
     /// An SSE read (held open for events).
     pub(crate) event_stream: bool,
+}
+
+impl OutgoingRequest<'_> {
+    /// The URL sent, as a `url::Url` (for reqwest).
+    fn full_url(&self) -> url::Url {
+        let mut url = self.url.clone();
+        url.set_query(self.query.as_deref());
+        url.set_fragment(None);
+        url
+    }
+
+    /// The URL sent, as hyper's `Uri`: built in one string, without the
+    /// clone and re-parse of the `url::Url` that `full_url` costs.
+    fn uri(&self) -> Result<hyper::Uri, HttpError> {
+        let base = &self.url[..url::Position::AfterPath];
+        let query = self.query.as_deref().unwrap_or_default();
+        let mut target = String::with_capacity(base.len() + 1 + query.len());
+        target.push_str(base);
+        if self.query.is_some() {
+            target.push('?');
+            target.push_str(query);
+        }
+        hyper::Uri::try_from(target).map_err(HttpError::invalid)
+    }
 }
 
 impl HttpEngine {
@@ -133,7 +160,7 @@ impl HttpEngine {
     }
 
     /// Send one request and wait for the response head.
-    pub(crate) async fn send(&self, mut req: OutgoingRequest) -> Result<Response, HttpError> {
+    pub(crate) async fn send(&self, mut req: OutgoingRequest<'_>) -> Result<Response, HttpError> {
         // Writes always say how long their body is, empty too: hyper sends
         // no length for an empty body, and some proxies answer 411 to that.
         if req.body.is_empty() && (req.method == Method::POST || req.method == Method::PUT) {
@@ -142,15 +169,16 @@ impl HttpEngine {
                 HeaderValue::from_static("0"),
             );
         }
-        match self.direct_for(&req.url) {
+        match self.direct_for(req.url) {
             Some(direct) => direct.send(req).await.map(Response::Direct),
             None => self.send_reqwest(req).await,
         }
     }
 
-    async fn send_reqwest(&self, req: OutgoingRequest) -> Result<Response, HttpError> {
-        let sent_url = self.preconfigured.then(|| req.url.clone());
-        let mut request = reqwest::Request::new(req.method, req.url);
+    async fn send_reqwest(&self, req: OutgoingRequest<'_>) -> Result<Response, HttpError> {
+        let url = req.full_url();
+        let sent_url = self.preconfigured.then(|| url.clone());
+        let mut request = reqwest::Request::new(req.method, url);
         *request.headers_mut() = req.headers;
         *request.timeout_mut() = req.timeout;
         if !req.body.is_empty() {
@@ -174,8 +202,8 @@ impl HttpEngine {
 }
 
 impl Direct {
-    async fn send(&self, req: OutgoingRequest) -> Result<DirectResponse, HttpError> {
-        let uri: hyper::Uri = req.url.as_str().parse().map_err(HttpError::invalid)?;
+    async fn send(&self, req: OutgoingRequest<'_>) -> Result<DirectResponse, HttpError> {
+        let uri = req.uri()?;
         let mut request = hyper::Request::new(Full::new(req.body));
         *request.method_mut() = req.method;
         *request.uri_mut() = uri;

@@ -37,12 +37,14 @@ fn engines() -> [(&'static str, HttpEngine); 2] {
     ]
 }
 
-fn request(method: Method, url: &str, body: &'static [u8]) -> OutgoingRequest {
+fn request(method: Method, url: &str, body: &'static [u8]) -> OutgoingRequest<'static> {
     let mut headers = HeaderMap::new();
     headers.insert("user-agent", HeaderValue::from_static("test-agent"));
     OutgoingRequest {
         method,
-        url: url.parse().unwrap(),
+        // Leaked: a few URLs per test, for the request's borrow.
+        url: Box::leak(Box::new(url.parse().unwrap())),
+        query: None,
         headers,
         body: Bytes::from_static(body),
         timeout: Some(Duration::from_secs(5)),

@@ -296,14 +296,14 @@ impl Transport {
 
     /// Resolve the query: the URL's own pairs, the handle's parameters
     /// (computed ones dropped when crossing origins) and the request's, in
-    /// lexicographic key order.
-    async fn set_query(
+    /// lexicographic key order; encoded, or `None` when there are none.
+    async fn query(
         &self,
-        url: &mut url::Url,
+        url: &url::Url,
         target: &Target<'_>,
         spec: &RequestSpec,
         cross_origin: bool,
-    ) {
+    ) -> Option<String> {
         if url.query().is_none() && target.params.is_empty() {
             // Only the request's own pairs (a read's offset, cursor, live
             // mode): encoded straight from where they are.
@@ -313,8 +313,7 @@ impl Transport {
                 pairs.push((key, value));
             }
             pairs.sort_by(|a, b| a.0.cmp(b.0));
-            url.set_query(Some(&crate::request::encode_query(pairs)));
-            return;
+            return (!pairs.is_empty()).then(|| crate::request::encode_query(pairs));
         }
         let mut pairs: Vec<(String, String)> = url
             .query_pairs()
@@ -334,32 +333,29 @@ impl Transport {
         }
         // Lexicographic key order (PROTOCOL.md 10.1) keeps CDN cache keys stable.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        if pairs.is_empty() {
-            url.set_query(None);
-        } else {
-            url.set_query(Some(&crate::request::encode_query(
-                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )));
-        }
+        (!pairs.is_empty()).then(|| {
+            crate::request::encode_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        })
     }
 
     /// Resolve static and dynamic headers and parameters into a request to
     /// `url` (the target's URL, or where a redirect led). Crossing origins
     /// drops credentials and computed values.
-    async fn build(
+    async fn build<'u>(
         &self,
         target: &Target<'_>,
         spec: &RequestSpec,
-        url: &url::Url,
-    ) -> Result<OutgoingRequest> {
+        url: &'u url::Url,
+    ) -> Result<OutgoingRequest<'u>> {
         let cross_origin = !same_origin(url, target.url);
-        let mut url = url.clone();
-        // The query is rebuilt only when there is one to build (appends and
-        // most writes have none): parsing and re-serializing it costs
-        // allocations on every request.
-        if url.query().is_some() || !target.params.is_empty() || !spec.query.is_empty() {
-            self.set_query(&mut url, target, spec, cross_origin).await;
-        }
+        // The query is built only when there is one to build (appends and
+        // most writes have none).
+        let query = if url.query().is_some() || !target.params.is_empty() || !spec.query.is_empty()
+        {
+            self.query(url, target, spec, cross_origin).await
+        } else {
+            None
+        };
         // Room for every header up front, including the few the HTTP layer
         // adds (accept, content-length, host): no growth on the way out.
         let mut headers = HeaderMap::with_capacity(
@@ -405,6 +401,7 @@ impl Transport {
         Ok(OutgoingRequest {
             method: spec.method.clone(),
             url,
+            query,
             headers,
             body: spec.body.clone().unwrap_or_default(),
             timeout: if spec.live {
