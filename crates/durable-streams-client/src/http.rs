@@ -160,7 +160,14 @@ impl HttpEngine {
     }
 
     /// Send one request and wait for the response head.
-    pub(crate) async fn send(&self, mut req: OutgoingRequest<'_>) -> Result<Response, HttpError> {
+    ///
+    /// Not an `async fn`: the future holds only the path taken (reqwest's,
+    /// rarely taken for plain HTTP, boxed), so a waiting request stays small.
+    pub(crate) fn send<'a>(
+        &'a self,
+        mut req: OutgoingRequest<'a>,
+    ) -> impl Future<Output = Result<Response, HttpError>> + Send + 'a {
+        use futures::future::{Either, FutureExt};
         // Writes always say how long their body is, empty too: hyper sends
         // no length for an empty body, and some proxies answer 411 to that.
         if req.body.is_empty() && (req.method == Method::POST || req.method == Method::PUT) {
@@ -170,8 +177,8 @@ impl HttpEngine {
             );
         }
         match self.direct_for(req.url) {
-            Some(direct) => direct.send(req).await.map(Response::Direct),
-            None => self.send_reqwest(req).await,
+            Some(direct) => Either::Left(direct.send(req).map(|r| r.map(Response::Direct))),
+            None => Either::Right(Box::pin(self.send_reqwest(req))),
         }
     }
 
@@ -202,34 +209,45 @@ impl HttpEngine {
 }
 
 impl Direct {
-    async fn send(&self, req: OutgoingRequest<'_>) -> Result<DirectResponse, HttpError> {
-        let uri = req.uri()?;
-        let mut request = hyper::Request::new(Full::new(req.body));
-        *request.method_mut() = req.method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = req.headers;
-        request
-            .headers_mut()
-            .entry(reqwest::header::ACCEPT)
-            .or_insert(HeaderValue::from_static("*/*"));
-        let deadline = req.timeout.map(|t| Instant::now() + t);
-        let mut timer = Timer::new(deadline, self.idle_timeout);
-        let client = match &self.events {
-            Some(events) if req.event_stream => events,
-            _ => &self.client,
-        };
-        let answer = client.request(request);
-        let resp = timer.limit(answer).await?.map_err(HttpError::from_hyper)?;
-        let (head, body) = resp.into_parts();
-        Ok(DirectResponse {
-            head,
-            body: DirectBody {
-                body,
-                timer,
-                armed: true,
-                ended: false,
-            },
-        })
+    /// The request is built before the future starts, so the future holds
+    /// only the timer and hyper's (boxed) response future.
+    fn send(
+        &self,
+        req: OutgoingRequest<'_>,
+    ) -> impl Future<Output = Result<DirectResponse, HttpError>> + Send + 'static {
+        let prepared = req.uri().map(|uri| {
+            let mut request = hyper::Request::new(Full::new(req.body));
+            *request.method_mut() = req.method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = req.headers;
+            request
+                .headers_mut()
+                .entry(reqwest::header::ACCEPT)
+                .or_insert(HeaderValue::from_static("*/*"));
+            let client = match &self.events {
+                Some(events) if req.event_stream => events,
+                _ => &self.client,
+            };
+            let deadline = req.timeout.map(|t| Instant::now() + t);
+            (
+                client.request(request),
+                Timer::new(deadline, self.idle_timeout),
+            )
+        });
+        async move {
+            let (answer, mut timer) = prepared?;
+            let resp = timer.limit(answer).await?.map_err(HttpError::from_hyper)?;
+            let (head, body) = resp.into_parts();
+            Ok(DirectResponse {
+                head,
+                body: DirectBody {
+                    body,
+                    timer,
+                    armed: true,
+                    ended: false,
+                },
+            })
+        }
     }
 }
 

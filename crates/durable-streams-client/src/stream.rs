@@ -67,7 +67,7 @@ pub(crate) struct StreamInner {
 }
 
 impl StreamInner {
-    fn target(&self) -> Target<'_> {
+    pub(crate) fn target(&self) -> Target<'_> {
         Target {
             url: &self.url,
             headers: &self.headers,
@@ -76,7 +76,7 @@ impl StreamInner {
         }
     }
 
-    fn transport(&self) -> &crate::transport::Transport {
+    pub(crate) fn transport(&self) -> &crate::transport::Transport {
         self.client.transport()
     }
 

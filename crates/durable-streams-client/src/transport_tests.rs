@@ -534,3 +534,27 @@ mod scripted {
         }
     }
 }
+
+/// Every live reader holds one request future while it waits for an answer
+/// (10,000 long-poll subscribers hold 10,000): it must stay small. Before
+/// the HTTP engine built its request ahead of its future, it was 2 KB.
+#[tokio::test]
+async fn a_waiting_request_stays_small() {
+    let client = crate::Client::new();
+    let stream = client.stream("http://127.0.0.1:1/s").unwrap();
+    let inner = &stream.inner;
+    let spec = RequestSpec::new(Method::GET, "read");
+    let mut backoff = Backoff::new(inner.client.retry_policy());
+    let target = inner.target();
+    let transport = inner.transport();
+    let send = transport.send(&target, &spec, &mut backoff);
+    let size = std::mem::size_of_val(&send);
+    assert!(size <= 1024, "Transport::send's future is {size} bytes");
+    drop(send);
+    let buffered = transport.send_buffered(&target, &spec, &mut backoff);
+    let size = std::mem::size_of_val(&buffered);
+    assert!(
+        size <= 1536,
+        "Transport::send_buffered's future is {size} bytes"
+    );
+}
