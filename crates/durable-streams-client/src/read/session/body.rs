@@ -385,11 +385,17 @@ impl Session {
                     typed_bytes,
                     units,
                 };
-                return self.finish_response(*body, payload, handed_out).await;
+                let (step, stalled) = self.finish_response(*body, payload, handed_out)?;
+                if let Some(what) = stalled {
+                    self.stall(what).await?;
+                }
+                return Ok(step);
             }
             match body.body.next().await {
                 Some(Ok(piece)) => body.accept(piece)?,
-                Some(Err(err)) => self.retry_body(err).await?,
+                // Boxed: rare, and inline it would enlarge every request
+                // waiting for its answer.
+                Some(Err(err)) => Box::pin(self.retry_body(err)).await?,
                 None => body.ended = true,
             }
         }
@@ -452,15 +458,17 @@ impl Session {
     }
 
     /// A response was read to its end: record its position, judge whether
-    /// it moved the read forward (backing off when not) and yield what is
-    /// worth yielding. Whether it carried messages is decided by their
-    /// count, never by looking at the bytes (`[]` is a message).
-    async fn finish_response(
+    /// it moved the read forward and yield what is worth yielding, after a
+    /// stall (a backoff) when it did not: `Some(what)` stalled. Whether it
+    /// carried messages is decided by their count, never by looking at the
+    /// bytes (`[]` is a message). Not async, so that the response it takes
+    /// by value is not held in the future of every waiting request.
+    fn finish_response(
         &mut self,
         body: ResponseBody,
         payload: Payload,
         handed_out: u64,
-    ) -> Result<Step> {
+    ) -> Result<(Step, Option<&'static str>)> {
         let Payload {
             data,
             messages,
@@ -501,11 +509,10 @@ impl Session {
                 sent_cursor.as_deref(),
                 got_cursor.as_deref(),
             ) {
-                self.stall("long-poll answers").await?;
-            } else {
-                self.progressed();
+                return Ok((step, Some("long-poll answers")));
             }
-            return Ok(step);
+            self.progressed();
+            return Ok((step, None));
         }
         if !any_data && !meta.closed {
             self.stream.remember_tail_etag(
@@ -531,11 +538,10 @@ impl Session {
             self.after_caught_up();
         }
         if catch_up_stalled(moved, any_data, meta.up_to_date, meta.closed) {
-            self.stall("catch-up answers").await?;
-        } else {
-            self.progressed();
+            return Ok((step, Some("catch-up answers")));
         }
-        Ok(step)
+        self.progressed();
+        Ok((step, None))
     }
 }
 

@@ -420,17 +420,18 @@ impl Session {
         &self,
         spec: &RequestSpec,
         resp: crate::http::Response,
-    ) -> impl Future<Output = Error> + Send + 'static {
+    ) -> futures::future::BoxFuture<'static, Error> {
         // Owned captures only: `&self` is not `Sync`, so it must not live
-        // across the await.
+        // across the await. Boxed: an error path, and inline its size would
+        // sit in every waiting long-poll and catch-up request.
         let url = self.stream.url().clone();
         let spec = spec.clone();
-        async move {
+        Box::pin(async move {
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = read_body_limited(resp, 4096).await.unwrap_or_default();
             error_from_response(&spec, status, &headers, &body).with_url(&url)
-        }
+        })
     }
 
     /// The response's protocol headers, checked: `(meta, next offset)`.

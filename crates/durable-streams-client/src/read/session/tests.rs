@@ -654,3 +654,29 @@ fn idle_session_state_stays_small() {
         "the chunk stream is {stream_size} bytes"
     );
 }
+
+/// What every waiting reader holds: an idle SSE subscriber its `next_chunk`
+/// (with the SSE step inline), a long-poll reader its boxed step. Rare paths
+/// (errors, re-requests, stalls) are boxed or kept out of these futures, and
+/// the response is finished without an await; before that, a waiting
+/// long-poll step was 2,360 bytes.
+#[tokio::test]
+async fn waiting_reads_hold_small_futures() {
+    fn size<F>(future: F) -> usize {
+        std::mem::size_of_val(&future)
+    }
+    let mut s = unreachable_session(LiveMode::LongPoll, 3);
+    let sizes = [
+        ("next_chunk", size(s.next_chunk()), 320),
+        ("sse_step", size(s.sse_step()), 320),
+        ("long_poll_step", size(s.long_poll_step()), 1152),
+        ("catch_up_step", size(s.catch_up_step()), 1024),
+        ("body_step", size(s.body_step()), 512),
+    ];
+    for (name, size, limit) in sizes {
+        assert!(
+            size <= limit,
+            "{name}'s future is {size} bytes (limit {limit})"
+        );
+    }
+}
