@@ -283,3 +283,29 @@ async fn a_small_sse_read_buffer_reads_large_bodies_and_caps_only_event_stream_h
         "the head does not fit 1 KiB"
     );
 }
+
+/// Both paths send the same target: the URL's path with the request's own
+/// query (the URL's query and fragment replaced), bytes kept as encoded.
+#[test]
+fn both_paths_send_the_same_target() {
+    let cases = [
+        ("http://h:1/v1/stream/a", None, "http://h:1/v1/stream/a"),
+        (
+            "http://h:1/v1/stream/a?old=1#frag",
+            Some("offset=-1&live=long-poll"),
+            "http://h:1/v1/stream/a?offset=-1&live=long-poll",
+        ),
+        ("http://h/s%20t/x?q=1", None, "http://h/s%20t/x"),
+        (
+            "http://[::1]:8/p",
+            Some("cursor=a%2Fb"),
+            "http://[::1]:8/p?cursor=a%2Fb",
+        ),
+    ];
+    for (url, query, sent) in cases {
+        let mut req = request(Method::GET, url, b"");
+        req.query = query.map(str::to_owned);
+        assert_eq!(req.uri().unwrap().to_string(), sent, "direct, from {url}");
+        assert_eq!(req.full_url().as_str(), sent, "reqwest, from {url}");
+    }
+}
