@@ -102,10 +102,10 @@ impl OutgoingRequest<'_> {
     /// clone and re-parse of the `url::Url` that `full_url` costs.
     fn uri(&self) -> Result<hyper::Uri, HttpError> {
         let base = &self.url[..url::Position::AfterPath];
-        let query = self.query.as_deref().unwrap_or_default();
-        let mut target = String::with_capacity(base.len() + 1 + query.len());
+        let query_len = self.query.as_ref().map_or(0, |q| 1 + q.len());
+        let mut target = String::with_capacity(base.len() + query_len);
         target.push_str(base);
-        if self.query.is_some() {
+        if let Some(query) = &self.query {
             target.push('?');
             target.push_str(query);
         }
@@ -218,6 +218,7 @@ impl Direct {
         req: OutgoingRequest<'_>,
     ) -> impl Future<Output = Result<DirectResponse, HttpError>> + Send + 'static {
         let prepared = req.uri().map(|uri| {
+            // The head once, then the body type of the pool it goes to.
             let mut parts = hyper::Request::new(()).into_parts().0;
             parts.method = req.method;
             parts.uri = uri;

@@ -348,14 +348,7 @@ impl Transport {
         url: &'u url::Url,
     ) -> Result<OutgoingRequest<'u>> {
         let cross_origin = !same_origin(url, target.url);
-        // The query is built only when there is one to build (appends and
-        // most writes have none).
-        let query = if url.query().is_some() || !target.params.is_empty() || !spec.query.is_empty()
-        {
-            self.query(url, target, spec, cross_origin).await
-        } else {
-            None
-        };
+        let query = self.query(url, target, spec, cross_origin).await;
         // Room for every header up front, including the few the HTTP layer
         // adds (accept, content-length, host): no growth on the way out.
         let mut headers = HeaderMap::with_capacity(
