@@ -366,7 +366,8 @@ pub(crate) async fn read_body_limited(
 /// rather than form encoding's `+` (which a plain percent-decoding server
 /// would keep as a literal `+`).
 pub(crate) fn encode_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut query = String::with_capacity(64);
+    // A read's query (offset, cursor, live mode) is 70-100 bytes: no regrowth.
+    let mut query = String::with_capacity(128);
     for (k, v) in pairs {
         if !query.is_empty() {
             query.push('&');
