@@ -336,9 +336,14 @@ impl Stream {
     }
 
     pub(crate) fn learn_content_type(&self, ct: Option<&str>) {
-        if let Some(ct) = ct
-            && let Ok(mut slot) = self.inner.learned_content_type.write()
-        {
+        let Some(ct) = ct else { return };
+        // Every catch-up answer says it again: a read lock, no copy, when
+        // nothing changed.
+        let known = self.inner.learned_content_type.read().ok();
+        if known.is_some_and(|slot| slot.as_deref() == Some(ct)) {
+            return;
+        }
+        if let Ok(mut slot) = self.inner.learned_content_type.write() {
             *slot = Some(ct.to_owned());
         }
     }
