@@ -26,6 +26,7 @@ const SCENARIOS: &[&str] = &[
     "fanout-100",
     "fanout-small-10",
     "fanout-shared-10",
+    "fanout-h2-10",
     "state-memory",
     "state-sqlite",
     "state-rss-memory",

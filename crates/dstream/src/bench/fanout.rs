@@ -5,10 +5,13 @@
 //! heap: RSS after all N subscribers received a warm-up append, minus RSS
 //! before the first subscriber was opened, divided by N. Then `appends`
 //! appends are timed to every subscriber (one latency sample per
-//! subscriber and append). Two variants of ours: one SSE read per
-//! subscriber (`fanout-N`), and N subscribers of one shared read
-//! (`fanout-shared-N`, [`ReadBuilder::shared`]), both against the same raw
-//! baseline of one connection per subscriber.
+//! subscriber and append). Variants of ours: one SSE read per subscriber
+//! (`fanout-N`), the same with a small read buffer (`fanout-small-N`), N
+//! subscribers of one shared read (`fanout-shared-N`,
+//! [`ReadBuilder::shared`]), and one SSE read per subscriber over HTTP/2,
+//! all multiplexed on one connection (`fanout-h2-N`, through an h2c front:
+//! [`super::h2front`]), all against the same raw baseline of one HTTP/1.1
+//! connection per subscriber.
 //!
 //! [`ReadBuilder::shared`]: durable_streams_client::ReadBuilder::shared
 
@@ -102,6 +105,11 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
     let ours = run_child("ours", &url, n, appends).await?;
     let small = run_child("small", &url, n, appends).await?;
     let shared = run_child("shared", &url, n, appends).await?;
+    let h2 = {
+        let (origin, path) = split_origin(&url).ok_or_else(|| format!("no origin in {url}"))?;
+        let front = super::h2front::start(origin).await?;
+        run_child("h2", &format!("{}{path}", front.origin), n, appends).await?
+    };
     let base = run_child("base", &url, n, appends).await?;
     let mut out = rows(
         format!("fanout-{wanted}"),
@@ -128,9 +136,27 @@ pub async fn fanout(t: &Target, wanted: usize, appends: usize) -> Result<Vec<Row
         appends,
         shared,
         &base,
+        note.clone(),
+    )?);
+    out.extend(rows(
+        format!("fanout-h2-{wanted}"),
+        t,
+        n,
+        appends,
+        h2,
+        &base,
         note,
     )?);
     Ok(out)
+}
+
+/// `scheme://authority` and the rest (`/path?query`) of an absolute URL.
+fn split_origin(url: &str) -> Option<(&str, &str)> {
+    let after_scheme = url.find("://")? + 3;
+    let path = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    Some(url.split_at(path))
 }
 
 /// A latency row and a memory row of one fan-out variant against the
@@ -146,6 +172,9 @@ fn rows(
 ) -> Result<Vec<Row>, String> {
     let how = if name.contains("shared") {
         "subscribers of one shared read (ReadBuilder::shared)"
+    } else if name.contains("h2") {
+        "SSE subscribers on one client over HTTP/2 (one connection to an h2c front that \
+         forwards over HTTP/1.1: latency includes that hop)"
     } else if name.contains("small") {
         "SSE subscribers on one client with sse_read_buffer(2048)"
     } else {
@@ -215,20 +244,19 @@ async fn collect(
 pub async fn child(kind: &str, url: &str, n: usize, appends: usize) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
     let (ours, shared) = match kind {
-        "ours" | "small" => (true, false),
+        "ours" | "small" | "h2" => (true, false),
         "shared" => (true, true),
         "base" => (false, false),
         other => return Err(format!("unknown fan-out child kind {other:?}")),
     };
     // Fixed costs (client, pool, first connection) before the first sample.
-    let client = if kind == "small" {
-        client_builder()
-            .sse_read_buffer(SMALL_SSE_READ_BUFFER)
-            .build()
-            .map_err(|e| format!("client: {e}"))?
-    } else {
-        client()?
-    };
+    let client = match kind {
+        "small" => client_builder().sse_read_buffer(SMALL_SSE_READ_BUFFER),
+        "h2" => client_builder().http2_prior_knowledge(true),
+        _ => client_builder(),
+    }
+    .build()
+    .map_err(|e| format!("client: {e}"))?;
     let stream = client.stream(url).map_err(|e| format!("stream url: {e}"))?;
     let raw = raw::client();
     let tail = if ours {
@@ -354,6 +382,19 @@ mod tests {
         assert_eq!(cap_subscribers(100, Some(1024)), 100);
         assert_eq!(cap_subscribers(100, None), 100);
         assert_eq!(cap_subscribers(100, Some(10)), 1);
+    }
+
+    #[test]
+    fn origin_and_path_split() {
+        assert_eq!(
+            split_origin("http://127.0.0.1:8080/v1/stream/a?x=1"),
+            Some(("http://127.0.0.1:8080", "/v1/stream/a?x=1"))
+        );
+        assert_eq!(
+            split_origin("http://[::1]:80"),
+            Some(("http://[::1]:80", ""))
+        );
+        assert_eq!(split_origin("no-scheme/path"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `--out` (default `target/dstream-bench`).
 
 mod fanout;
+mod h2front;
 mod raw;
 pub mod report;
 mod scenarios;
@@ -116,7 +117,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SUBSTR")]
     pub only: Vec<String>,
     /// Internal: run one side of a fan-out measurement in this process.
-    #[arg(long, hide = true, value_name = "ours|shared|base", requires_all = ["fanout_url", "fanout_n"])]
+    #[arg(long, hide = true, value_name = "ours|small|shared|h2|base", requires_all = ["fanout_url", "fanout_n"])]
     pub fanout_child: Option<String>,
     /// Internal: the fan-out stream URL.
     #[arg(long, hide = true)]
