@@ -80,6 +80,8 @@ async fn forward(
     };
     *req.uri_mut() = uri;
     *req.version_mut() = hyper::Version::HTTP_11;
+    // The server sees its own authority (hyper sets it from the URI).
+    req.headers_mut().remove(hyper::header::HOST);
     Ok(match client.request(req).await {
         Ok(resp) => resp.map(BodyExt::boxed),
         Err(_) => status(StatusCode::BAD_GATEWAY),
