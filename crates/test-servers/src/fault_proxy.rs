@@ -1,4 +1,7 @@
-//! A fault-injecting HTTP/1.1 reverse proxy for chaos tests.
+//! A fault-injecting reverse proxy for chaos tests. It accepts HTTP/1.1
+//! and cleartext HTTP/2 (h2c with prior knowledge) on the same port and
+//! forwards over HTTP/1.1, so it is also the HTTP/2 front of servers that
+//! speak only HTTP/1.1.
 //!
 //! [`FaultProxy`] listens on `127.0.0.1:0` and forwards every request to a
 //! **real** upstream server (a [`TestServer`](crate::TestServer)), streaming
@@ -242,6 +245,7 @@ struct State {
     total: u64,
     per_path: HashMap<(String, String), u64>,
     log: Vec<String>,
+    http2: u64,
 }
 
 #[derive(Debug)]
@@ -435,6 +439,11 @@ impl FaultProxy {
         self.shared.lock().total
     }
 
+    /// Requests that came over HTTP/2.
+    pub fn http2_requests(&self) -> u64 {
+        self.shared.lock().http2
+    }
+
     /// Every request seen, in order, as `"METHOD /path?query"`.
     pub fn request_log(&self) -> Vec<String> {
         self.shared.lock().log.clone()
@@ -446,6 +455,7 @@ impl FaultProxy {
         state.total = 0;
         state.per_path.clear();
         state.log.clear();
+        state.http2 = 0;
     }
 }
 
@@ -484,9 +494,12 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                     req,
                 )
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tcp), svc);
+            // HTTP/1.1, or HTTP/2 when the client starts with its preface.
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Any number of streams on one connection (hyper's default is
+            // 200; a fan-out benchmark holds thousands of SSE reads).
+            builder.http2().max_concurrent_streams(u32::MAX);
+            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
             // Dropping the connection future closes the socket at once.
             tokio::select! {
                 _ = conn => {}
@@ -535,6 +548,9 @@ async fn handle(
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
+    if req.version() == hyper::Version::HTTP_2 {
+        shared.lock().http2 += 1;
+    }
     let Some(applied) = take_fault(&shared, &method, &path, &query) else {
         return Ok(forward_passthrough(&shared, &client, req).await);
     };
@@ -676,6 +692,8 @@ async fn forward(
         Err(e) => return Err(upstream_error(e)),
     };
     strip_hop_by_hop(&mut parts.headers);
+    // Upstream is HTTP/1.1, whatever the client spoke.
+    parts.version = hyper::Version::HTTP_11;
     match client.request(Request::from_parts(parts, body)).await {
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut());

@@ -7,7 +7,6 @@
 //! `--out` (default `target/dstream-bench`).
 
 mod fanout;
-mod h2front;
 mod raw;
 pub mod report;
 mod scenarios;
