@@ -312,6 +312,14 @@ impl ClientBuilder {
 
     /// Speak HTTP/2 without negotiation (cleartext h2c servers). Over TLS,
     /// HTTP/2 is used automatically when the server offers it.
+    ///
+    /// Over HTTP/2 every request of the client shares one connection per
+    /// origin, and the server caps its concurrent streams (often 100-200).
+    /// Live reads hold their stream, and no second connection is opened
+    /// (RFC 9113, 9.1), so live reads beyond the cap wait for a stream. For
+    /// more live readers of one stream than that, use
+    /// [`ReadBuilder::shared`](crate::ReadBuilder::shared); for more
+    /// streams, HTTP/1.1 or several clients.
     pub fn http2_prior_knowledge(mut self, yes: bool) -> Self {
         self.http2_prior_knowledge = yes;
         self
