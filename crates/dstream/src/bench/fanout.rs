@@ -413,24 +413,16 @@ mod tests {
 
     #[test]
     fn authority_of_plain_http_urls() {
-        assert_eq!(
-            http_authority("http://127.0.0.1:8080/v1/stream/a?x=1").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            http_authority("http://localhost/v1").as_deref(),
-            Some("localhost:80")
-        );
-        assert_eq!(
-            http_authority("http://[::1]:81/x").as_deref(),
-            Some("[::1]:81")
-        );
-        assert_eq!(
-            http_authority("http://[::1]/x").as_deref(),
-            Some("[::1]:80")
-        );
-        assert_eq!(http_authority("https://example.com/x"), None);
-        assert_eq!(http_authority("http:///x"), None);
+        for (url, authority) in [
+            ("http://127.0.0.1:8080/v1/a?x=1", Some("127.0.0.1:8080")),
+            ("http://localhost/v1", Some("localhost:80")),
+            ("http://[::1]:81/x", Some("[::1]:81")),
+            ("http://[::1]/x", Some("[::1]:80")),
+            ("https://example.com/x", None),
+            ("http:///x", None),
+        ] {
+            assert_eq!(http_authority(url).as_deref(), authority, "{url}");
+        }
     }
 
     #[test]
