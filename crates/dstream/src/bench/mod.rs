@@ -37,6 +37,7 @@ pub const SCENARIOS: &[&str] = &[
     "roundtrip-sse",
     "producer-100B",
     "producer-100B-writer",
+    "producer-100B-writers-5",
     "producer-1MiB",
     "json-read",
     "fanout",
@@ -58,7 +59,15 @@ in the same run, alternating round by round):
   create               stream creation (latency)
   roundtrip-long-poll  append to delivery, reader long-polling at the tail
   roundtrip-sse        append to delivery, reader on SSE at the tail
-  producer-100B        100,000 x 100 B through Producer::send (msg/s)
+  producer-100B        500,000 x 100 B through Producer::send (msg/s);
+                       baseline: 5 raw producer ids posting 1 MiB batches
+                       at once; the -1-lane row: one raw producer id, one
+                       request at a time (what the protocol lets one
+                       producer have: its requests apply in order)
+  producer-100B-writer the same through one ProducerWriter
+  producer-100B-writers-5
+                       the same split over 5 producers, a writer each
+                       (alike to the 5-id baseline)
   producer-1MiB        50 x 1 MiB through Producer::send (msg/s)
   json-read            catch-up read of 1,000,000 small JSON messages with
                        typed serde decoding, read().json::<T>() (msg/s)
@@ -181,7 +190,7 @@ impl Sizes {
             }
         } else {
             Sizes {
-                producer_small: 100_000,
+                producer_small: 500_000,
                 producer_large: 50,
                 json_messages: 1_000_000,
                 fanout: vec![100, 1_000, 10_000],
@@ -259,7 +268,11 @@ async fn run_scenario(t: &Target, name: &str, sizes: &Sizes) -> Result<Vec<Row>,
             scenarios::producer(t, name, sizes.producer_small, 100, ProduceWith::Send).await
         }
         "producer-100B-writer" => {
-            scenarios::producer(t, name, sizes.producer_small, 100, ProduceWith::Writer).await
+            scenarios::producer(t, name, sizes.producer_small, 100, ProduceWith::Writers(1)).await
+        }
+        "producer-100B-writers-5" => {
+            let with = ProduceWith::Writers(scenarios::LANES);
+            scenarios::producer(t, name, sizes.producer_small, 100, with).await
         }
         "producer-1MiB" => {
             scenarios::producer(t, name, sizes.producer_large, 1 << 20, ProduceWith::Send).await

@@ -18,7 +18,7 @@ const OCTET: &str = "application/octet-stream";
 const TEXT: &str = "text/plain";
 const JSON: &str = "application/json";
 /// Producer lanes of the baseline = the producer's default `max_in_flight`.
-const LANES: usize = durable_streams_client::DEFAULT_MAX_IN_FLIGHT;
+pub const LANES: usize = durable_streams_client::DEFAULT_MAX_IN_FLIGHT;
 /// How long a live reader gets to re-arm (issue its next request) before
 /// the next append of a roundtrip sample.
 pub(super) const SETTLE: Duration = Duration::from_millis(5);
@@ -303,8 +303,10 @@ fn producer_bodies(count: usize, size: usize) -> Vec<Bytes> {
 pub enum ProduceWith {
     /// `Producer::send`, one `Bytes` per message.
     Send,
-    /// A `ProducerWriter`, each message written from one reused buffer.
-    Writer,
+    /// `ProducerWriter`s, each message written from one reused buffer:
+    /// one per producer, with this many producers (producer ids) writing
+    /// their share of the messages at once.
+    Writers(usize),
 }
 
 /// Producer throughput: `count` messages of `size` bytes through
@@ -321,35 +323,54 @@ pub async fn producer(
     let raw = raw::client();
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     let (mut ours_cpu, mut base_cpu) = (Vec::new(), Vec::new());
+    let (mut single, mut single_cpu) = (Vec::new(), Vec::new());
+    let ids = match with {
+        ProduceWith::Send => 1,
+        ProduceWith::Writers(n) => n,
+    };
     for round in 0..t.rounds {
         // Ours.
         let s = fresh(t, &client, OCTET).await?;
         let messages: Vec<Bytes> = match with {
             ProduceWith::Send => (0..count).map(|i| message(size, i)).collect(),
-            ProduceWith::Writer => Vec::new(),
+            ProduceWith::Writers(_) => Vec::new(),
         };
-        let producer = Producer::builder(&s, format!("bench-{}-{round}", std::process::id()))
-            .build()
+        let producers = (0..ids)
+            .map(|id| {
+                Producer::builder(&s, format!("bench-{}-{round}-{id}", std::process::id())).build()
+            })
+            .collect::<Result<Vec<_>, _>>()
             .map_err(api("producer"))?;
         let cpu0 = test_servers::process_cpu_time();
         let start = Instant::now();
         match with {
             ProduceWith::Send => {
                 for m in messages {
-                    drop(producer.send(m).await.map_err(api("producer send"))?);
+                    drop(producers[0].send(m).await.map_err(api("producer send"))?);
                 }
             }
-            ProduceWith::Writer => {
-                let mut writer = producer.writer();
-                let mut buffer = Vec::with_capacity(size);
-                for i in 0..count {
-                    test_servers::write_bench_message(&mut buffer, size, i);
-                    writer.write(&buffer).await.map_err(api("writer write"))?;
+            ProduceWith::Writers(n) => {
+                let shares = producers
+                    .iter()
+                    .enumerate()
+                    .map(|(id, producer)| async move {
+                        let mut writer = producer.writer();
+                        let mut buffer = Vec::with_capacity(size);
+                        // Producer `id` writes messages id, id + n, id + 2n, ...
+                        for i in (id..count).step_by(n) {
+                            test_servers::write_bench_message(&mut buffer, size, i);
+                            writer.write(&buffer).await.map_err(api("writer write"))?;
+                        }
+                        writer.flush().await.map_err(api("writer flush"))
+                    });
+                for share in futures::future::join_all(shares).await {
+                    share?;
                 }
-                writer.flush().await.map_err(api("writer flush"))?;
             }
         }
-        producer.close().await.map_err(api("producer close"))?;
+        for producer in producers {
+            producer.close().await.map_err(api("producer close"))?;
+        }
         let secs = start.elapsed().as_secs_f64();
         ours_cpu.push((test_servers::process_cpu_time() - cpu0).as_secs_f64());
         ours.push(count as f64 / secs);
@@ -360,77 +381,141 @@ pub async fn producer(
                 count * size
             ));
         }
+        // Every round starts from a server of the same size.
+        s.delete().await.map_err(api("delete"))?;
 
-        // Baseline.
-        let url = fresh_raw(t, &raw, OCTET).await?;
-        let mut lanes: Vec<Vec<Bytes>> = vec![Vec::new(); LANES];
-        for (i, body) in producer_bodies(count, size).into_iter().enumerate() {
-            lanes[i % LANES].push(body);
-        }
-        let cpu0 = test_servers::process_cpu_time();
-        let start = Instant::now();
-        let tasks: Vec<_> = lanes
-            .into_iter()
-            .enumerate()
-            .map(|(lane, bodies)| {
-                let raw = raw.clone();
-                let url = url.clone();
-                let id = format!("base-{}-{round}-{lane}", std::process::id());
-                tokio::spawn(async move {
-                    for (seq, body) in bodies.into_iter().enumerate() {
-                        let seq = seq.to_string();
-                        let h = [
-                            ("content-type", OCTET),
-                            ("producer-id", id.as_str()),
-                            ("producer-epoch", "0"),
-                            ("producer-seq", seq.as_str()),
-                        ];
-                        raw::send_ok(&raw, Method::POST, &url, &h, body).await?;
-                    }
-                    Ok::<(), String>(())
-                })
+        // The baselines: LANES producer ids at once, then one alone.
+        let baselines = [
+            (LANES, &mut base, &mut base_cpu),
+            (1, &mut single, &mut single_cpu),
+        ];
+        for (lanes, rates, cpus) in baselines.into_iter().take(if ids == 1 { 2 } else { 1 }) {
+            let url = fresh_raw(t, &raw, OCTET).await?;
+            let (secs, cpu) = post_producer_lanes(&raw, &url, count, size, lanes, round).await?;
+            rates.push(count as f64 / secs);
+            cpus.push(cpu);
+            let mut n = 0;
+            raw::read_all(&raw, &url, |b| {
+                n += b.len();
+                Ok(())
             })
-            .collect();
-        for task in tasks {
-            task.await.map_err(|e| format!("baseline lane: {e}"))??;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        base_cpu.push((test_servers::process_cpu_time() - cpu0).as_secs_f64());
-        base.push(count as f64 / secs);
-        let mut n = 0;
-        raw::read_all(&raw, &url, |b| {
-            n += b.len();
-            Ok(())
-        })
-        .await?;
-        if n != count * size {
-            return Err(format!(
-                "{name}: baseline wrote {n} bytes, expected {}",
-                count * size
-            ));
+            .await?;
+            if n != count * size {
+                return Err(format!(
+                    "{name}: baseline ({lanes} lanes) wrote {n} bytes, expected {}",
+                    count * size
+                ));
+            }
+            raw::send_ok(&raw, Method::DELETE, &url, &[], Bytes::new()).await?;
         }
     }
-    let mut row =
-        Row::new(&t.label, name, Metric::Throughput, "msg/s", ours, base).ok_or("no rounds")?;
-    let mb = |rate: f64| rate * size as f64 / 1e6;
-    row.ours_mb_per_s = Some(mb(row.ours.p50));
-    row.baseline_mb_per_s = Some(mb(row.baseline.p50));
     let cpu = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         super::stats::median(&v) * 1e6 / count as f64
     };
-    row.params = format!(
-        "{} rounds of {count} x {size} B via {}; baseline: {LANES} raw producer lanes posting 1 MiB batches; client CPU per message: ours {:.2} us, baseline {:.2} us",
-        t.rounds,
-        match with {
-            ProduceWith::Send => "Producer::send",
-            ProduceWith::Writer => "a ProducerWriter",
-        },
-        cpu(&ours_cpu),
-        cpu(&base_cpu)
-    );
-    Ok(vec![row])
+    let via = match with {
+        ProduceWith::Send => "Producer::send".to_owned(),
+        ProduceWith::Writers(1) => "a ProducerWriter".to_owned(),
+        ProduceWith::Writers(n) => {
+            format!("{n} producers (producer ids), a ProducerWriter each, at once")
+        }
+    };
+    let single_name = format!("{name}-1-lane");
+    let mut rows = Vec::new();
+    let baselines = [
+        (
+            name,
+            base,
+            &base_cpu,
+            format!(
+                "{LANES} raw producer lanes (one producer id each) posting 1 MiB batches at once"
+            ),
+        ),
+        (
+            single_name.as_str(),
+            single,
+            &single_cpu,
+            "one raw producer id posting the same 1 MiB batches one at a time \
+             (the server applies one producer's requests in order)"
+                .to_owned(),
+        ),
+    ];
+    // With several producer ids, only the baseline with several is alike.
+    for (scenario, baseline, baseline_cpu, what) in
+        baselines.into_iter().take(if ids == 1 { 2 } else { 1 })
+    {
+        let mut row = Row::new(
+            &t.label,
+            scenario,
+            Metric::Throughput,
+            "msg/s",
+            ours.clone(),
+            baseline,
+        )
+        .ok_or("no rounds")?;
+        let mb = |rate: f64| rate * size as f64 / 1e6;
+        row.ours_mb_per_s = Some(mb(row.ours.p50));
+        row.baseline_mb_per_s = Some(mb(row.baseline.p50));
+        row.params = format!(
+            "{} rounds of {count} x {size} B via {via}; baseline: {what}; \
+             client CPU per message: ours {:.2} us, baseline {:.2} us",
+            t.rounds,
+            cpu(&ours_cpu),
+            cpu(baseline_cpu)
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Post `count` x `size` B as 1 MiB producer batches over `lanes` producer
+/// ids at once (each lane its ids' requests in order), returning the
+/// elapsed seconds and this process's CPU seconds.
+async fn post_producer_lanes(
+    raw: &Raw,
+    url: &str,
+    count: usize,
+    size: usize,
+    lanes: usize,
+    round: usize,
+) -> Result<(f64, f64), String> {
+    let mut bodies_per_lane: Vec<Vec<Bytes>> = vec![Vec::new(); lanes];
+    for (i, body) in producer_bodies(count, size).into_iter().enumerate() {
+        bodies_per_lane[i % lanes].push(body);
+    }
+    let cpu0 = test_servers::process_cpu_time();
+    let start = Instant::now();
+    let tasks: Vec<_> = bodies_per_lane
+        .into_iter()
+        .enumerate()
+        .map(|(lane, bodies)| {
+            let raw = raw.clone();
+            let url = url.to_owned();
+            let id = format!("base-{}-{round}-{lanes}-{lane}", std::process::id());
+            tokio::spawn(async move {
+                for (seq, body) in bodies.into_iter().enumerate() {
+                    let seq = seq.to_string();
+                    let h = [
+                        ("content-type", OCTET),
+                        ("producer-id", id.as_str()),
+                        ("producer-epoch", "0"),
+                        ("producer-seq", seq.as_str()),
+                    ];
+                    raw::send_ok(&raw, Method::POST, &url, &h, body).await?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| format!("baseline lane: {e}"))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((
+        secs,
+        (test_servers::process_cpu_time() - cpu0).as_secs_f64(),
+    ))
 }
 
 /// A small JSON message, decoded with serde.
