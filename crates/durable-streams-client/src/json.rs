@@ -11,31 +11,31 @@ use serde_json::value::RawValue;
 use crate::error::{DecodeKind, Error, Result};
 use crate::read::Chunk;
 
-fn encode_error(e: serde_json::Error) -> Error {
+fn encode_error(e: crate::json_encode::EncodeError) -> Error {
     Error::invalid_argument("value", format!("could not serialize to JSON: {e}"))
 }
 
 /// `[value]`: the server flattens one level, so exactly one message is stored
 /// even when `value` is itself an array.
 pub(crate) fn single_message_body<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
-    let mut out = BytesMut::with_capacity(64).writer();
-    out.get_mut().put_u8(b'[');
-    serde_json::to_writer(&mut out, value).map_err(encode_error)?;
-    out.get_mut().put_u8(b']');
-    Ok(out.into_inner().freeze())
+    let mut out = BytesMut::with_capacity(64);
+    out.put_u8(b'[');
+    crate::json_encode::write(&mut out, value).map_err(encode_error)?;
+    out.put_u8(b']');
+    Ok(out.freeze())
 }
 
 /// `[a,b,...]`: one message per value. An empty batch is rejected before any
 /// request (the server would answer 400).
 pub(crate) fn batch_body<T: Serialize, I: IntoIterator<Item = T>>(values: I) -> Result<Bytes> {
-    let mut out = BytesMut::with_capacity(256).writer();
-    out.get_mut().put_u8(b'[');
+    let mut out = BytesMut::with_capacity(256);
+    out.put_u8(b'[');
     let mut count = 0usize;
     for value in values {
         if count > 0 {
-            out.get_mut().put_u8(b',');
+            out.put_u8(b',');
         }
-        serde_json::to_writer(&mut out, &value).map_err(encode_error)?;
+        crate::json_encode::write(&mut out, &value).map_err(encode_error)?;
         count += 1;
     }
     if count == 0 {
@@ -44,8 +44,8 @@ pub(crate) fn batch_body<T: Serialize, I: IntoIterator<Item = T>>(values: I) -> 
             "a JSON batch needs at least one value",
         ));
     }
-    out.get_mut().put_u8(b']');
-    Ok(out.into_inner().freeze())
+    out.put_u8(b']');
+    Ok(out.freeze())
 }
 
 /// The likeliest cause of a JSON stream's read body that is not a whole

@@ -99,6 +99,7 @@ pub mod consumer;
 mod error;
 mod http;
 mod json;
+mod json_encode;
 mod offset;
 pub mod pipeline;
 pub mod producer;

@@ -187,7 +187,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Codec for JsonCodec<T> {
     type Item = T;
 
     fn encode(&self, item: &T, out: &mut Vec<u8>) -> Result<()> {
-        serde_json::to_writer(out, item).map_err(|e| Error::invalid_argument("item", e.to_string()))
+        crate::json_encode::write(out, item)
+            .map_err(|e| Error::invalid_argument("item", e.to_string()))
     }
 
     fn decode(&self, payload: Bytes) -> Result<T> {

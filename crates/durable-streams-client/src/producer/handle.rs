@@ -143,7 +143,7 @@ impl Producer {
     ) -> Result<std::result::Result<Option<OutcomeReceiver>, ()>> {
         let written = state
             .open
-            .write(|body| serde_json::to_writer(bytes::BufMut::writer(body), value))
+            .write(|body| crate::json_encode::write(body, value))
             .map_err(|e| self.encode_error(e))?;
         if written.len > self.shared.max_buffered_bytes {
             state.open.rollback(written);
@@ -521,12 +521,12 @@ impl Producer {
     }
 
     fn encode_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
-        serde_json::to_vec(value)
-            .map(Bytes::from)
-            .map_err(|e| self.encode_error(e))
+        let mut out = Vec::new();
+        crate::json_encode::write(&mut out, value).map_err(|e| self.encode_error(e))?;
+        Ok(Bytes::from(out))
     }
 
-    pub(super) fn encode_error(&self, e: serde_json::Error) -> Error {
+    pub(super) fn encode_error(&self, e: crate::json_encode::EncodeError) -> Error {
         Error::invalid_argument("value", format!("could not serialize to JSON: {e}"))
             .with_url(self.shared.stream.url())
     }

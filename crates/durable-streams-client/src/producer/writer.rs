@@ -96,7 +96,7 @@ impl ProducerWriter<'_> {
     ) -> impl Future<Output = Result<()>> + Send + '_ {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let encoded = serde_json::to_writer(&mut scratch, value)
+        let encoded = crate::json_encode::write(&mut scratch, value)
             .map_err(|e| self.producer.encode_error(e))
             .and_then(|()| self.producer.check_size(scratch.len()));
         async move {
