@@ -235,8 +235,7 @@ impl Direct {
                     .client
                     .request(hyper::Request::from_parts(parts, Full::new(req.body))),
             };
-            let deadline = req.timeout.map(|t| Instant::now() + t);
-            (answer, Timer::new(deadline, self.idle_timeout))
+            (answer, Timer::new(req.timeout, self.idle_timeout))
         });
         async move {
             let (answer, mut timer) = prepared?;
@@ -265,19 +264,24 @@ struct Timer {
 }
 
 impl Timer {
-    fn new(deadline: Option<Instant>, idle: Duration) -> Self {
-        let mut timer = Timer {
+    /// Armed for the first wait. One clock read (each costs tens of
+    /// nanoseconds on a virtual machine).
+    fn new(timeout: Option<Duration>, idle: Duration) -> Self {
+        let now = Instant::now();
+        let deadline = timeout.map(|t| now + t);
+        Timer {
             deadline,
             idle,
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
-        };
-        timer.arm();
-        timer
+            sleep: Box::pin(tokio::time::sleep_until(Self::until(deadline, now + idle))),
+        }
+    }
+
+    fn until(deadline: Option<Instant>, idle_until: Instant) -> Instant {
+        deadline.map_or(idle_until, |d| d.min(idle_until))
     }
 
     fn arm(&mut self) {
-        let idle = Instant::now() + self.idle;
-        let until = self.deadline.map_or(idle, |d| d.min(idle));
+        let until = Self::until(self.deadline, Instant::now() + self.idle);
         self.sleep.as_mut().reset(until);
     }
 
