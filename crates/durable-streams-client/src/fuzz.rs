@@ -136,7 +136,8 @@ pub fn json_array(data: &[u8], seed: u64) {
 /// The typed JSON reader on arbitrary server bytes: the same answer
 /// whatever the parts the body arrives in (whole, byte by byte, pieces
 /// chosen by `seed`) and however little each call decodes, and exactly
-/// serde_json's answer for the whole body (`Vec<Value>`), errors included.
+/// serde_json's answer for the whole body (`Vec<Value>`), errors included;
+/// the messages then encode (the library's encoder) to serde_json's bytes.
 pub fn typed_json_array(data: &[u8], seed: u64) {
     let limit = 1 << 30;
     let sizes = chunk_sizes(seed, data.len());
@@ -164,7 +165,17 @@ pub fn typed_json_array(data: &[u8], seed: u64) {
         serde_json::from_slice::<Vec<Value>>(data)
     };
     match (whole, reference) {
-        (Ok(got), Ok(reference)) => assert_eq!(got, reference, "disagrees with serde_json"),
+        (Ok(got), Ok(reference)) => {
+            assert_eq!(got, reference, "disagrees with serde_json");
+            // The library's JSON encoder writes what serde_json writes.
+            let mut encoded = Vec::new();
+            crate::json_encode::write(&mut encoded, &got).expect("a Value always encodes");
+            assert_eq!(
+                encoded,
+                serde_json::to_vec(&got).expect("a Value always encodes"),
+                "the encoder disagrees with serde_json"
+            );
+        }
         (Err(e), Err(_)) => assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Json)),
         // serde counts the array itself towards its nesting limit; each
         // message decoded alone may nest one level deeper.
