@@ -199,6 +199,22 @@ fn map_keys_follow_serde_json_rules() {
 }
 
 #[test]
+fn displayed_values_encode_like_serde_json() {
+    // `collect_str`, as date and time types and addresses use it.
+    struct Shown(&'static str);
+    impl Serialize for Shown {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("<{}>\n", self.0))
+        }
+    }
+    same(&Shown("a \"quoted\" \u{1} word"));
+    same(&BTreeMap::from([(
+        std::net::Ipv4Addr::LOCALHOST,
+        Shown("x"),
+    )]));
+}
+
+#[test]
 fn a_failing_serialize_is_an_error() {
     struct Fails;
     impl Serialize for Fails {
