@@ -121,6 +121,29 @@ fn write_number<B: BufMut, N: Serialize>(out: &mut B, n: N) -> Result<(), Encode
     serde_json::to_writer(out.writer(), &n).map_err(|e| EncodeError(e.to_string()))
 }
 
+/// The integer methods of a serializer, each `$write(self, value)`.
+macro_rules! integers {
+    (|$this:ident, $v:ident| $write:expr) => {
+        integers!(@ |$this, $v| $write; serialize_i8 i8, serialize_i16 i16, serialize_i32 i32,
+            serialize_i64 i64, serialize_i128 i128, serialize_u8 u8, serialize_u16 u16,
+            serialize_u32 u32, serialize_u64 u64, serialize_u128 u128);
+    };
+    (@ |$this:ident, $v:ident| $write:expr; $($method:ident $ty:ty),*) => {$(
+        fn $method(self, $v: $ty) -> Result<(), EncodeError> {
+            let $this = self;
+            $write
+        }
+    )*};
+}
+
+/// The number methods (integers and floats) of a serializer.
+macro_rules! numbers {
+    (|$this:ident, $v:ident| $write:expr) => {
+        integers!(|$this, $v| $write);
+        integers!(@ |$this, $v| $write; serialize_f32 f32, serialize_f64 f64);
+    };
+}
+
 struct Encoder<'o, B> {
     out: &'o mut B,
 }
@@ -202,42 +225,7 @@ impl<'e, 'o, B: BufMut> ser::Serializer for &'e mut Encoder<'o, B> {
         self.out.put_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_f32(self, v: f32) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
-    fn serialize_f64(self, v: f64) -> Result<(), EncodeError> {
-        write_number(self.out, v)
-    }
+    numbers!(|enc, v| write_number(enc.out, v));
     fn serialize_char(self, v: char) -> Result<(), EncodeError> {
         write_str(self.out, v.encode_utf8(&mut [0; 4]));
         Ok(())
@@ -340,49 +328,28 @@ impl<'e, 'o, B: BufMut> ser::Serializer for &'e mut Encoder<'o, B> {
     }
 }
 
-impl<B: BufMut> ser::SerializeSeq for Compound<'_, '_, B> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
+/// Arrays: elements (or fields) separated by commas.
+macro_rules! array_compound {
+    ($($trait:ident :: $method:ident),* $(,)?) => {$(
+        impl<B: BufMut> ser::$trait for Compound<'_, '_, B> {
+            type Ok = ();
+            type Error = EncodeError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), EncodeError> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl<B: BufMut> ser::SerializeTuple for Compound<'_, '_, B> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
-
-impl<B: BufMut> ser::SerializeTupleStruct for Compound<'_, '_, B> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
-
-impl<B: BufMut> ser::SerializeTupleVariant for Compound<'_, '_, B> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
+array_compound!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
 
 impl<B: BufMut> ser::SerializeMap for Compound<'_, '_, B> {
     type Ok = ();
@@ -567,36 +534,7 @@ impl<B: BufMut> ser::Serializer for MapKey<'_, B> {
             .put_slice(if v { b"\"true\"" } else { b"\"false\"" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<(), EncodeError> {
-        self.quoted(v)
-    }
+    integers!(|key, v| key.quoted(v));
     fn serialize_f32(self, v: f32) -> Result<(), EncodeError> {
         if !v.is_finite() {
             return Err(EncodeError("float key must be finite".into()));
