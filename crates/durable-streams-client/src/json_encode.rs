@@ -144,6 +144,45 @@ macro_rules! numbers {
     };
 }
 
+/// `serialize_str` and `serialize_char`: an escaped JSON string.
+macro_rules! strings {
+    () => {
+        fn serialize_str(self, v: &str) -> Result<(), EncodeError> {
+            write_str(self.out, v);
+            Ok(())
+        }
+        fn serialize_char(self, v: char) -> Result<(), EncodeError> {
+            write_str(self.out, v.encode_utf8(&mut [0; 4]));
+            Ok(())
+        }
+    };
+}
+
+/// Values `serde_json` writes as what they wrap: `Some(v)` and newtype
+/// structs as `v`, a unit variant as its name.
+macro_rules! transparent {
+    () => {
+        fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), EncodeError> {
+            value.serialize(self)
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _name: &'static str,
+            value: &T,
+        ) -> Result<(), EncodeError> {
+            value.serialize(self)
+        }
+        fn serialize_unit_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            variant: &'static str,
+        ) -> Result<(), EncodeError> {
+            self.serialize_str(variant)
+        }
+    };
+}
+
 struct Encoder<'o, B> {
     out: &'o mut B,
 }
@@ -226,14 +265,7 @@ impl<'e, 'o, B: BufMut> ser::Serializer for &'e mut Encoder<'o, B> {
         Ok(())
     }
     numbers!(|enc, v| write_number(enc.out, v));
-    fn serialize_char(self, v: char) -> Result<(), EncodeError> {
-        write_str(self.out, v.encode_utf8(&mut [0; 4]));
-        Ok(())
-    }
-    fn serialize_str(self, v: &str) -> Result<(), EncodeError> {
-        write_str(self.out, v);
-        Ok(())
-    }
+    strings!();
     fn serialize_bytes(self, v: &[u8]) -> Result<(), EncodeError> {
         use ser::SerializeSeq;
         let mut seq = self.serialize_seq(Some(v.len()))?;
@@ -245,9 +277,6 @@ impl<'e, 'o, B: BufMut> ser::Serializer for &'e mut Encoder<'o, B> {
     fn serialize_none(self) -> Result<(), EncodeError> {
         self.serialize_unit()
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), EncodeError> {
-        value.serialize(self)
-    }
     fn serialize_unit(self) -> Result<(), EncodeError> {
         self.out.put_slice(b"null");
         Ok(())
@@ -255,21 +284,7 @@ impl<'e, 'o, B: BufMut> ser::Serializer for &'e mut Encoder<'o, B> {
     fn serialize_unit_struct(self, _name: &'static str) -> Result<(), EncodeError> {
         self.serialize_unit()
     }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<(), EncodeError> {
-        self.serialize_str(variant)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<(), EncodeError> {
-        value.serialize(self)
-    }
+    transparent!();
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
@@ -503,32 +518,8 @@ impl<B: BufMut> ser::Serializer for MapKey<'_, B> {
         serialize_unit_struct(&'static str),
     );
 
-    fn serialize_str(self, v: &str) -> Result<(), EncodeError> {
-        write_str(self.out, v);
-        Ok(())
-    }
-    fn serialize_char(self, v: char) -> Result<(), EncodeError> {
-        write_str(self.out, v.encode_utf8(&mut [0; 4]));
-        Ok(())
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<(), EncodeError> {
-        self.serialize_str(variant)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<(), EncodeError> {
-        value.serialize(self)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), EncodeError> {
-        value.serialize(self)
-    }
+    strings!();
+    transparent!();
     fn serialize_bool(self, v: bool) -> Result<(), EncodeError> {
         self.out
             .put_slice(if v { b"\"true\"" } else { b"\"false\"" });

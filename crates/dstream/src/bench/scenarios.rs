@@ -328,6 +328,8 @@ pub async fn producer(
         ProduceWith::Send => 1,
         ProduceWith::Writers(n) => n,
     };
+    // With several producer ids, only the baseline with several is alike.
+    let baseline_count = if ids == 1 { 2 } else { 1 };
     for round in 0..t.rounds {
         // Ours.
         let s = fresh(t, &client, OCTET).await?;
@@ -389,7 +391,7 @@ pub async fn producer(
             (LANES, &mut base, &mut base_cpu),
             (1, &mut single, &mut single_cpu),
         ];
-        for (lanes, rates, cpus) in baselines.into_iter().take(if ids == 1 { 2 } else { 1 }) {
+        for (lanes, rates, cpus) in baselines.into_iter().take(baseline_count) {
             let url = fresh_raw(t, &raw, OCTET).await?;
             let (secs, cpu) = post_producer_lanes(&raw, &url, count, size, lanes, round).await?;
             rates.push(count as f64 / secs);
@@ -441,10 +443,7 @@ pub async fn producer(
                 .to_owned(),
         ),
     ];
-    // With several producer ids, only the baseline with several is alike.
-    for (scenario, baseline, baseline_cpu, what) in
-        baselines.into_iter().take(if ids == 1 { 2 } else { 1 })
-    {
+    for (scenario, baseline, baseline_cpu, what) in baselines.into_iter().take(baseline_count) {
         let mut row = Row::new(
             &t.label,
             scenario,
