@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;
-use http_body_util::{Empty, Full};
+use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,7 +40,7 @@ pub(crate) struct DirectSettings {
     pub(crate) idle_timeout: Duration,
     pub(crate) pool_max_idle_per_host: usize,
     pub(crate) pool_idle_timeout: Option<Duration>,
-    /// Read SSE responses in pieces of exactly this size (own pool).
+    /// Read SSE responses in pieces of at most this size.
     pub(crate) sse_read_buffer: Option<usize>,
 }
 
@@ -58,10 +58,11 @@ pub(crate) struct HttpEngine {
 
 struct Direct {
     client: HyperClient<HttpConnector, Full<Bytes>>,
-    /// SSE requests, when they read in small pieces. Their body type is
-    /// empty (an SSE request has none): each connection's dispatch channel
-    /// then holds smaller slots, about 1 KB less per open read.
-    events: Option<HyperClient<HttpConnector, Empty<Bytes>>>,
+    /// SSE reads connect through it, each on a connection of its own
+    /// (`http_events.rs`).
+    connector: HttpConnector,
+    /// Most bytes an SSE read takes from its socket at once.
+    sse_read_size: usize,
     idle_timeout: Duration,
 }
 
@@ -134,15 +135,10 @@ impl HttpEngine {
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(s.pool_idle_timeout)
                 .pool_max_idle_per_host(s.pool_max_idle_per_host);
-            let events = s.sse_read_buffer.map(|bytes| {
-                builder
-                    .clone()
-                    .http1_read_buf_exact_size(bytes)
-                    .build(connector.clone())
-            });
             Direct {
-                client: builder.build(connector),
-                events,
+                client: builder.build(connector.clone()),
+                connector,
+                sse_read_size: s.sse_read_buffer.unwrap_or(events::SCRATCH),
                 idle_timeout: s.idle_timeout,
             }
         });
@@ -212,35 +208,26 @@ impl HttpEngine {
 
 impl Direct {
     /// The request is built before the future starts, so the future holds
-    /// only the timer and hyper's (boxed) response future.
+    /// only the timer and hyper's (boxed) response future, or the SSE
+    /// read's (boxed) opening.
     fn send(
         &self,
         req: OutgoingRequest<'_>,
     ) -> impl Future<Output = Result<DirectResponse, HttpError>> + Send + 'static {
-        let prepared = req.uri().map(|uri| {
-            // The head once, then the body type of the pool it goes to.
-            let mut parts = hyper::Request::new(()).into_parts().0;
-            parts.method = req.method;
-            parts.uri = uri;
-            parts.headers = req.headers;
-            parts
-                .headers
-                .entry(reqwest::header::ACCEPT)
-                .or_insert(HeaderValue::from_static("*/*"));
-            let answer = match &self.events {
-                Some(events) if req.event_stream && req.body.is_empty() => {
-                    events.request(hyper::Request::from_parts(parts, Empty::new()))
-                }
-                _ => self
-                    .client
-                    .request(hyper::Request::from_parts(parts, Full::new(req.body))),
-            };
-            (answer, Timer::new(req.timeout, self.idle_timeout))
-        });
+        let prepared = self.prepare(req);
         async move {
             let (answer, mut timer) = prepared?;
-            let resp = timer.limit(answer).await?.map_err(HttpError::from_hyper)?;
-            let (head, body) = resp.into_parts();
+            let (head, body) = match answer {
+                Answer::Hyper(answer) => {
+                    let resp = timer.limit(answer).await?.map_err(HttpError::from_hyper)?;
+                    let (head, body) = resp.into_parts();
+                    (head, Source::Hyper(body))
+                }
+                Answer::Events(opening) => {
+                    let (head, body) = timer.limit(opening).await??;
+                    (head, Source::Events(Box::new(body)))
+                }
+            };
             Ok(DirectResponse {
                 head,
                 body: DirectBody {
@@ -250,6 +237,79 @@ impl Direct {
                     ended: false,
                 },
             })
+        }
+    }
+
+    fn prepare(&self, req: OutgoingRequest<'_>) -> Result<(Answer, Timer), HttpError> {
+        let uri = req.uri()?;
+        let timer = Timer::new(req.timeout, self.idle_timeout);
+        let mut headers = req.headers;
+        headers
+            .entry(reqwest::header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        if req.event_stream && req.method == Method::GET && req.body.is_empty() {
+            let head = events::request_head(&uri, &headers)?;
+            let opening = events::open(
+                self.connector.clone(),
+                events::EventRequest {
+                    uri,
+                    head,
+                    read_size: self.sse_read_size,
+                },
+            );
+            return Ok((Answer::Events(Box::pin(opening)), timer));
+        }
+        let mut parts = hyper::Request::new(()).into_parts().0;
+        parts.method = req.method;
+        parts.uri = uri;
+        parts.headers = headers;
+        let answer = self
+            .client
+            .request(hyper::Request::from_parts(parts, Full::new(req.body)));
+        Ok((Answer::Hyper(answer), timer))
+    }
+}
+
+/// A request on its way, by path.
+enum Answer {
+    Hyper(hyper_util::client::legacy::ResponseFuture),
+    Events(Pin<Box<dyn Future<Output = EventsOpened> + Send>>),
+}
+
+type EventsOpened = Result<(http::response::Parts, events::EventBody), HttpError>;
+
+/// Where a direct response's body comes from.
+enum Source {
+    Hyper(Incoming),
+    /// Boxed: it is larger than hyper's handle, and every response,
+    /// whatever its path, would pay for the difference.
+    Events(Box<events::EventBody>),
+}
+
+impl Source {
+    fn content_length(&self) -> Option<u64> {
+        match self {
+            Source::Hyper(body) => body.size_hint().exact(),
+            Source::Events(body) => body.content_length(),
+        }
+    }
+
+    /// The next non-empty piece.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, HttpError>>> {
+        let body = match self {
+            Source::Events(body) => return body.poll_piece(cx),
+            Source::Hyper(body) => body,
+        };
+        loop {
+            return match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => Poll::Ready(Some(Ok(data))),
+                    // Empty data and trailers carry nothing for a reader.
+                    _ => continue,
+                },
+                Some(Err(e)) => Poll::Ready(Some(Err(HttpError::new(e)))),
+                None => Poll::Ready(None),
+            };
         }
     }
 }
@@ -363,7 +423,7 @@ impl Response {
     pub(crate) fn content_length(&self) -> Option<u64> {
         match self {
             Response::Reqwest { resp, .. } => resp.content_length(),
-            Response::Direct(d) => d.body.body.size_hint().exact(),
+            Response::Direct(d) => d.body.body.content_length(),
         }
     }
 
@@ -390,9 +450,9 @@ impl Response {
     }
 }
 
-/// A hyper body under the request's timers.
+/// A direct response's body under the request's timers.
 struct DirectBody {
-    body: Incoming,
+    body: Source,
     timer: Timer,
     /// The idle timer restarts before the next wait.
     armed: bool,
@@ -411,26 +471,16 @@ impl Stream for DirectBody {
             this.timer.arm();
             this.armed = true;
         }
-        loop {
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => {
-                        this.armed = false;
-                        return Poll::Ready(Some(Ok(data)));
-                    }
-                    // Empty data and trailers carry nothing for a reader.
-                    _ => continue,
-                },
-                Poll::Ready(Some(Err(e))) => {
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(HttpError::new(e))));
-                }
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => break,
+        match this.body.poll_piece(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                this.armed = false;
+                return Poll::Ready(Some(Ok(data)));
             }
+            Poll::Ready(other) => {
+                this.ended = true;
+                return Poll::Ready(other);
+            }
+            Poll::Pending => {}
         }
         if this.timer.expired(cx) {
             this.ended = true;
@@ -528,6 +578,9 @@ impl fmt::Display for HttpError {
         fmt::Display::fmt(&self.source, f)
     }
 }
+
+#[path = "http_events.rs"]
+mod events;
 
 #[cfg(test)]
 #[path = "http_tests.rs"]
