@@ -13,7 +13,7 @@ use crate::transport::{RedactedHeaders, RedirectPolicy, Transport, is_secret_hea
 
 /// The path prefix of streams on the reference servers.
 const STREAM_PREFIX: &str = "/v1/stream";
-/// Smallest `sse_read_buffer`: room for any protocol response head.
+/// Smallest `sse_read_buffer`: below it, reads would be mostly overhead.
 const MIN_SSE_READ_BUFFER: usize = 1024;
 
 fn is_http_url(s: &str) -> bool {
@@ -296,15 +296,17 @@ impl ClientBuilder {
         self
     }
 
-    /// Read SSE responses in pieces of exactly `bytes` (at least 1,024)
-    /// instead of hyper's adaptive buffer, which starts at 8 KiB: for many
-    /// open SSE reads, each connection then holds `8 KiB - bytes` less
-    /// (about 6 KB at 2,048). The costs: an event larger than `bytes` takes
-    /// several reads, and a response head larger than `bytes` fails the
-    /// read (a protocol error; proxies that add many headers need room).
-    /// Plain `http://` only (TLS, proxies and HTTP/2 keep their buffers).
-    /// For many readers of one stream, [`ReadBuilder::shared`](crate::ReadBuilder::shared)
-    /// saves far more.
+    /// Read SSE responses in pieces of at most `bytes` (at least 1,024;
+    /// default and most 64 KiB).
+    ///
+    /// Over plain `http://` (no proxy, no HTTP/2), every SSE read has an
+    /// HTTP/1.1 connection of its own that the reading task reads itself,
+    /// through a per-thread scratch buffer: an idle SSE read holds no read
+    /// buffer whatever this is set to, and a piece handed up is sized to
+    /// what arrived. This caps how much one socket read takes, so smaller
+    /// means more, smaller pieces for large events. TLS, proxies and
+    /// HTTP/2 keep their own buffers. For many readers of one stream,
+    /// [`ReadBuilder::shared`](crate::ReadBuilder::shared) saves far more.
     pub fn sse_read_buffer(mut self, bytes: usize) -> Self {
         self.sse_read_buffer = Some(bytes);
         self

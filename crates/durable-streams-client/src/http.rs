@@ -316,10 +316,14 @@ impl Source {
 
 /// The two timeouts of one request: the total `deadline` (none for live
 /// reads) and `idle`, the longest wait for the next bytes. One sleep is
-/// allocated per request and re-armed for each wait.
+/// allocated per request. A new wait only notes when it began; the sleep
+/// is moved when it fires early (a reset per body piece, in the timer
+/// wheel, cost more than the rest of delivering a small SSE event).
 struct Timer {
     deadline: Option<Instant>,
     idle: Duration,
+    /// When the current wait for bytes began.
+    waiting_since: Instant,
     sleep: Pin<Box<Sleep>>,
 }
 
@@ -332,6 +336,7 @@ impl Timer {
         Timer {
             deadline,
             idle,
+            waiting_since: now,
             sleep: Box::pin(tokio::time::sleep_until(Self::until(deadline, now + idle))),
         }
     }
@@ -340,13 +345,24 @@ impl Timer {
         deadline.map_or(idle_until, |d| d.min(idle_until))
     }
 
+    /// A new wait for bytes begins now.
     fn arm(&mut self) {
-        let until = Self::until(self.deadline, Instant::now() + self.idle);
-        self.sleep.as_mut().reset(until);
+        self.waiting_since = Instant::now();
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.sleep.as_mut().poll(cx).is_ready()
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            // The sleep was set for an earlier wait: move it to this one's
+            // end, unless that has passed too.
+            let until = Self::until(self.deadline, self.waiting_since + self.idle);
+            if until <= self.sleep.deadline() {
+                return true;
+            }
+            self.sleep.as_mut().reset(until);
+        }
     }
 
     /// Wait for `fut`, or fail with a timeout when the timer fires.

@@ -91,14 +91,16 @@ pub(crate) async fn open(
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if let Some((parts, used)) = parse_head(&buf)? {
-            let rest = buf.split_off(used).freeze();
             if parts.status.is_informational() {
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(HttpError::new("unexpected 101 answer to an SSE read"));
                 }
-                buf = BytesMut::from(&rest[..]);
+                buf = BytesMut::from(&buf[used..]);
                 continue;
             }
+            // Copied out (usually nothing): an open read keeps no part of
+            // the head's buffer.
+            let rest = Bytes::copy_from_slice(&buf[used..]);
             let framing = Framing::of(parts.status, &parts.headers)?;
             let body = EventBody::new(io, framing, rest, req.read_size);
             return Ok((parts, body));
@@ -263,6 +265,9 @@ impl EventBody {
             if !self.early.is_empty() {
                 // In pieces of the read size, like the reads after it.
                 let early = self.early.split_to(self.early.len().min(self.read_size));
+                if self.early.is_empty() {
+                    self.early = Bytes::new();
+                }
                 match self.decoder.decode_piece(&early) {
                     Ok(Some(piece)) => return Poll::Ready(Some(Ok(piece))),
                     Ok(None) => continue,

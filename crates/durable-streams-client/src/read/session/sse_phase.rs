@@ -2,6 +2,7 @@
 //! held until a control event confirms them, reconnects from the last
 //! control offset, and the fallback to long-poll in auto mode.
 
+use std::pin::Pin;
 use std::time::Instant;
 
 use base64::Engine;
@@ -31,6 +32,10 @@ pub(super) struct SseConnection {
     pub(super) moved: bool,
     /// The client ended it on purpose (max age, clock jump).
     pub(super) deliberate: bool,
+    /// The next clock check or the maximum age, whichever is first: one
+    /// timer for the connection's life, moved only when it fires (a new
+    /// timer per wait cost a timer-wheel insert and removal per event).
+    pub(super) wake: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Session {
@@ -125,19 +130,18 @@ impl Session {
             return Ok(Some(Step::Continue));
         };
         let deadline = tokio::time::Instant::from_std(conn.opened + max_age);
-        // One timer for both the maximum age and the clock check (each
-        // timer adds to every idle subscriber's future).
-        let wake_at = deadline.min(tokio::time::Instant::now() + CLOCK_CHECK);
-        let wake = tokio::select! {
+        let mut wake = tokio::select! {
             next = conn.body.next() => Wake::Body(next),
-            () = tokio::time::sleep_until(wake_at) => {
-                if tokio::time::Instant::now() >= deadline {
-                    Wake::Expired
-                } else {
-                    Wake::Tick
-                }
-            }
+            () = conn.wake.as_mut() => Wake::Tick,
         };
+        if matches!(wake, Wake::Tick) {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                wake = Wake::Expired;
+            } else {
+                conn.wake.as_mut().reset(deadline.min(now + CLOCK_CHECK));
+            }
+        }
         let ended = match wake {
             Wake::Body(Some(Ok(bytes))) => {
                 conn.parser.push(&bytes);
@@ -233,15 +237,19 @@ impl Session {
                 .is_some_and(|v| v.eq_ignore_ascii_case("base64"));
             let limit = self.stream.client().max_response_bytes();
             self.clock = ClockWatch::new();
+            let opened = Instant::now();
+            let first_wake =
+                tokio::time::Instant::from_std(opened) + self.sse_max_age.min(CLOCK_CHECK);
             return Ok(Some(SseConnection {
                 body: resp.into_body(),
                 parser: SseParser::new(limit),
                 base64,
                 pending: Vec::new(),
                 pending_bytes: 0,
-                opened: Instant::now(),
+                opened,
                 moved: false,
                 deliberate: false,
+                wake: Box::pin(tokio::time::sleep_until(first_wake)),
             }));
         }
         let refused = matches!(status.as_u16(), 400 | 405 | 406 | 415 | 501)

@@ -248,6 +248,7 @@ async fn short_sse_connections_back_off_and_auto_falls_back_to_long_poll() {
             opened: Instant::now() - age,
             moved,
             deliberate: false,
+            wake: Box::pin(tokio::time::sleep(CLOCK_CHECK)),
         }
     }
     let short = Duration::from_millis(20);
