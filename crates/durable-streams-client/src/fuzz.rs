@@ -22,6 +22,13 @@ pub fn sse_parse(data: &[u8], split: usize) -> usize {
     crate::read::sse::fuzz_entry(data, split)
 }
 
+/// Parse `data` as an HTTP/1.1 response (the SSE connection's parser,
+/// `http_events.rs`) and decode its body whole and cut into pieces by
+/// `seed`: the two must agree.
+pub fn http1_response(data: &[u8], seed: u64) {
+    crate::http::events_fuzz_entry(data, &chunk_sizes(seed, data.len()));
+}
+
 /// Chunk sizes (1..=32) from a small xorshift generator seeded by `seed`.
 fn chunk_sizes(mut seed: u64, total: usize) -> Vec<usize> {
     seed |= 1;

@@ -598,6 +598,8 @@ impl fmt::Display for HttpError {
 #[path = "http_events.rs"]
 mod events;
 
+pub(crate) use events::fuzz_entry as events_fuzz_entry;
+
 #[cfg(test)]
 #[path = "http_tests.rs"]
 mod tests;

@@ -140,7 +140,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(http::response::Parts, usize)>, Http
     }
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
-    parts.version = http::Version::HTTP_11;
+    parts.version = if resp.version == Some(0) {
+        http::Version::HTTP_10
+    } else {
+        http::Version::HTTP_11
+    };
     parts.headers = headers;
     Ok(Some((parts, used)))
 }
@@ -451,6 +455,52 @@ fn take_line<'l, 'i: 'l>(
     }
     line.extend_from_slice(head);
     Ok(done.then_some(line.as_slice()))
+}
+
+/// Body of the hidden `__fuzz::http1_response` entry point: parse `data`
+/// as a response head, then decode the rest as its body, whole and in the
+/// pieces `sizes` cut (cycled). Panics if the two disagree or a body is
+/// longer than its input; errors are fine.
+pub(crate) fn fuzz_entry(data: &[u8], sizes: &[usize]) {
+    let Ok(Some((parts, used))) = parse_head(data) else {
+        return;
+    };
+    let Ok(framing) = Framing::of(parts.status, &parts.headers) else {
+        return;
+    };
+    let body = &data[used..];
+    let run = |pieces: &mut dyn Iterator<Item = &[u8]>| -> Option<Vec<u8>> {
+        let mut decoder = Decoder {
+            framing,
+            line: Vec::new(),
+            trailer_bytes: 0,
+        };
+        let mut out = Vec::new();
+        for piece in pieces {
+            if let Some(data) = decoder.decode_piece(piece).ok()? {
+                assert!(!data.is_empty(), "an empty piece");
+                out.extend_from_slice(&data);
+            }
+        }
+        decoder.at_eof().ok()?;
+        Some(out)
+    };
+    let whole = run(&mut std::iter::once(body));
+    let mut rest = body;
+    let mut sizes = sizes.iter().map(|&n| n.max(1)).cycle();
+    let mut cut = std::iter::from_fn(|| {
+        if rest.is_empty() {
+            return None;
+        }
+        let (piece, after) = rest.split_at(sizes.next().unwrap_or(1).min(rest.len()));
+        rest = after;
+        Some(piece)
+    });
+    let pieces = run(&mut cut);
+    assert_eq!(whole, pieces, "the cuts changed the body");
+    if let Some(whole) = whole {
+        assert!(whole.len() <= body.len(), "a body longer than its input");
+    }
 }
 
 #[cfg(test)]

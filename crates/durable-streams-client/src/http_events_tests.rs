@@ -429,3 +429,26 @@ async fn the_engine_reads_events_in_bounded_pieces_under_its_idle_timer() {
     assert_eq!(got, data.len());
     assert!(err.is_timeout(), "{err}");
 }
+
+proptest! {
+    /// The fuzz entry's invariant over arbitrary bodies behind real heads:
+    /// cuts never change what decodes, nothing panics.
+    #[test]
+    fn fuzz_entry_holds_for_arbitrary_bodies(
+        body in proptest::collection::vec(any::<u8>(), 0..300),
+        head in prop::sample::select(vec![
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 17\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.0 204 No Content\r\n\r\n",
+        ]),
+        sizes in proptest::collection::vec(1usize..40, 1..5),
+    ) {
+        let mut data = head.as_bytes().to_vec();
+        data.extend_from_slice(&body);
+        fuzz_entry(&data, &sizes);
+        let mut valid = head.as_bytes().to_vec();
+        valid.extend_from_slice(&chunked(&body, &sizes));
+        fuzz_entry(&valid, &sizes);
+    }
+}
