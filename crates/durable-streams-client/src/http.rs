@@ -1,6 +1,8 @@
 //! The HTTP engine under the transport: one request out, one response (head
 //! and body) back, nothing else. Plain `http://` requests go straight to
-//! hyper's pooled HTTP/1.1 client; everything that needs more (TLS, a proxy,
+//! hyper's pooled HTTP/1.1 client, except SSE reads, which each get a
+//! connection of their own read by the reader's task (`http_events.rs`);
+//! everything that needs more (TLS, a proxy,
 //! HTTP/2, decompression, URL credentials, a handed-in `reqwest::Client`)
 //! goes through reqwest. Why two: reqwest costs about 15 µs of CPU per
 //! request over hyper (its redirect layer re-parses the URL, headers are

@@ -244,11 +244,7 @@ impl EventBody {
         };
         EventBody {
             io: (framing != Framing::Done).then_some(io),
-            decoder: Decoder {
-                framing,
-                line: Vec::new(),
-                trailer_bytes: 0,
-            },
+            decoder: Decoder::new(framing),
             early,
             read_size: read_size.clamp(1, SCRATCH),
             content_length,
@@ -321,6 +317,14 @@ impl EventBody {
 }
 
 impl Decoder {
+    fn new(framing: Framing) -> Self {
+        Decoder {
+            framing,
+            line: Vec::new(),
+            trailer_bytes: 0,
+        }
+    }
+
     /// The connection closed: the end, if the framing says it may be.
     fn at_eof(&mut self) -> Result<(), HttpError> {
         match self.framing {
@@ -457,6 +461,22 @@ fn take_line<'l, 'i: 'l>(
     Ok(done.then_some(line.as_slice()))
 }
 
+/// A whole body handed over in `pieces`, as reads would, then its end.
+fn decode_all<'a>(
+    framing: Framing,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<u8>, HttpError> {
+    let mut decoder = Decoder::new(framing);
+    let mut out = Vec::new();
+    for piece in pieces {
+        if let Some(data) = decoder.decode_piece(piece)? {
+            out.extend_from_slice(&data);
+        }
+    }
+    decoder.at_eof()?;
+    Ok(out)
+}
+
 /// Body of the hidden `__fuzz::http1_response` entry point: parse `data`
 /// as a response head, then decode the rest as its body, whole and in the
 /// pieces `sizes` cut (cycled). Panics if the two disagree or a body is
@@ -469,23 +489,7 @@ pub(crate) fn fuzz_entry(data: &[u8], sizes: &[usize]) {
         return;
     };
     let body = &data[used..];
-    let run = |pieces: &mut dyn Iterator<Item = &[u8]>| -> Option<Vec<u8>> {
-        let mut decoder = Decoder {
-            framing,
-            line: Vec::new(),
-            trailer_bytes: 0,
-        };
-        let mut out = Vec::new();
-        for piece in pieces {
-            if let Some(data) = decoder.decode_piece(piece).ok()? {
-                assert!(!data.is_empty(), "an empty piece");
-                out.extend_from_slice(&data);
-            }
-        }
-        decoder.at_eof().ok()?;
-        Some(out)
-    };
-    let whole = run(&mut std::iter::once(body));
+    let whole = decode_all(framing, [body]).ok();
     let mut rest = body;
     let mut sizes = sizes.iter().map(|&n| n.max(1)).cycle();
     let mut cut = std::iter::from_fn(|| {
@@ -496,7 +500,7 @@ pub(crate) fn fuzz_entry(data: &[u8], sizes: &[usize]) {
         rest = after;
         Some(piece)
     });
-    let pieces = run(&mut cut);
+    let pieces = decode_all(framing, &mut cut).ok();
     assert_eq!(whole, pieces, "the cuts changed the body");
     if let Some(whole) = whole {
         assert!(whole.len() <= body.len(), "a body longer than its input");
