@@ -14,11 +14,13 @@ pub(crate) use self::body::Pieces;
 use self::body::ResponseBody;
 use self::sse_phase::SseConnection;
 pub(crate) use self::sse_phase::fuzz_entry_control;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream as FuturesStream;
 use reqwest::{Method, StatusCode};
+use tokio::time::Sleep;
 
 use super::guard::{
     CLOCK_CHECK, ClockWatch, DEFAULT_MAX_NO_PROGRESS, DEFAULT_SSE_MAX_AGE, ProgressGuard,
@@ -126,14 +128,25 @@ pub(crate) fn check_read_headers(meta: &ResponseMeta, live: bool) -> Result<Offs
 }
 
 /// Await `fut`; `None` when the clocks show that the machine slept or was
-/// paused meanwhile (the connection may be dead: reconnect).
-async fn watched<F: Future>(clock: &mut ClockWatch, fut: F) -> Option<F::Output> {
+/// paused meanwhile (the connection may be dead: reconnect). The clocks
+/// are compared whenever `tick` fires, at least every [`CLOCK_CHECK`].
+/// `tick` may outlive the call (a long-poll session keeps one for all its
+/// requests: no timer set up and torn down per request, and none torn
+/// down between an answer and its delivery); one left from an earlier
+/// wait only brings a check forward.
+async fn watched<F: Future>(
+    clock: &mut ClockWatch,
+    tick: &mut Option<Pin<Box<Sleep>>>,
+    fut: F,
+) -> Option<F::Output> {
     *clock = ClockWatch::new();
+    let tick = tick.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOCK_CHECK)));
     tokio::pin!(fut);
     loop {
         tokio::select! {
             out = &mut fut => return Some(out),
-            _ = tokio::time::sleep(CLOCK_CHECK) => {
+            () = tick.as_mut() => {
+                tick.as_mut().reset(tokio::time::Instant::now() + CLOCK_CHECK);
                 if clock.jumped() {
                     return None;
                 }
@@ -167,6 +180,9 @@ pub(crate) struct Session {
     short_sse: u32,
     sse_max_age: Duration,
     clock: ClockWatch,
+    /// The clock check of long-poll requests, kept across them (see
+    /// [`watched`]). SSE connections have a timer of their own.
+    long_poll_tick: Option<Pin<Box<Sleep>>>,
 }
 
 impl Session {
@@ -219,6 +235,7 @@ impl Session {
                 .sse_max_age
                 .clamp(Duration::from_millis(1), MAX_SSE_AGE),
             clock: ClockWatch::new(),
+            long_poll_tick: None,
             stream,
         }
     }
@@ -400,6 +417,7 @@ impl Session {
         let started = Instant::now();
         let sent = watched(
             &mut self.clock,
+            &mut self.long_poll_tick,
             self.stream.inner.send_retrying(&spec, &mut self.backoff),
         )
         .await;

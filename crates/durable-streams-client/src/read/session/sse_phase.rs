@@ -219,8 +219,11 @@ impl Session {
     /// mode fell back to long-poll, or the clock jumped while connecting).
     async fn connect_sse(&mut self) -> Result<Option<SseConnection>> {
         let spec = self.read_spec("sse").query("live", "sse").event_stream();
+        // A timer for the connect only: an idle subscriber holds its
+        // connection's own.
         let sent = watched(
             &mut self.clock,
+            &mut None,
             self.stream.inner.send_retrying(&spec, &mut self.backoff),
         )
         .await;

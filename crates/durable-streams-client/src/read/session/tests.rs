@@ -237,6 +237,31 @@ async fn catch_up_only_reads_are_bounded_by_the_retry_budget() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_kept_clock_tick_checks_early_and_moves_on() {
+    let mut clock = ClockWatch::new();
+    // A tick an earlier wait left elapsed.
+    let mut tick = Some(Box::pin(tokio::time::sleep(Duration::ZERO)));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // A wait of several check periods is answered, however often it ticked
+    // (the clocks did not jump).
+    let waited = watched(&mut clock, &mut tick, async {
+        tokio::time::sleep(CLOCK_CHECK * 3 + Duration::from_millis(1)).await;
+        7
+    })
+    .await;
+    assert_eq!(waited, Some(7));
+    let deadline = tick.as_ref().expect("the tick is kept").deadline();
+    let now = tokio::time::Instant::now();
+    assert!(
+        deadline > now && deadline <= now + CLOCK_CHECK,
+        "the tick moves one period at a time: {deadline:?} vs now {now:?}"
+    );
+    // The next wait uses the same tick, untouched when it is answered first.
+    assert_eq!(watched(&mut clock, &mut tick, async { 8 }).await, Some(8));
+    assert_eq!(tick.as_ref().expect("still kept").deadline(), deadline);
+}
+
+#[tokio::test(start_paused = true)]
 async fn short_sse_connections_back_off_and_auto_falls_back_to_long_poll() {
     fn conn(age: Duration, moved: bool) -> SseConnection {
         SseConnection {
