@@ -92,9 +92,31 @@ fn escape_of(byte: u8) -> Option<&'static [u8]> {
     })
 }
 
+/// Whether any byte of `bytes` needs an escape: a word at a time, the
+/// tail as one more word overlapping the last full one.
+#[inline]
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes"));
+    let mut words = bytes.chunks_exact(8);
+    if words.by_ref().any(|w| word_needs_escape(word(w))) {
+        return true;
+    }
+    match words.remainder() {
+        [] => false,
+        _ if bytes.len() >= 8 => word_needs_escape(word(&bytes[bytes.len() - 8..])),
+        tail => tail.iter().any(|&b| escape_of(b).is_some()),
+    }
+}
+
 fn write_str<B: BufMut>(out: &mut B, s: &str) {
     let bytes = s.as_bytes();
     out.put_u8(b'"');
+    // Most strings have nothing to escape: one scan, one copy.
+    if !any_needs_escape(bytes) {
+        out.put_slice(bytes);
+        out.put_u8(b'"');
+        return;
+    }
     // `run` is where the bytes not yet written start.
     let (mut run, mut i) = (0, 0);
     while i < bytes.len() {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{word_needs_escape, write};
+use super::{any_needs_escape, escape_of, word_needs_escape, write};
 
 fn ours<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
     let mut out = BytesMut::new();
@@ -255,5 +255,20 @@ proptest! {
     fn any_string_encodes_like_serde_json(s in any::<String>(), t in "[\"\\\\\u{0}-\u{1f}\u{7f}a-zé]{0,40}") {
         prop_assert_eq!(ours(&s).unwrap(), serde_json::to_vec(&s).unwrap());
         prop_assert_eq!(ours(&t).unwrap(), serde_json::to_vec(&t).unwrap());
+    }
+
+    #[test]
+    fn the_whole_string_scan_finds_any_byte_to_escape(
+        clean in "[a-zé ]{0,40}",
+        dirty in proptest::option::of((0usize..48, prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20])),
+    ) {
+        // A clean string, and the same with one byte to escape anywhere
+        // (every position against the word and tail boundaries).
+        let mut bytes = clean.into_bytes();
+        if let Some((at, byte)) = dirty {
+            bytes.insert(at.min(bytes.len()), byte);
+        }
+        let expected = bytes.iter().any(|&b| escape_of(b).is_some());
+        prop_assert_eq!(any_needs_escape(&bytes), expected);
     }
 }

@@ -160,6 +160,7 @@ impl OpenBatch {
     /// Add one encoded message. `message` must be non-empty (and, for JSON,
     /// exactly one JSON value). With `want_outcome`, returns a receiver of
     /// the batch's outcome. The caller checks [`Self::would_overflow`] first.
+    #[inline]
     pub(crate) fn push(&mut self, message: &[u8], want_outcome: bool) -> Option<OutcomeReceiver> {
         let written = self.write(|body| {
             body.put_slice(message);
@@ -174,6 +175,7 @@ impl OpenBatch {
     /// Write one message straight into the body with `encode` (no
     /// intermediate buffer). Nothing is kept if `encode` fails. The message
     /// is not counted until [`Self::commit`]; [`Self::rollback`] removes it.
+    #[inline]
     pub(crate) fn write<E>(
         &mut self,
         encode: impl FnOnce(&mut BytesMut) -> std::result::Result<(), E>,
@@ -225,6 +227,7 @@ impl OpenBatch {
         (Some(sealed), self.push(&message, want_outcome))
     }
 
+    #[inline]
     fn count(&mut self, written: Written, want_outcome: bool) -> Option<OutcomeReceiver> {
         if self.messages == 0 {
             self.opened_at = Some(Instant::now());

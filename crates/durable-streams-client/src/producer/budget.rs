@@ -61,19 +61,28 @@ impl Budget {
 
     /// Take `len` bytes without waiting: from `credit` first, topping it up
     /// from the free bytes (with a chunk to spare when there is room).
+    #[inline]
     pub(crate) fn take(&self, credit: &mut Credit, len: usize) -> bool {
-        if credit.0 < len {
-            let need = len - credit.0;
-            let with_spare = need.saturating_add(self.chunk);
-            let Some(got) = [with_spare, need]
-                .into_iter()
-                .find(|&bytes| self.try_free(bytes))
-            else {
-                return false;
-            };
-            credit.0 += got;
+        // Inline: most takes come out of the credit (per message, for a
+        // writer); topping it up is the rare case.
+        if credit.0 < len && !self.top_up(credit, len) {
+            return false;
         }
         credit.0 -= len;
+        true
+    }
+
+    /// Add to `credit` from the free bytes so that it covers `len`.
+    fn top_up(&self, credit: &mut Credit, len: usize) -> bool {
+        let need = len - credit.0;
+        let with_spare = need.saturating_add(self.chunk);
+        let Some(got) = [with_spare, need]
+            .into_iter()
+            .find(|&bytes| self.try_free(bytes))
+        else {
+            return false;
+        };
+        credit.0 += got;
         true
     }
 

@@ -491,6 +491,7 @@ impl Producer {
         flushed
     }
 
+    #[inline]
     pub(super) fn check_message(&self, data: &[u8]) -> Result<()> {
         self.check_size(data.len())?;
         let url = self.shared.stream.url();
@@ -507,6 +508,7 @@ impl Producer {
     }
 
     /// A message's length: not empty, and within the buffer budget.
+    #[inline]
     pub(super) fn check_size(&self, len: usize) -> Result<()> {
         let url = self.shared.stream.url();
         if len == 0 {

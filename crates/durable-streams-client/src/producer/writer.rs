@@ -85,7 +85,13 @@ impl ProducerWriter<'_> {
     /// producer's error when a full batch could not be handed over.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.producer.check_message(data)?;
-        self.write_checked(data).await
+        cooperate().await;
+        if self.try_write(data)? {
+            return Ok(());
+        }
+        // Boxed: the wait is rare, and its state inline would be moved
+        // with the future of every write.
+        Box::pin(self.write_when_room(data)).await
     }
 
     /// Serialize `value` and write it as one message (encoded before the
@@ -101,7 +107,14 @@ impl ProducerWriter<'_> {
             .and_then(|()| self.producer.check_size(scratch.len()));
         async move {
             let written = match encoded {
-                Ok(()) => self.write_checked(&scratch).await,
+                Ok(()) => {
+                    cooperate().await;
+                    match self.try_write(&scratch) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Box::pin(self.write_when_room(&scratch)).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             };
             self.scratch = scratch;
@@ -109,28 +122,46 @@ impl ProducerWriter<'_> {
         }
     }
 
-    async fn write_checked(&mut self, data: &[u8]) -> Result<()> {
-        // Counted against tokio's cooperative budget, like `feed`: on a
-        // single-threaded runtime the producer's task and the connections
-        // get to send while a caller writes in a loop.
-        tokio::task::consume_budget().await;
-        let limits = self.producer.shared.limits;
-        if self.open.would_overflow(data.len(), limits) {
+    /// Write a checked message now if the buffer budget has room for it:
+    /// `Ok(false)` when it has not (nothing written).
+    #[inline]
+    fn try_write(&mut self, data: &[u8]) -> Result<bool> {
+        if self
+            .open
+            .would_overflow(data.len(), self.producer.shared.limits)
+        {
             self.submit()?;
         }
-        let budget = &self.producer.shared.budget;
-        if !budget.take(&mut self.credit, data.len()) {
-            self.wait_for_room(data.len()).await?;
+        if !self
+            .producer
+            .shared
+            .budget
+            .take(&mut self.credit, data.len())
+        {
+            return Ok(false);
         }
+        self.push(data);
+        Ok(true)
+    }
+
+    /// Wait for buffer room, then write a checked message.
+    async fn write_when_room(&mut self, data: &[u8]) -> Result<()> {
+        self.wait_for_room(data.len()).await?;
+        self.push(data);
+        Ok(())
+    }
+
+    /// Copy a message whose budget is taken into the batch.
+    #[inline]
+    fn push(&mut self, data: &[u8]) {
         self.open.push(data, false);
         self.held += data.len();
-        if self.open.is_full(limits) {
+        if self.open.is_full(self.producer.shared.limits) {
             // The message is written either way: a failed hand-over leaves
             // the batch buffered, and the next write, `submit` or `flush`
             // reports it (an error from `write` means "not written").
             let _ = self.submit();
         }
-        Ok(())
     }
 
     /// No room for `len` more bytes: hand over what is buffered (it may be
@@ -205,4 +236,14 @@ impl Drop for ProducerWriter<'_> {
         }
         shared.budget.return_credit(&mut self.credit);
     }
+}
+
+/// One unit of tokio's cooperative budget, like `feed`: on a
+/// single-threaded runtime the producer's task and the connections get to
+/// send while a caller writes in a loop. Ready at once while the task has
+/// budget left.
+fn cooperate() -> impl Future<Output = ()> {
+    std::future::poll_fn(|cx| {
+        tokio::task::coop::poll_proceed(cx).map(|spent| spent.made_progress())
+    })
 }
