@@ -51,6 +51,7 @@ impl Budget {
 
     /// [`Self::take`] for the credit in the producer's locked state, whose
     /// size [`Self::unacknowledged`] leaves out.
+    #[inline]
     pub(crate) fn take_shared(&self, credit: &mut Credit, len: usize) -> bool {
         let taken = self.take(credit, len);
         if taken {

@@ -225,9 +225,39 @@ impl Producer {
         // tokio's cooperative budget lets the producer's own task (and the
         // connections) run on a single-threaded runtime while a caller
         // appends in a loop.
-        tokio::task::consume_budget().await;
-        let mut state = self.lock_with_room(data.len()).await?;
-        Ok(self.push(&mut state, data, want_outcome))
+        super::cooperate().await;
+        let data = match self.try_push_now(data, want_outcome)? {
+            Ok(outcome) => return Ok(outcome),
+            Err(data) => data,
+        };
+        // Boxed: the wait is rare, and its state inline would be moved with
+        // the future of every message.
+        Box::pin(async move {
+            let mut state = self.lock_after_room(data.len()).await?;
+            Ok(self.push(&mut state, data, want_outcome))
+        })
+        .await
+    }
+
+    /// Append `data` now if the buffer budget has room for it; `Err(data)`
+    /// back when it has not (nothing taken).
+    #[allow(clippy::type_complexity)]
+    fn try_push_now<'d>(
+        &self,
+        data: Message<'d>,
+        want_outcome: bool,
+    ) -> Result<std::result::Result<Option<OutcomeReceiver>, Message<'d>>> {
+        let mut state = self.shared.lock();
+        self.check_open(&state)?;
+        if self
+            .shared
+            .budget
+            .take_shared(&mut state.credit, data.len())
+        {
+            return Ok(Ok(self.push(&mut state, data, want_outcome)));
+        }
+        self.shared.budget.return_shared(&mut state.credit);
+        Ok(Err(data))
     }
 
     /// Lock the state with `len` bytes of buffer budget taken, waiting for
@@ -241,6 +271,11 @@ impl Producer {
             }
             self.shared.budget.return_shared(&mut state.credit);
         }
+        self.lock_after_room(len).await
+    }
+
+    /// Wait for `len` bytes of buffer budget, then lock the state.
+    async fn lock_after_room(&self, len: usize) -> Result<MutexGuard<'_, ProducerState>> {
         self.shared.budget.acquire(len, &self.shared.done).await?;
         let state = self.shared.lock();
         if let Err(e) = self.check_open(&state) {

@@ -85,7 +85,7 @@ impl ProducerWriter<'_> {
     /// producer's error when a full batch could not be handed over.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.producer.check_message(data)?;
-        cooperate().await;
+        super::cooperate().await;
         if self.try_write(data)? {
             return Ok(());
         }
@@ -108,7 +108,7 @@ impl ProducerWriter<'_> {
         async move {
             let written = match encoded {
                 Ok(()) => {
-                    cooperate().await;
+                    super::cooperate().await;
                     match self.try_write(&scratch) {
                         Ok(true) => Ok(()),
                         Ok(false) => Box::pin(self.write_when_room(&scratch)).await,
@@ -236,14 +236,4 @@ impl Drop for ProducerWriter<'_> {
         }
         shared.budget.return_credit(&mut self.credit);
     }
-}
-
-/// One unit of tokio's cooperative budget, like `feed`: on a
-/// single-threaded runtime the producer's task and the connections get to
-/// send while a caller writes in a loop. Ready at once while the task has
-/// budget left.
-fn cooperate() -> impl Future<Output = ()> {
-    std::future::poll_fn(|cx| {
-        tokio::task::coop::poll_proceed(cx).map(|spent| spent.made_progress())
-    })
 }
