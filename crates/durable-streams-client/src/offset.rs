@@ -160,6 +160,14 @@ fn validate_token(token: &str) -> Result<(), String> {
     if token.is_empty() {
         return Err("offset is empty".into());
     }
+    // What servers send: printable ASCII without a forbidden character,
+    // checked a byte at a time (no character decoding).
+    if token
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b',' | b'&' | b'=' | b'?' | b'/'))
+    {
+        return Ok(());
+    }
     if let Some(c) = token.chars().find(|&c| is_forbidden(c)) {
         return Err(format!("offset contains the forbidden character {c:?}"));
     }

@@ -9,31 +9,38 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AsHeaderName, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use crate::error::{ConflictReason, DecodeKind, Error, ErrorKind, Result};
 use crate::offset::Offset;
 use crate::retry::parse_retry_after;
 
-/// Protocol header names.
+/// Protocol header names, parsed once (a lookup by `&str` parses the
+/// name on every call).
 pub(crate) mod names {
-    pub(crate) const NEXT_OFFSET: &str = "stream-next-offset";
-    pub(crate) const CURSOR: &str = "stream-cursor";
-    pub(crate) const UP_TO_DATE: &str = "stream-up-to-date";
-    pub(crate) const CLOSED: &str = "stream-closed";
-    pub(crate) const TTL: &str = "stream-ttl";
-    pub(crate) const EXPIRES_AT: &str = "stream-expires-at";
-    pub(crate) const SEQ: &str = "stream-seq";
-    pub(crate) const FORKED_FROM: &str = "stream-forked-from";
-    pub(crate) const FORK_OFFSET: &str = "stream-fork-offset";
-    pub(crate) const FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
-    pub(crate) const SSE_DATA_ENCODING: &str = "stream-sse-data-encoding";
-    pub(crate) const PRODUCER_ID: &str = "producer-id";
-    pub(crate) const PRODUCER_EPOCH: &str = "producer-epoch";
-    pub(crate) const PRODUCER_SEQ: &str = "producer-seq";
-    pub(crate) const PRODUCER_EXPECTED_SEQ: &str = "producer-expected-seq";
-    pub(crate) const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
+    use reqwest::header::HeaderName;
+
+    pub(crate) const NEXT_OFFSET: HeaderName = HeaderName::from_static("stream-next-offset");
+    pub(crate) const CURSOR: HeaderName = HeaderName::from_static("stream-cursor");
+    pub(crate) const UP_TO_DATE: HeaderName = HeaderName::from_static("stream-up-to-date");
+    pub(crate) const CLOSED: HeaderName = HeaderName::from_static("stream-closed");
+    pub(crate) const TTL: HeaderName = HeaderName::from_static("stream-ttl");
+    pub(crate) const EXPIRES_AT: HeaderName = HeaderName::from_static("stream-expires-at");
+    pub(crate) const SEQ: HeaderName = HeaderName::from_static("stream-seq");
+    pub(crate) const FORKED_FROM: HeaderName = HeaderName::from_static("stream-forked-from");
+    pub(crate) const FORK_OFFSET: HeaderName = HeaderName::from_static("stream-fork-offset");
+    pub(crate) const FORK_SUB_OFFSET: HeaderName =
+        HeaderName::from_static("stream-fork-sub-offset");
+    pub(crate) const SSE_DATA_ENCODING: HeaderName =
+        HeaderName::from_static("stream-sse-data-encoding");
+    pub(crate) const PRODUCER_ID: HeaderName = HeaderName::from_static("producer-id");
+    pub(crate) const PRODUCER_EPOCH: HeaderName = HeaderName::from_static("producer-epoch");
+    pub(crate) const PRODUCER_SEQ: HeaderName = HeaderName::from_static("producer-seq");
+    pub(crate) const PRODUCER_EXPECTED_SEQ: HeaderName =
+        HeaderName::from_static("producer-expected-seq");
+    pub(crate) const PRODUCER_RECEIVED_SEQ: HeaderName =
+        HeaderName::from_static("producer-received-seq");
 }
 
 /// A boxed future of a computed header or parameter value.
@@ -116,10 +123,10 @@ impl RequestSpec {
         }
     }
 
-    pub(crate) fn header(mut self, name: &'static str, value: impl AsRef<str>) -> Result<Self> {
+    pub(crate) fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> Result<Self> {
         let value = HeaderValue::from_str(value.as_ref())
             .map_err(|_| Error::invalid_argument("header", format!("invalid value for {name}")))?;
-        self.headers.push((HeaderName::from_static(name), value));
+        self.headers.push((name, value));
         Ok(self)
     }
 
@@ -148,8 +155,8 @@ impl RequestSpec {
         self.live()
     }
 
-    fn sent_header(&self, name: &str) -> bool {
-        self.headers.iter().any(|(n, _)| n.as_str() == name)
+    fn sent_header(&self, name: &HeaderName) -> bool {
+        self.headers.iter().any(|(n, _)| n == name)
     }
 }
 
@@ -172,19 +179,21 @@ pub(crate) struct ResponseMeta {
     pub(crate) content_type: Option<String>,
 }
 
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// A header's value as trimmed text. Name it with a [`names`] constant or
+/// a `reqwest::header` one where there is one: found by hash alone.
+pub(crate) fn header_str(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }
 
-pub(crate) fn header_is_true(headers: &HeaderMap, name: &str) -> bool {
+pub(crate) fn header_is_true(headers: &HeaderMap, name: impl AsHeaderName) -> bool {
     header_str(headers, name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>> {
-    match header_str(headers, name) {
+pub(crate) fn header_u64(headers: &HeaderMap, name: HeaderName) -> Result<Option<u64>> {
+    match header_str(headers, &name) {
         None => Ok(None),
         Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
             Error::decode(
@@ -208,8 +217,8 @@ impl ResponseMeta {
                 .map(str::to_owned),
             up_to_date: header_is_true(headers, names::UP_TO_DATE),
             closed: header_is_true(headers, names::CLOSED),
-            etag: header_str(headers, "etag").map(str::to_owned),
-            content_type: header_str(headers, "content-type").map(str::to_owned),
+            etag: header_str(headers, reqwest::header::ETAG).map(str::to_owned),
+            content_type: header_str(headers, reqwest::header::CONTENT_TYPE).map(str::to_owned),
         })
     }
 
@@ -327,7 +336,7 @@ fn conflict_reason(spec: &RequestSpec, text: &str) -> ConflictReason {
         ConflictReason::ContentTypeMismatch
     } else if spec.method == Method::PUT {
         ConflictReason::ExistsWithDifferentConfig
-    } else if spec.sent_header(names::SEQ) || lower.contains("seq") {
+    } else if spec.sent_header(&names::SEQ) || lower.contains("seq") {
         ConflictReason::SequenceRegression
     } else {
         ConflictReason::Other
@@ -481,7 +490,7 @@ mod tests {
             &ErrorKind::Conflict(ConflictReason::ContentTypeMismatch)
         );
         let sent = spec(Method::POST)
-            .header("content-type", "text/plain")
+            .header(reqwest::header::CONTENT_TYPE, "text/plain")
             .unwrap();
         let e = error_from_response(
             &sent,

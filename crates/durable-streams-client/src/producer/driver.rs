@@ -249,7 +249,7 @@ impl Driver {
             .idempotency(Idempotency::Safe)
             .body(batch.body.clone());
         if !batch.body.is_empty() {
-            spec = spec.header("content-type", &self.shared.content_type)?;
+            spec = spec.header(reqwest::header::CONTENT_TYPE, &self.shared.content_type)?;
         }
         if batch.close {
             spec = spec.header(names::CLOSED, "true")?;

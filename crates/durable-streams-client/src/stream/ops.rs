@@ -28,7 +28,7 @@ impl Stream {
         let mut spec = RequestSpec::new(Method::PUT, "create");
         let content_type = options.content_type.clone().or_else(|| self.content_type());
         if let Some(ct) = &content_type {
-            spec = spec.header("content-type", ct)?;
+            spec = spec.header(reqwest::header::CONTENT_TYPE, ct)?;
         }
         spec = options.expiry.apply(spec)?;
         if options.closed {
@@ -113,7 +113,7 @@ impl Stream {
             None => self.resolve_content_type().await?,
         };
         let mut spec = RequestSpec::new(Method::POST, "append")
-            .header("content-type", &content_type)?
+            .header(reqwest::header::CONTENT_TYPE, &content_type)?
             .body(data);
         if let Some(seq) = &options.seq {
             spec = spec.header(names::SEQ, seq)?;

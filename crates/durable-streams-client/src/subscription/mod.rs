@@ -164,7 +164,7 @@ impl Subscriptions {
         self.ensure_supported(id).await?;
         let body = serde_json::to_vec(&spec.to_json()).map_err(json_encode_error)?;
         let spec_req = RequestSpec::new(Method::PUT, "subscription_create")
-            .header("content-type", "application/json")?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")?
             .body(Bytes::from(body));
         let (resp, stream) = self.call(&self.id_url(id, &[]), &spec_req).await?;
         let subscription = parse_json(&stream, &resp)?;
@@ -209,7 +209,7 @@ impl Subscriptions {
         let body = serde_json::to_vec(&serde_json::json!({ "streams": streams }))
             .map_err(json_encode_error)?;
         let spec = RequestSpec::new(Method::POST, "subscription_add_streams")
-            .header("content-type", "application/json")?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")?
             .body(Bytes::from(body))
             .idempotency(Idempotency::Safe);
         self.call(&self.id_url(id, &["streams"]), &spec).await?;
@@ -243,7 +243,7 @@ impl Subscriptions {
         let body = serde_json::to_vec(&serde_json::json!({ "worker": worker }))
             .map_err(json_encode_error)?;
         let spec = RequestSpec::new(Method::POST, "subscription_claim")
-            .header("content-type", "application/json")?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")?
             .body(Bytes::from(body));
         let url = self.id_url(id, &["claim"]);
         let stream = self.root.sibling(url);
@@ -349,7 +349,7 @@ impl Subscriptions {
             })?;
         value.set_sensitive(true);
         let mut spec = RequestSpec::new(Method::POST, operation)
-            .header("content-type", "application/json")?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")?
             .body(Bytes::from(
                 serde_json::to_vec(body).map_err(json_encode_error)?,
             ));

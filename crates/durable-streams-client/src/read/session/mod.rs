@@ -372,7 +372,7 @@ impl Session {
         }
         let mut spec = self.read_spec("read");
         if let Some(etag) = self.stream.tail_etag_for(&self.offset) {
-            spec = spec.header("if-none-match", etag)?;
+            spec = spec.header(reqwest::header::IF_NONE_MATCH, etag)?;
         }
         let started = Instant::now();
         let resp = self

@@ -233,7 +233,7 @@ impl Session {
         };
         let resp = resp?;
         let status = resp.status();
-        let is_event_stream = header_str(resp.headers(), "content-type")
+        let is_event_stream = header_str(resp.headers(), reqwest::header::CONTENT_TYPE)
             .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"));
         if status == StatusCode::OK && is_event_stream {
             let base64 = header_str(resp.headers(), names::SSE_DATA_ENCODING)
