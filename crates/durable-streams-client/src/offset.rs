@@ -156,16 +156,24 @@ impl fmt::Display for InvalidOffset {
 
 impl std::error::Error for InvalidOffset {}
 
+/// Printable ASCII bytes other than the protocol's forbidden characters.
+const PLAIN_TOKEN_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = !matches!(b as u8, b',' | b'&' | b'=' | b'?' | b'/');
+        b += 1;
+    }
+    table
+};
+
 fn validate_token(token: &str) -> Result<(), String> {
     if token.is_empty() {
         return Err("offset is empty".into());
     }
     // What servers send: printable ASCII without a forbidden character,
-    // checked a byte at a time (no character decoding).
-    if token
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b',' | b'&' | b'=' | b'?' | b'/'))
-    {
+    // checked a byte at a time by table (no character decoding).
+    if token.bytes().all(|b| PLAIN_TOKEN_BYTE[usize::from(b)]) {
         return Ok(());
     }
     if let Some(c) = token.chars().find(|&c| is_forbidden(c)) {
@@ -229,6 +237,14 @@ mod tests {
         assert_eq!(Offset::start().as_str(), "-1");
         assert!(Offset::from_server("now").is_err());
         assert!(Offset::from_server("-1").is_err());
+    }
+
+    #[test]
+    fn the_plain_byte_table_accepts_exactly_printable_allowed_ascii() {
+        for b in 0..=255u8 {
+            let plain = b.is_ascii() && !b.is_ascii_control() && !is_forbidden(char::from(b));
+            assert_eq!(PLAIN_TOKEN_BYTE[usize::from(b)], plain, "byte {b:#04x}");
+        }
     }
 
     #[test]

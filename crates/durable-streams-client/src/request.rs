@@ -123,11 +123,14 @@ impl RequestSpec {
         }
     }
 
-    pub(crate) fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> Result<Self> {
-        let value = HeaderValue::from_str(value.as_ref())
-            .map_err(|_| Error::invalid_argument("header", format!("invalid value for {name}")))?;
+    pub(crate) fn header(self, name: HeaderName, value: impl AsRef<str>) -> Result<Self> {
+        let value = header_value(&name, value.as_ref())?;
+        Ok(self.header_value(name, value))
+    }
+
+    pub(crate) fn header_value(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
-        Ok(self)
+        self
     }
 
     pub(crate) fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
@@ -177,6 +180,12 @@ pub(crate) struct ResponseMeta {
     pub(crate) closed: bool,
     pub(crate) etag: Option<String>,
     pub(crate) content_type: Option<String>,
+}
+
+/// `value` as the value of header `name`, or an `InvalidArgument` error.
+pub(crate) fn header_value(name: &HeaderName, value: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(value)
+        .map_err(|_| Error::invalid_argument("header", format!("invalid value for {name}")))
 }
 
 /// A header's value as trimmed text. Name it with a [`names`] constant or

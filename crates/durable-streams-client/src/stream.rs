@@ -56,6 +56,8 @@ pub(crate) struct StreamInner {
     pub(crate) headers: Vec<(String, ValueSource)>,
     pub(crate) params: Vec<(String, ValueSource)>,
     pub(crate) content_type: Option<String>,
+    /// `content_type` as a header value, made once (appends send it).
+    pub(crate) content_type_value: Option<reqwest::header::HeaderValue>,
     /// Content type learned from the server (create, HEAD, reads), shared by clones.
     pub(crate) learned_content_type: Arc<RwLock<Option<String>>>,
     /// ETag of the last empty catch-up response at the tail, shared by clones:
@@ -183,6 +185,7 @@ impl Stream {
                 headers: self.inner.headers.clone(),
                 params: self.inner.params.clone(),
                 content_type: None,
+                content_type_value: None,
                 learned_content_type: Arc::new(RwLock::new(None)),
                 tail_etag: Arc::new(std::sync::Mutex::new(None)),
                 auth: self.inner.auth.clone(),
@@ -198,6 +201,7 @@ impl Stream {
                 headers: Vec::new(),
                 params: Vec::new(),
                 content_type: None,
+                content_type_value: None,
                 learned_content_type: Arc::new(RwLock::new(None)),
                 tail_etag: Arc::new(std::sync::Mutex::new(None)),
                 auth: Auth::default(),
@@ -321,7 +325,12 @@ impl Stream {
     /// still unknown at the first append, fetched with one HEAD.
     pub fn with_content_type(self, content_type: impl Into<String>) -> Stream {
         let ct = content_type.into();
-        self.modify(|s| s.content_type = Some(ct))
+        // Not a valid header value: appends report it when they build one.
+        let value = reqwest::header::HeaderValue::from_str(&ct).ok();
+        self.modify(|s| {
+            s.content_type = Some(ct);
+            s.content_type_value = value;
+        })
     }
 
     /// The content type set on the handle or learned from the server, if known.

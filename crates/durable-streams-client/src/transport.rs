@@ -185,9 +185,11 @@ fn redirect_decision(
 /// Whether two URLs share an origin (scheme, host, port), without the
 /// allocations of `Url::origin` (this runs on every request).
 fn same_origin(a: &url::Url, b: &url::Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
+    // Without a redirect, both are the target's URL.
+    std::ptr::eq(a, b)
+        || a.scheme() == b.scheme()
+            && a.host_str() == b.host_str()
+            && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Whether a response status is retried for a request of this idempotency.

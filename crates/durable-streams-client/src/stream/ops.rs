@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 
@@ -13,7 +14,7 @@ use super::{
 };
 use crate::error::{DecodeKind, Error, Result};
 use crate::offset::Offset;
-use crate::request::{Idempotency, RequestSpec, header_str, names};
+use crate::request::{Idempotency, RequestSpec, header_str, header_value, names};
 
 impl Stream {
     /// Create the stream with the handle's content type (or the server's
@@ -108,12 +109,13 @@ impl Stream {
                     .with_url(&self.inner.url),
             );
         }
-        let content_type = match options.content_type {
-            Some(ct) => ct,
-            None => self.resolve_content_type().await?,
+        let content_type = match (options.content_type, &self.inner.content_type_value) {
+            (Some(ct), _) => header_value(&CONTENT_TYPE, &ct)?,
+            (None, Some(value)) => value.clone(),
+            (None, None) => header_value(&CONTENT_TYPE, &self.resolve_content_type().await?)?,
         };
         let mut spec = RequestSpec::new(Method::POST, "append")
-            .header(reqwest::header::CONTENT_TYPE, &content_type)?
+            .header_value(CONTENT_TYPE, content_type)
             .body(data);
         if let Some(seq) = &options.seq {
             spec = spec.header(names::SEQ, seq)?;
