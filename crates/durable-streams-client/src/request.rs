@@ -178,8 +178,9 @@ pub(crate) struct ResponseMeta {
     pub(crate) cursor: Option<String>,
     pub(crate) up_to_date: bool,
     pub(crate) closed: bool,
-    pub(crate) etag: Option<String>,
-    pub(crate) content_type: Option<String>,
+    /// Kept as received (no copy per response): read through [`Self::etag`].
+    pub(crate) etag: Option<HeaderValue>,
+    pub(crate) content_type: Option<HeaderValue>,
 }
 
 /// `value` as the value of header `name`, or an `InvalidArgument` error.
@@ -226,9 +227,25 @@ impl ResponseMeta {
                 .map(str::to_owned),
             up_to_date: header_is_true(headers, names::UP_TO_DATE),
             closed: header_is_true(headers, names::CLOSED),
-            etag: header_str(headers, reqwest::header::ETAG).map(str::to_owned),
-            content_type: header_str(headers, reqwest::header::CONTENT_TYPE).map(str::to_owned),
+            etag: headers.get(reqwest::header::ETAG).cloned(),
+            content_type: headers.get(reqwest::header::CONTENT_TYPE).cloned(),
         })
+    }
+
+    /// The `ETag`, as trimmed text.
+    pub(crate) fn etag(&self) -> Option<&str> {
+        self.etag
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    }
+
+    /// The `Content-Type`, as trimmed text.
+    pub(crate) fn content_type(&self) -> Option<&str> {
+        self.content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
     }
 
     /// The next offset, which every successful data response must carry.
@@ -397,12 +414,22 @@ pub(crate) fn encode_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str
     query
 }
 
+/// Bytes a query value keeps as they are (form encoding's unreserved set).
+const QUERY_PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] =
+            (b as u8).is_ascii_alphanumeric() || matches!(b as u8, b'*' | b'-' | b'.' | b'_');
+        b += 1;
+    }
+    table
+};
+
 fn push_encoded(out: &mut String, text: &str) {
-    // Offsets, cursors and live modes need no escaping: copied as they are.
-    if text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_'))
-    {
+    // Offsets, cursors and live modes need no escaping: copied as they are
+    // (checked by table, a byte at a time).
+    if text.bytes().all(|b| QUERY_PLAIN[usize::from(b)]) {
         out.push_str(text);
         return;
     }
@@ -570,11 +597,11 @@ mod tests {
             ("etag", "\"a:b:c\""),
         ]);
         let m = ResponseMeta::from_headers(&h).unwrap();
-        assert_eq!(m.next_offset.unwrap().as_str(), "0_5");
+        assert_eq!(m.next_offset.as_ref().unwrap().as_str(), "0_5");
         assert_eq!(m.cursor.as_deref(), Some("42"));
         assert!(m.up_to_date);
         assert!(!m.closed, "only `true` means closed");
-        assert_eq!(m.etag.as_deref(), Some("\"a:b:c\""));
+        assert_eq!(m.etag(), Some("\"a:b:c\""));
         let bad = headers(&[("stream-next-offset", "a/b")]);
         let e = ResponseMeta::from_headers(&bad).unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Decode(DecodeKind::Header));

@@ -55,7 +55,7 @@ impl Stream {
             return Err(self.error_for(&spec, &resp));
         }
         let meta = self.meta(&resp)?;
-        let learned = meta.content_type.clone().or(content_type);
+        let learned = meta.content_type().map(str::to_owned).or(content_type);
         self.learn_content_type(learned.as_deref());
         Ok(CreateResult {
             created: resp.status == StatusCode::CREATED,
@@ -236,7 +236,7 @@ impl Stream {
             return Err(self.error_for(&spec, &resp));
         }
         let meta = self.meta(&resp)?;
-        self.learn_content_type(meta.content_type.as_deref());
+        self.learn_content_type(meta.content_type());
         let ttl = match header_str(&resp.headers, names::TTL) {
             Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| {
                 Error::decode(
@@ -252,14 +252,14 @@ impl Stream {
             next_offset: meta
                 .require_next_offset()
                 .map_err(|e| e.with_url(&self.inner.url))?,
-            content_type: meta.content_type,
+            content_type: meta.content_type().map(str::to_owned),
             ttl,
             expires_at: expires_at_raw
                 .as_deref()
                 .and_then(|v| humantime::parse_rfc3339_weak(v).ok()),
             expires_at_raw,
             closed: meta.closed,
-            etag: meta.etag,
+            etag: meta.etag().map(str::to_owned),
         })
     }
 }

@@ -268,7 +268,7 @@ impl Session {
         // before any of the body is delivered.
         check_forward(&self.offset, &next, false)?;
         if !long_poll {
-            self.stream.learn_content_type(meta.content_type.as_deref());
+            self.stream.learn_content_type(meta.content_type());
         }
         let limit = self.stream.client().max_response_bytes();
         self.body = Some(Box::new(ResponseBody {
@@ -516,10 +516,9 @@ impl Session {
         }
         if !any_data && !meta.closed {
             self.stream.remember_tail_etag(
-                meta.etag
-                    .clone()
+                meta.etag()
                     .filter(|_| next == self.offset)
-                    .map(|e| (next.clone(), e)),
+                    .map(|e| (next.clone(), e.to_owned())),
             );
         }
         let (step, moved) = self.advance(Answer {
