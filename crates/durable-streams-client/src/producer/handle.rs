@@ -39,6 +39,10 @@ impl fmt::Debug for Producer {
     }
 }
 
+/// A message appended now (its outcome receiver, if asked for), or the
+/// message back when the buffer budget had no room for it.
+type PushedNow<'d> = std::result::Result<Option<OutcomeReceiver>, Message<'d>>;
+
 impl Producer {
     /// Configure a producer writing to `stream` as `producer_id`.
     pub fn builder(stream: &Stream, producer_id: impl Into<String>) -> ProducerBuilder {
@@ -241,23 +245,13 @@ impl Producer {
 
     /// Append `data` now if the buffer budget has room for it; `Err(data)`
     /// back when it has not (nothing taken).
-    #[allow(clippy::type_complexity)]
-    fn try_push_now<'d>(
-        &self,
-        data: Message<'d>,
-        want_outcome: bool,
-    ) -> Result<std::result::Result<Option<OutcomeReceiver>, Message<'d>>> {
+    fn try_push_now<'d>(&self, data: Message<'d>, want_outcome: bool) -> Result<PushedNow<'d>> {
         let mut state = self.shared.lock();
         self.check_open(&state)?;
-        if self
-            .shared
-            .budget
-            .take_shared(&mut state.credit, data.len())
-        {
-            return Ok(Ok(self.push(&mut state, data, want_outcome)));
+        if !self.take_room(&mut state, data.len()) {
+            return Ok(Err(data));
         }
-        self.shared.budget.return_shared(&mut state.credit);
-        Ok(Err(data))
+        Ok(Ok(self.push(&mut state, data, want_outcome)))
     }
 
     /// Lock the state with `len` bytes of buffer budget taken, waiting for
@@ -266,12 +260,22 @@ impl Producer {
         {
             let mut state = self.shared.lock();
             self.check_open(&state)?;
-            if self.shared.budget.take_shared(&mut state.credit, len) {
+            if self.take_room(&mut state, len) {
                 return Ok(state);
             }
-            self.shared.budget.return_shared(&mut state.credit);
         }
         self.lock_after_room(len).await
+    }
+
+    /// Take `len` bytes of buffer budget if there is room now; when there
+    /// is not, the state's idle credit goes back (a wait must not need it).
+    fn take_room(&self, state: &mut ProducerState, len: usize) -> bool {
+        let budget = &self.shared.budget;
+        if budget.take_shared(&mut state.credit, len) {
+            return true;
+        }
+        budget.return_shared(&mut state.credit);
+        false
     }
 
     /// Wait for `len` bytes of buffer budget, then lock the state.

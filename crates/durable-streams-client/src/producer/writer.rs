@@ -85,13 +85,7 @@ impl ProducerWriter<'_> {
     /// producer's error when a full batch could not be handed over.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.producer.check_message(data)?;
-        super::cooperate().await;
-        if self.try_write(data)? {
-            return Ok(());
-        }
-        // Boxed: the wait is rare, and its state inline would be moved
-        // with the future of every write.
-        Box::pin(self.write_when_room(data)).await
+        self.write_checked(data).await
     }
 
     /// Serialize `value` and write it as one message (encoded before the
@@ -107,19 +101,23 @@ impl ProducerWriter<'_> {
             .and_then(|()| self.producer.check_size(scratch.len()));
         async move {
             let written = match encoded {
-                Ok(()) => {
-                    super::cooperate().await;
-                    match self.try_write(&scratch) {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Box::pin(self.write_when_room(&scratch)).await,
-                        Err(e) => Err(e),
-                    }
-                }
+                Ok(()) => self.write_checked(&scratch).await,
                 Err(e) => Err(e),
             };
             self.scratch = scratch;
             written
         }
+    }
+
+    /// Write a checked message, waiting for buffer room when there is none.
+    async fn write_checked(&mut self, data: &[u8]) -> Result<()> {
+        super::cooperate().await;
+        if self.try_write(data)? {
+            return Ok(());
+        }
+        // Boxed: the wait is rare, and its state inline would be moved
+        // with the future of every write.
+        Box::pin(self.write_when_room(data)).await
     }
 
     /// Write a checked message now if the buffer budget has room for it:
