@@ -245,6 +245,7 @@ impl Producer {
 
     /// Append `data` now if the buffer budget has room for it; `Err(data)`
     /// back when it has not (nothing taken).
+    #[inline]
     fn try_push_now<'d>(&self, data: Message<'d>, want_outcome: bool) -> Result<PushedNow<'d>> {
         let mut state = self.shared.lock();
         self.check_open(&state)?;
@@ -269,6 +270,7 @@ impl Producer {
 
     /// Take `len` bytes of buffer budget if there is room now; when there
     /// is not, the state's idle credit goes back (a wait must not need it).
+    #[inline]
     fn take_room(&self, state: &mut ProducerState, len: usize) -> bool {
         let budget = &self.shared.budget;
         if budget.take_shared(&mut state.credit, len) {
