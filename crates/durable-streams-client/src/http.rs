@@ -80,10 +80,10 @@ impl fmt::Debug for HttpEngine {
 /// One request, as the transport built it.
 pub(crate) struct OutgoingRequest<'a> {
     pub(crate) method: Method,
-    /// Where it goes; its own query and fragment are not sent: `query` is.
+    /// Where it goes; its own query and fragment are not sent: `sent`'s are.
     pub(crate) url: &'a url::Url,
-    /// The encoded query sent, without the `?`.
-    pub(crate) query: Option<String>,
+    /// The URL as sent, with the request's query.
+    pub(crate) sent: SentUrl,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     /// Total time for the answer and its body (none for live reads).
@@ -96,23 +96,54 @@ impl OutgoingRequest<'_> {
     /// The URL sent, as a `url::Url` (for reqwest).
     fn full_url(&self) -> url::Url {
         let mut url = self.url.clone();
-        url.set_query(self.query.as_deref());
+        url.set_query(self.sent.query());
         url.set_fragment(None);
         url
     }
+}
 
-    /// The URL sent, as hyper's `Uri`: built in one string, without the
-    /// clone and re-parse of the `url::Url` that `full_url` costs.
-    fn uri(&self) -> Result<hyper::Uri, HttpError> {
-        let base = &self.url[..url::Position::AfterPath];
-        let query_len = self.query.as_ref().map_or(0, |q| 1 + q.len());
-        let mut target = String::with_capacity(base.len() + query_len);
-        target.push_str(base);
-        if let Some(query) = &self.query {
-            target.push('?');
-            target.push_str(query);
+/// A request's URL as sent: the target URL up to its path (its own query
+/// and fragment dropped), then `?` and the encoded query when there is one.
+#[derive(Debug, Clone)]
+pub(crate) struct SentUrl {
+    text: String,
+    /// Where the query begins (after the `?`), when there is one.
+    query_at: Option<usize>,
+}
+
+impl SentUrl {
+    /// `url` up to its path, then the query `encode` writes (nothing: no
+    /// query).
+    pub(crate) fn new(url: &url::Url, encode: impl FnOnce(&mut String)) -> Self {
+        let base = &url[..url::Position::AfterPath];
+        // A read's query (offset, cursor, live mode) is 70-100 bytes: no regrowth.
+        let mut text = String::with_capacity(base.len() + 128);
+        text.push_str(base);
+        text.push('?');
+        let query_at = text.len();
+        encode(&mut text);
+        if text.len() == query_at {
+            text.pop();
+            return SentUrl {
+                text,
+                query_at: None,
+            };
         }
-        hyper::Uri::try_from(target).map_err(HttpError::invalid)
+        SentUrl {
+            text,
+            query_at: Some(query_at),
+        }
+    }
+
+    /// The encoded query, without the `?`.
+    pub(crate) fn query(&self) -> Option<&str> {
+        self.query_at.map(|at| &self.text[at..])
+    }
+
+    /// As hyper's `Uri`: the string handed over as it is, without the
+    /// clone and re-parse of the `url::Url` that `full_url` costs.
+    fn into_uri(self) -> Result<hyper::Uri, HttpError> {
+        hyper::Uri::try_from(self.text).map_err(HttpError::invalid)
     }
 }
 
@@ -243,7 +274,7 @@ impl Direct {
     }
 
     fn prepare(&self, req: OutgoingRequest<'_>) -> Result<(Answer, Timer), HttpError> {
-        let uri = req.uri()?;
+        let uri = req.sent.into_uri()?;
         let timer = Timer::new(req.timeout, self.idle_timeout);
         let mut headers = req.headers;
         headers

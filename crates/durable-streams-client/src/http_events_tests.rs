@@ -390,7 +390,7 @@ async fn the_engine_reads_events_in_bounded_pieces_under_its_idle_timer() {
     let req = super::super::OutgoingRequest {
         method: reqwest::Method::GET,
         url: &url,
-        query: Some("offset=-1&live=sse".into()),
+        sent: super::super::SentUrl::new(&url, |out| out.push_str("offset=-1&live=sse")),
         headers: HeaderMap::new(),
         body: Bytes::new(),
         timeout: None,

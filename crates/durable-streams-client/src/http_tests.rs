@@ -38,13 +38,14 @@ fn engines() -> [(&'static str, HttpEngine); 2] {
 }
 
 fn request(method: Method, url: &str, body: &'static [u8]) -> OutgoingRequest<'static> {
+    // Leaked: a few URLs per test, for the request's borrow.
+    let url: &'static url::Url = Box::leak(Box::new(url.parse().unwrap()));
     let mut headers = HeaderMap::new();
     headers.insert("user-agent", HeaderValue::from_static("test-agent"));
     OutgoingRequest {
         method,
-        // Leaked: a few URLs per test, for the request's borrow.
-        url: Box::leak(Box::new(url.parse().unwrap())),
-        query: None,
+        url,
+        sent: SentUrl::new(url, |_| {}),
         headers,
         body: Bytes::from_static(body),
         timeout: Some(Duration::from_secs(5)),
@@ -308,8 +309,10 @@ fn both_paths_send_the_same_target() {
     ];
     for (url, query, sent) in cases {
         let mut req = request(Method::GET, url, b"");
-        req.query = query.map(str::to_owned);
-        assert_eq!(req.uri().unwrap().to_string(), sent, "direct, from {url}");
+        req.sent = SentUrl::new(req.url, |out| out.push_str(query.unwrap_or_default()));
+        assert_eq!(req.sent.query(), query, "query, from {url}");
+        let uri = req.sent.clone().into_uri().unwrap();
+        assert_eq!(uri.to_string(), sent, "direct, from {url}");
         assert_eq!(req.full_url().as_str(), sent, "reqwest, from {url}");
     }
 }

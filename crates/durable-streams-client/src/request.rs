@@ -89,12 +89,50 @@ pub(crate) enum Idempotency {
     Unsafe,
 }
 
+/// A query value of a request: fixed text and offsets are kept as they are
+/// (an offset's token is shared), so a read's query costs no copies until
+/// it is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QueryValue {
+    Static(&'static str),
+    Offset(crate::Offset),
+    Owned(String),
+}
+
+impl QueryValue {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            QueryValue::Static(s) => s,
+            QueryValue::Offset(o) => o.as_str(),
+            QueryValue::Owned(s) => s,
+        }
+    }
+}
+
+impl From<&'static str> for QueryValue {
+    fn from(s: &'static str) -> Self {
+        QueryValue::Static(s)
+    }
+}
+
+impl From<String> for QueryValue {
+    fn from(s: String) -> Self {
+        QueryValue::Owned(s)
+    }
+}
+
+impl From<crate::Offset> for QueryValue {
+    fn from(o: crate::Offset) -> Self {
+        QueryValue::Offset(o)
+    }
+}
+
 /// One request, before dynamic values are resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestSpec {
     pub(crate) method: Method,
     pub(crate) operation: &'static str,
-    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) query: Vec<(&'static str, QueryValue)>,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: Option<Bytes>,
     pub(crate) idempotency: Idempotency,
@@ -133,7 +171,7 @@ impl RequestSpec {
         self
     }
 
-    pub(crate) fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn query(mut self, key: &'static str, value: impl Into<QueryValue>) -> Self {
         self.query.push((key, value.into()));
         self
     }
@@ -397,21 +435,21 @@ pub(crate) async fn read_body_limited(
     Ok(buf.freeze())
 }
 
-/// `k=v&...` with every reserved byte percent-encoded, space as `%20`
-/// rather than form encoding's `+` (which a plain percent-decoding server
-/// would keep as a literal `+`).
-pub(crate) fn encode_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    // A read's query (offset, cursor, live mode) is 70-100 bytes: no regrowth.
-    let mut query = String::with_capacity(128);
-    for (k, v) in pairs {
-        if !query.is_empty() {
-            query.push('&');
+/// Append `k=v&...` to `out` with every reserved byte percent-encoded,
+/// space as `%20` rather than form encoding's `+` (which a plain
+/// percent-decoding server would keep as a literal `+`).
+pub(crate) fn encode_query<'a>(
+    out: &mut String,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
+        if i > 0 {
+            out.push('&');
         }
-        push_encoded(&mut query, k);
-        query.push('=');
-        push_encoded(&mut query, v);
+        push_encoded(out, k);
+        out.push('=');
+        push_encoded(out, v);
     }
-    query
 }
 
 /// Bytes a query value keeps as they are (form encoding's unreserved set).
@@ -625,7 +663,9 @@ mod tests {
             use proptest::prelude::*;
             // How request URLs carry offsets: percent-encoded, never `+`.
             let mut url = url::Url::parse("http://h/s").unwrap();
-            url.set_query(Some(&encode_query([("offset", t.as_str())])));
+            let mut encoded = String::new();
+            encode_query(&mut encoded, [("offset", t.as_str())]);
+            url.set_query(Some(&encoded));
             let query = url.query().unwrap().to_owned();
             prop_assert!(!query.contains('+'));
             prop_assert!(!query.contains(' '));

@@ -28,15 +28,16 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::{HttpEngine, HttpError, OutgoingRequest, Response};
+use crate::http::{HttpEngine, HttpError, OutgoingRequest, Response, SentUrl};
 use crate::request::{
-    BodyError, BufferedResponse, Idempotency, RequestSpec, ValueSource, error_from_response,
-    header_str, names, read_body_limited,
+    BodyError, BufferedResponse, Idempotency, RequestSpec, ValueSource, encode_query,
+    error_from_response, header_str, names, read_body_limited,
 };
 use crate::retry::{Backoff, RetryPolicy, parse_retry_after_at};
 
@@ -122,6 +123,16 @@ pub(crate) struct Target<'a> {
     pub(crate) headers: &'a [(String, ValueSource)],
     pub(crate) params: &'a [(String, ValueSource)],
     pub(crate) auth: &'a Auth,
+}
+
+impl Target<'_> {
+    /// Whether a header or parameter is computed by an async function.
+    fn computes_async(&self) -> bool {
+        self.headers
+            .iter()
+            .chain(self.params)
+            .any(|(_, source)| matches!(source, ValueSource::Async(_)))
+    }
 }
 
 /// The client's HTTP machinery and the settings every request obeys.
@@ -296,26 +307,37 @@ impl Transport {
         })
     }
 
-    /// Resolve the query: the URL's own pairs, the handle's parameters
-    /// (computed ones dropped when crossing origins) and the request's, in
-    /// lexicographic key order; encoded, or `None` when there are none.
-    async fn query(
+    /// The URL sent, with its query resolved: the URL's own pairs, the
+    /// handle's parameters (computed ones dropped when crossing origins) and
+    /// the request's, a later pair replacing an earlier one of the same key,
+    /// in lexicographic key order (PROTOCOL.md 10.1: it keeps CDN cache keys
+    /// stable).
+    async fn sent_url(
         &self,
         url: &url::Url,
         target: &Target<'_>,
         spec: &RequestSpec,
         cross_origin: bool,
-    ) -> Option<String> {
-        if url.query().is_none() && target.params.is_empty() {
-            // Only the request's own pairs (a read's offset, cursor, live
-            // mode): encoded straight from where they are.
-            let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(spec.query.len());
+    ) -> SentUrl {
+        const INLINE_PAIRS: usize = 6;
+        if url.query().is_none() && target.params.is_empty() && spec.query.len() <= INLINE_PAIRS {
+            // Only the request's own few pairs (a read's offset, cursor, live
+            // mode): ordered on the stack, encoded straight from where they are.
+            let mut pairs = [("", ""); INLINE_PAIRS];
+            let mut len = 0;
             for (key, value) in &spec.query {
-                pairs.retain(|(k, _)| k != key);
-                pairs.push((key, value));
+                let pair = (*key, value.as_str());
+                match pairs[..len].iter().position(|(k, _)| k == key) {
+                    Some(i) => pairs[i] = pair,
+                    None => {
+                        pairs[len] = pair;
+                        len += 1;
+                    }
+                }
             }
-            pairs.sort_by(|a, b| a.0.cmp(b.0));
-            return (!pairs.is_empty()).then(|| crate::request::encode_query(pairs));
+            let pairs = &mut pairs[..len];
+            pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            return SentUrl::new(url, |out| encode_query(out, pairs.iter().copied()));
         }
         let mut pairs: Vec<(String, String)> = url
             .query_pairs()
@@ -331,12 +353,11 @@ impl Transport {
         }
         for (key, value) in &spec.query {
             pairs.retain(|(k, _)| k != key);
-            pairs.push(((*key).to_owned(), value.clone()));
+            pairs.push(((*key).to_owned(), value.as_str().to_owned()));
         }
-        // Lexicographic key order (PROTOCOL.md 10.1) keeps CDN cache keys stable.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        (!pairs.is_empty()).then(|| {
-            crate::request::encode_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        SentUrl::new(url, |out| {
+            encode_query(out, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         })
     }
 
@@ -350,7 +371,7 @@ impl Transport {
         url: &'u url::Url,
     ) -> Result<OutgoingRequest<'u>> {
         let cross_origin = !same_origin(url, target.url);
-        let query = self.query(url, target, spec, cross_origin).await;
+        let sent = self.sent_url(url, target, spec, cross_origin).await;
         // Room for every header up front, including the few the HTTP layer
         // adds (accept, content-length, host): no growth on the way out.
         let mut headers = HeaderMap::with_capacity(
@@ -396,7 +417,7 @@ impl Transport {
         Ok(OutgoingRequest {
             method: spec.method.clone(),
             url,
-            query,
+            sent,
             headers,
             body: spec.body.clone().unwrap_or_default(),
             timeout: if spec.live {
@@ -406,6 +427,26 @@ impl Transport {
             },
             event_stream: spec.event_stream,
         })
+    }
+
+    /// `build` when no header or parameter is computed asynchronously:
+    /// fixed and synchronously computed values never wait, so it finishes in
+    /// its first poll, here on the stack instead of in a box.
+    fn build_now<'u>(
+        &self,
+        target: &Target<'_>,
+        spec: &RequestSpec,
+        url: &'u url::Url,
+    ) -> Result<OutgoingRequest<'u>> {
+        self.build(target, spec, url)
+            .now_or_never()
+            .unwrap_or_else(|| {
+                // Not reached: only `ValueSource::Async` awaits.
+                Err(Error::invalid_argument(
+                    "header",
+                    "a header or parameter value waited without being async",
+                ))
+            })
     }
 
     /// Send until response headers arrive, following the retry table above;
@@ -426,12 +467,16 @@ impl Transport {
         loop {
             let attempt = backoff.retries() + 1;
             let url = redirected.as_ref().unwrap_or(target.url);
-            // `build` and `answered` are boxed: each is short-lived, and
-            // inline they would enlarge this future for the whole time the
-            // request waits for its answer (one per live subscriber).
-            let request = Box::pin(self.build(target, spec, url))
-                .await
-                .map_err(|e| e.with_url(target.url))?;
+            // `build` and `answered` are boxed when they wait: each is
+            // short-lived, and inline they would enlarge this future for the
+            // whole time the request waits for its answer (one per live
+            // subscriber).
+            let request = if target.computes_async() {
+                Box::pin(self.build(target, spec, url)).await
+            } else {
+                self.build_now(target, spec, url)
+            }
+            .map_err(|e| e.with_url(target.url))?;
             let span = tracing::debug_span!(
                 "durable_streams.request",
                 method = %spec.method,

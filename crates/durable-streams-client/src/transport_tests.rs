@@ -558,3 +558,43 @@ async fn a_waiting_request_stays_small() {
         "Transport::send_buffered's future is {size} bytes"
     );
 }
+
+/// A request's own query is sent in key order, a later pair replacing an
+/// earlier one of the same key, alike on the inline path (a few pairs) and
+/// the general one (many, or a URL with a query of its own).
+#[tokio::test]
+async fn request_query_is_ordered_and_deduplicated() {
+    let client = crate::Client::new();
+    let stream = client.stream("http://127.0.0.1:1/s").unwrap();
+    let inner = &stream.inner;
+    let target = inner.target();
+    let transport = inner.transport();
+    let offset = crate::Offset::parse("0_5 x").unwrap();
+    let spec = RequestSpec::new(Method::GET, "read")
+        .query("offset", offset)
+        .query("live", "long-poll")
+        .query("cursor", "c1".to_owned())
+        .query("cursor", "c2".to_owned());
+    let sent = transport.sent_url(target.url, &target, &spec, false).await;
+    assert_eq!(
+        sent.query(),
+        Some("cursor=c2&live=long-poll&offset=0_5%20x")
+    );
+    let many = ["g", "f", "e", "d", "c", "b", "a"]
+        .into_iter()
+        .fold(spec.clone(), |spec, key| spec.query(key, "1"));
+    let sent = transport.sent_url(target.url, &target, &many, false).await;
+    assert_eq!(
+        sent.query(),
+        Some("a=1&b=1&c=1&cursor=c2&d=1&e=1&f=1&g=1&live=long-poll&offset=0_5%20x")
+    );
+    let with_own = url("http://127.0.0.1:1/s?live=sse&z=9");
+    let sent = transport.sent_url(&with_own, &target, &spec, false).await;
+    assert_eq!(
+        sent.query(),
+        Some("cursor=c2&live=long-poll&offset=0_5%20x&z=9")
+    );
+    let none = RequestSpec::new(Method::HEAD, "head");
+    let sent = transport.sent_url(target.url, &target, &none, false).await;
+    assert_eq!(sent.query(), None);
+}

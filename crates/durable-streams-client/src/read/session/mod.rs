@@ -347,7 +347,7 @@ impl Session {
 
     fn read_spec(&self, operation: &'static str) -> RequestSpec {
         let mut spec =
-            RequestSpec::new(Method::GET, operation).query("offset", self.offset.as_str());
+            RequestSpec::new(Method::GET, operation).query("offset", self.offset.clone());
         if let Some(cursor) = &self.cursor {
             spec = spec.query("cursor", cursor.clone());
         }
