@@ -14,7 +14,8 @@
 //!   final `'\n'` is stripped), otherwise it only resets the event type.
 //!
 //! Data stays as bytes: the caller decides whether it is UTF-8 text or base64.
-//! The event type is converted lossily to a `String`, so no input ever fails.
+//! The event type is converted lossily to text, so no input ever fails; the
+//! protocol's own types (`data`, `control`) and the default cost no copy.
 //!
 //! Cost is linear in the input however it is chunked: unparsed bytes live in
 //! one `BytesMut` that is consumed from the front (`advance`, which reclaims
@@ -26,13 +27,15 @@
 //! [`SseError::EventTooLarge`] once and the parser drops everything up to the
 //! next blank line, after which it parses normally again.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// One dispatched SSE event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SseEvent {
     /// The `event:` field; "message" when absent.
-    pub(crate) event: String,
+    pub(crate) event: Cow<'static, str>,
     /// The `data:` lines joined with '\n' (per the SSE spec; no trailing newline). Raw bytes: the caller decides UTF-8/base64.
     pub(crate) data: Bytes,
 }
@@ -57,6 +60,10 @@ impl std::error::Error for SseError {}
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 const DEFAULT_EVENT_TYPE: &str = "message";
+/// Payloads up to this size are copied out of the data buffer, which keeps
+/// its memory for the next event; larger ones take the buffer with them
+/// (no copy), so an idle reader never holds a large one.
+const COPIED_PAYLOAD: usize = 1024;
 
 /// Incremental `text/event-stream` parser.
 ///
@@ -156,9 +163,7 @@ impl SseParser {
                 }
             }
 
-            let found = self.buf[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r');
+            let found = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]);
             let Some(i) = found else {
                 self.scanned = self.buf.len();
                 return self.on_partial_line();
@@ -237,21 +242,29 @@ fn process_line(line: &[u8], data: &mut BytesMut, event: &mut Vec<u8>) -> LineOu
             return LineOutcome::Nothing;
         }
         data.truncate(data.len() - 1);
-        let event_type = if event.is_empty() {
-            DEFAULT_EVENT_TYPE.to_owned()
-        } else {
-            String::from_utf8_lossy(event).into_owned()
+        let event_type = match event.as_slice() {
+            b"" => Cow::Borrowed(DEFAULT_EVENT_TYPE),
+            b"data" => Cow::Borrowed("data"),
+            b"control" => Cow::Borrowed("control"),
+            other => Cow::Owned(String::from_utf8_lossy(other).into_owned()),
         };
         event.clear();
+        let payload = if data.len() <= COPIED_PAYLOAD {
+            let payload = Bytes::copy_from_slice(data);
+            data.clear();
+            payload
+        } else {
+            data.split().freeze()
+        };
         return LineOutcome::Dispatch(SseEvent {
             event: event_type,
-            data: data.split().freeze(),
+            data: payload,
         });
     }
     if line[0] == b':' {
         return LineOutcome::Nothing;
     }
-    let (field, value) = match line.iter().position(|&b| b == b':') {
+    let (field, value) = match memchr::memchr(b':', line) {
         Some(colon) => {
             let value = &line[colon + 1..];
             (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))

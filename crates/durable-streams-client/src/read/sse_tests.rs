@@ -10,7 +10,7 @@ const BIG: usize = 64 * 1024 * 1024;
 
 fn ev(event: &str, data: &[u8]) -> Result<SseEvent, SseError> {
     Ok(SseEvent {
-        event: event.to_owned(),
+        event: event.to_owned().into(),
         data: Bytes::copy_from_slice(data),
     })
 }

@@ -2,6 +2,7 @@
 //! held until a control event confirms them, reconnects from the last
 //! control offset, and the fallback to long-poll in auto mode.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -74,7 +75,7 @@ impl Session {
         let Some(conn) = self.sse.as_mut() else {
             return Ok(Some(Step::Continue));
         };
-        match event.event.as_str() {
+        match &*event.event {
             "data" => {
                 let payload = if conn.base64 {
                     decode_base64(&event.data)?
@@ -91,9 +92,13 @@ impl Session {
             }
             "control" => {
                 let control = parse_control(&event.data)?;
-                let parts = std::mem::take(&mut conn.pending);
+                // A cursor the read already has is not copied again.
+                let cursor = control
+                    .cursor
+                    .filter(|c| self.cursor.as_deref() != Some(&**c))
+                    .map(Cow::into_owned);
                 conn.pending_bytes = 0;
-                let (data, messages, has_data) = join_payloads(self.json, parts)?;
+                let (data, messages, has_data) = join_payloads(self.json, &mut conn.pending)?;
                 let (step, moved) = self.advance(Answer {
                     data,
                     messages,
@@ -101,7 +106,7 @@ impl Session {
                     has_data,
                     any_data: has_data,
                     next: control.next_offset,
-                    cursor: control.cursor,
+                    cursor,
                     up_to_date: control.up_to_date,
                     closed: control.closed,
                     status: StatusCode::OK,
@@ -285,35 +290,40 @@ enum Wake {
     Tick,
 }
 
-/// Join the data events confirmed by one control event: `(data, messages,
+/// Join the data events confirmed by one control event, taking them out of
+/// `parts` (which keeps its memory for the next ones): `(data, messages,
 /// has_data)`. For JSON the messages are counted by splitting each event's
 /// array, so a message that is `[]` or `{}` counts.
 pub(super) fn join_payloads(
     json: bool,
-    parts: Vec<Bytes>,
+    parts: &mut Vec<Bytes>,
 ) -> Result<(Bytes, Option<Vec<Bytes>>, bool)> {
     if !json {
         let data: Bytes = match parts.len() {
             0 => Bytes::new(),
-            1 => parts.into_iter().next().unwrap_or_default(),
+            1 => parts.pop().unwrap_or_default(),
             _ => parts.concat().into(),
         };
+        parts.clear();
         let has_data = !data.is_empty();
         return Ok((data, None, has_data));
     }
     let mut messages = Vec::new();
-    for part in &parts {
+    for part in parts.iter() {
         messages.extend(crate::json::split_messages(part)?);
     }
-    if messages.is_empty() {
-        return Ok((Bytes::new(), None, false));
-    }
-    let data = if parts.len() == 1 {
-        parts.into_iter().next().unwrap_or_default()
+    let data = if messages.is_empty() {
+        None
+    } else if parts.len() == 1 {
+        parts.pop()
     } else {
-        frame_elements(&messages)
+        Some(frame_elements(&messages))
     };
-    Ok((data, Some(messages), true))
+    parts.clear();
+    Ok(match data {
+        Some(data) => (data, Some(messages), true),
+        None => (Bytes::new(), None, false),
+    })
 }
 
 pub(super) fn decode_base64(data: &[u8]) -> Result<Bytes> {
@@ -334,46 +344,219 @@ pub(super) fn decode_base64(data: &[u8]) -> Result<Bytes> {
 }
 
 #[derive(Debug)]
-pub(super) struct Control {
+pub(super) struct Control<'a> {
     pub(super) next_offset: Offset,
-    pub(super) cursor: Option<String>,
+    /// Borrowed from the event when it is a JSON string without escapes.
+    pub(super) cursor: Option<Cow<'a, str>>,
     pub(super) up_to_date: bool,
     pub(super) closed: bool,
 }
 
-pub(super) fn parse_control(data: &[u8]) -> Result<Control> {
+/// A control event's fields as found, before they are checked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct ControlFields<'a> {
+    next_offset: Option<Cow<'a, str>>,
+    cursor: Option<Cow<'a, str>>,
+    up_to_date: bool,
+    closed: bool,
+}
+
+pub(super) fn parse_control(data: &[u8]) -> Result<Control<'_>> {
+    // One per delivery: the compact form servers send is read directly,
+    // anything else by serde_json (which reads both alike).
+    let fields = match flat_control(data) {
+        Some(fields) => fields,
+        None => serde_control(data)?,
+    };
+    let next = fields
+        .next_offset
+        .ok_or_else(|| Error::decode(DecodeKind::Sse, "control event without streamNextOffset"))?;
+    let next_offset =
+        Offset::from_server(&next).map_err(|e| Error::decode(DecodeKind::Sse, e.to_string()))?;
+    Ok(Control {
+        next_offset,
+        cursor: fields.cursor,
+        up_to_date: fields.up_to_date,
+        closed: fields.closed,
+    })
+}
+
+pub(super) fn serde_control(data: &[u8]) -> Result<ControlFields<'_>> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Raw {
-        stream_next_offset: Option<String>,
-        stream_cursor: Option<serde_json::Value>,
+    struct Raw<'a> {
+        #[serde(borrow)]
+        stream_next_offset: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        stream_cursor: Option<&'a serde_json::value::RawValue>,
         #[serde(default)]
         up_to_date: bool,
         #[serde(default)]
         stream_closed: bool,
     }
-    let raw: Raw = serde_json::from_slice(data)
-        .map_err(|e| Error::decode(DecodeKind::Sse, format!("malformed control event: {e}")))?;
-    let next = raw
-        .stream_next_offset
-        .ok_or_else(|| Error::decode(DecodeKind::Sse, "control event without streamNextOffset"))?;
-    let next_offset =
-        Offset::from_server(&next).map_err(|e| Error::decode(DecodeKind::Sse, e.to_string()))?;
-    let cursor = match raw.stream_cursor {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s),
-        Some(other) => Some(other.to_string()),
+    let malformed = |e: serde_json::Error| {
+        Error::decode(DecodeKind::Sse, format!("malformed control event: {e}"))
     };
-    Ok(Control {
-        next_offset,
+    let raw: Raw<'_> = serde_json::from_slice(data).map_err(malformed)?;
+    let cursor = match raw.stream_cursor.map(|v| v.get()) {
+        None | Some("null") => None,
+        Some(text) if text.starts_with('"') => Some(match serde_json::from_str::<&str>(text) {
+            Ok(plain) => Cow::Borrowed(plain),
+            // Escapes: decoded into a string of its own.
+            Err(_) => Cow::Owned(serde_json::from_str::<String>(text).map_err(malformed)?),
+        }),
+        // Any other JSON value is echoed as its JSON text.
+        Some(text) => Some(Cow::Owned(
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(malformed)?
+                .to_string(),
+        )),
+    };
+    Ok(ControlFields {
+        next_offset: raw.stream_next_offset,
         cursor,
         up_to_date: raw.up_to_date,
         closed: raw.stream_closed,
     })
 }
 
+/// The control event in the form servers send it: one object without
+/// whitespace whose values are strings without escapes, booleans or null.
+/// `None` for anything else (escapes, numbers, nesting, whitespace, a
+/// repeated field, a value of the wrong type): serde_json reads those, and
+/// reports the errors. What this accepts, serde_json reads alike (a property
+/// test and the `sse_control` fuzz target compare the two).
+pub(super) fn flat_control(data: &[u8]) -> Option<ControlFields<'_>> {
+    if has_control_byte(data) {
+        return None;
+    }
+    let text = std::str::from_utf8(data).ok()?;
+    let mut rest = text.strip_prefix('{')?.strip_suffix('}')?;
+    let mut fields = ControlFields::default();
+    if rest.is_empty() {
+        return Some(fields);
+    }
+    let mut seen = [false; 4];
+    loop {
+        let (key, after) = flat_string(rest)?;
+        let (value, after) = flat_value(after.strip_prefix(':')?)?;
+        let slot = match key {
+            "streamNextOffset" => {
+                fields.next_offset = Some(Cow::Borrowed(value.string()?));
+                0
+            }
+            "streamCursor" => {
+                fields.cursor = match value {
+                    FlatValue::Null => None,
+                    other => Some(Cow::Borrowed(other.string()?)),
+                };
+                1
+            }
+            "upToDate" => {
+                fields.up_to_date = value.boolean()?;
+                2
+            }
+            "streamClosed" => {
+                fields.closed = value.boolean()?;
+                3
+            }
+            // Other fields are ignored, as serde_json ignores them.
+            _ => usize::MAX,
+        };
+        if let Some(seen) = seen.get_mut(slot) {
+            if *seen {
+                return None;
+            }
+            *seen = true;
+        }
+        if after.is_empty() {
+            return Some(fields);
+        }
+        rest = after.strip_prefix(',')?;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FlatValue<'a> {
+    String(&'a str),
+    Bool(bool),
+    Null,
+}
+
+impl<'a> FlatValue<'a> {
+    fn string(self) -> Option<&'a str> {
+        match self {
+            FlatValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn boolean(self) -> Option<bool> {
+        match self {
+            FlatValue::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON string without escapes at the start of `input`, and what follows.
+fn flat_string(input: &str) -> Option<(&str, &str)> {
+    let body = input.strip_prefix('"')?;
+    let end = memchr::memchr2(b'"', b'\\', body.as_bytes())?;
+    if body.as_bytes()[end] != b'"' {
+        return None;
+    }
+    // `end` is an ASCII quote: both sides are whole characters.
+    Some((body.get(..end)?, body.get(end + 1..)?))
+}
+
+fn flat_value(input: &str) -> Option<(FlatValue<'_>, &str)> {
+    if input.starts_with('"') {
+        let (s, rest) = flat_string(input)?;
+        return Some((FlatValue::String(s), rest));
+    }
+    for (word, value) in [
+        ("true", FlatValue::Bool(true)),
+        ("false", FlatValue::Bool(false)),
+        ("null", FlatValue::Null),
+    ] {
+        if let Some(rest) = input.strip_prefix(word) {
+            return Some((value, rest));
+        }
+    }
+    None
+}
+
+/// Whether `data` holds a byte below 0x20 (JSON allows none in strings, and
+/// the compact form has no whitespace): eight bytes at a time.
+fn has_control_byte(data: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = data.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        // Sets a byte's high bit exactly when some byte is below 0x20.
+        if w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b < 0x20)
+}
+
 /// Fuzzing entry: [`parse_control`] on server bytes, as
 /// `(next offset, cursor, up to date, closed)`.
 pub(crate) fn fuzz_entry_control(data: &[u8]) -> Result<(Offset, Option<String>, bool, bool)> {
-    parse_control(data).map(|c| (c.next_offset, c.cursor, c.up_to_date, c.closed))
+    // Panics (for the fuzzer to report) if the direct reading and
+    // serde_json's disagree.
+    if let Some(direct) = flat_control(data) {
+        assert_eq!(
+            Some(direct),
+            serde_control(data).ok(),
+            "the direct control reading differs from serde_json's"
+        );
+    }
+    parse_control(data).map(|c| {
+        let cursor = c.cursor.map(Cow::into_owned);
+        (c.next_offset, cursor, c.up_to_date, c.closed)
+    })
 }

@@ -1,6 +1,6 @@
 use futures::StreamExt;
 
-use super::sse_phase::{decode_base64, join_payloads, parse_control};
+use super::sse_phase::{decode_base64, flat_control, join_payloads, parse_control, serde_control};
 use super::*;
 use crate::error::ErrorKind;
 use crate::read::sse::SseParser;
@@ -12,8 +12,21 @@ fn control_events_parse() {
     assert_eq!(c.next_offset.as_str(), "1_2");
     assert_eq!(c.cursor.as_deref(), Some("9"));
     assert!(c.up_to_date && !c.closed);
+    assert!(matches!(c.cursor, Some(std::borrow::Cow::Borrowed(_))));
     let c = parse_control(br#"{"streamNextOffset":"1_3","streamClosed":true}"#).unwrap();
     assert!(c.closed && c.cursor.is_none());
+    // Cursors in every JSON form: escapes decoded, other values echoed as
+    // their JSON text, null as none.
+    for (cursor, expected) in [
+        (r#""a\"b\u00e9""#, Some("a\"b\u{e9}")),
+        ("42", Some("42")),
+        (r#" {"k" : [1,2]}"#, Some(r#"{"k":[1,2]}"#)),
+        ("null", None),
+    ] {
+        let text = format!(r#"{{"streamNextOffset":"1_4","streamCursor":{cursor}}}"#);
+        let c = parse_control(text.as_bytes()).unwrap();
+        assert_eq!(c.cursor.as_deref(), expected, "{cursor}");
+    }
     for bad in [
         &b"{"[..],
         b"{}",
@@ -67,26 +80,27 @@ fn stripped_headers_are_typed_errors_naming_the_header() {
 fn sse_json_messages_are_counted_not_sniffed() {
     let b = |s: &'static str| Bytes::from_static(s.as_bytes());
     // One message that is an empty array, one that is an empty object.
-    let (data, messages, has) = join_payloads(true, vec![b("[[]]")]).unwrap();
+    let (data, messages, has) = join_payloads(true, &mut vec![b("[[]]")]).unwrap();
     assert!(has);
     assert_eq!(&data[..], b"[[]]");
     assert_eq!(messages.unwrap().len(), 1);
-    let (_, messages, has) = join_payloads(true, vec![b("[{}]"), b("[]"), b("[[[]]]")]).unwrap();
+    let (_, messages, has) =
+        join_payloads(true, &mut vec![b("[{}]"), b("[]"), b("[[[]]]")]).unwrap();
     assert!(has);
     let messages = messages.unwrap();
     assert_eq!(messages.len(), 2);
     assert_eq!(&messages[1][..], b"[[]]");
     // No messages at all.
-    let (data, messages, has) = join_payloads(true, vec![b("[]"), b(" [ ] ")]).unwrap();
+    let (data, messages, has) = join_payloads(true, &mut vec![b("[]"), b(" [ ] ")]).unwrap();
     assert!(!has && data.is_empty() && messages.is_none());
-    let (_, _, has) = join_payloads(true, vec![]).unwrap();
+    let (_, _, has) = join_payloads(true, &mut vec![]).unwrap();
     assert!(!has);
     // Not an array: a decode error, never a panic.
-    assert!(join_payloads(true, vec![b("{}")]).is_err());
+    assert!(join_payloads(true, &mut vec![b("{}")]).is_err());
     // Bytes: emptiness is length.
-    let (data, _, has) = join_payloads(false, vec![b("a"), b("b")]).unwrap();
+    let (data, _, has) = join_payloads(false, &mut vec![b("a"), b("b")]).unwrap();
     assert!(has && &data[..] == b"ab");
-    assert!(!join_payloads(false, vec![b("")]).unwrap().2);
+    assert!(!join_payloads(false, &mut vec![b("")]).unwrap().2);
 }
 
 fn unreachable_session(mode: LiveMode, max_no_progress: u32) -> Session {
@@ -704,5 +718,76 @@ async fn waiting_reads_hold_small_futures() {
             size <= limit,
             "{name}'s future is {size} bytes (limit {limit})"
         );
+    }
+}
+
+/// The control events the reference servers send are read without serde.
+#[test]
+fn compact_control_events_take_the_direct_path() {
+    for data in [
+        &br#"{"streamNextOffset":"0000000000000000_0000000000000005","streamCursor":"3398563","upToDate":true}"#[..],
+        br#"{"streamNextOffset":"1_3","streamClosed":true}"#,
+        br#"{"streamNextOffset":"1_3","streamCursor":null,"other":"x","upToDate":false}"#,
+        "{\"streamNextOffset\":\"é\"}".as_bytes(),
+    ] {
+        let direct = flat_control(data).expect("compact form read directly");
+        assert_eq!(Some(direct), serde_control(data).ok());
+    }
+    for data in [
+        &br#"{"streamNextOffset":"a\"b"}"#[..],
+        br#"{ "streamNextOffset":"1"}"#,
+        br#"{"streamNextOffset":"1","streamCursor":5}"#,
+        br#"{"streamNextOffset":"1","upToDate":true,"upToDate":false}"#,
+        br#"{"streamNextOffset":"1","upToDate":"yes"}"#,
+        br#"{"streamNextOffset":"1	x"}"#,
+        br#"{"streamNextOffset":"1",}"#,
+        br#"{"streamNextOffset":null}"#,
+        b"{",
+    ] {
+        assert_eq!(
+            flat_control(data),
+            None,
+            "{}",
+            String::from_utf8_lossy(data)
+        );
+    }
+}
+
+fn control_value() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        "[ -~]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        "\\PC{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just("true".to_owned()),
+        Just("false".to_owned()),
+        Just("null".to_owned()),
+        any::<i32>().prop_map(|n| n.to_string()),
+        Just("[1]".to_owned()),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever the direct path reads, serde_json reads alike.
+    #[test]
+    fn direct_control_reading_matches_serde(
+        fields in proptest::collection::vec(
+            (
+                proptest::sample::select(vec!["streamNextOffset", "streamCursor", "upToDate", "streamClosed", "x"]),
+                control_value(),
+            ),
+            0..6,
+        ),
+        spaced in proptest::bool::ANY,
+    ) {
+        let sep = if spaced { ", " } else { "," };
+        let body = fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect::<Vec<_>>()
+            .join(sep);
+        let data = format!("{{{body}}}");
+        if let Some(direct) = flat_control(data.as_bytes()) {
+            proptest::prop_assert_eq!(Some(direct), serde_control(data.as_bytes()).ok(), "{}", data);
+        }
     }
 }
