@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::stream::BoxStream;
 use http_body_util::Full;
@@ -327,6 +327,21 @@ impl Source {
         }
     }
 
+    /// The next body bytes onto the end of `out`: an SSE connection of our
+    /// own decodes into it, hyper's body hands over a piece.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut BytesMut,
+    ) -> Poll<Option<Result<(), HttpError>>> {
+        match self {
+            Source::Events(body) => body.poll_read_into(cx, out),
+            Source::Hyper(_) => self
+                .poll_piece(cx)
+                .map(|piece| piece.map(|piece| piece.map(|piece| out.extend_from_slice(&piece)))),
+        }
+    }
+
     /// The next non-empty piece.
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, HttpError>>> {
         let body = match self {
@@ -487,6 +502,14 @@ impl Response {
         }
     }
 
+    /// The body, read onto the end of the reader's own buffer.
+    pub(crate) fn into_buffered_body(self) -> BufferedBody {
+        match self {
+            Response::Direct(d) => BufferedBody(BufferedSource::Direct(Box::new(d.body))),
+            reqwest => BufferedBody::from_pieces(reqwest.into_body()),
+        }
+    }
+
     /// The body as a stream of pieces.
     pub(crate) fn into_body(self) -> BodyStream {
         use futures::{StreamExt, TryStreamExt};
@@ -508,34 +531,79 @@ struct DirectBody {
     ended: bool,
 }
 
-impl Stream for DirectBody {
-    type Item = Result<Bytes, HttpError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.ended {
+impl DirectBody {
+    /// One read of the body (`read`) under the idle timeout and deadline.
+    fn poll_timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(&mut Source, &mut Context<'_>) -> Poll<Option<Result<T, HttpError>>>,
+    ) -> Poll<Option<Result<T, HttpError>>> {
+        if self.ended {
             return Poll::Ready(None);
         }
-        if !this.armed {
-            this.timer.arm();
-            this.armed = true;
+        if !self.armed {
+            self.timer.arm();
+            self.armed = true;
         }
-        match this.body.poll_piece(cx) {
+        match read(&mut self.body, cx) {
             Poll::Ready(Some(Ok(data))) => {
-                this.armed = false;
+                self.armed = false;
                 return Poll::Ready(Some(Ok(data)));
             }
             Poll::Ready(other) => {
-                this.ended = true;
+                self.ended = true;
                 return Poll::Ready(other);
             }
             Poll::Pending => {}
         }
-        if this.timer.expired(cx) {
-            this.ended = true;
+        if self.timer.expired(cx) {
+            self.ended = true;
             return Poll::Ready(Some(Err(HttpError::timeout())));
         }
         Poll::Pending
+    }
+}
+
+impl Stream for DirectBody {
+    type Item = Result<Bytes, HttpError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_timed(cx, Source::poll_piece)
+    }
+}
+
+/// A response body read onto the end of a buffer the reader keeps (an SSE
+/// read's parser input): the direct path's own SSE connection decodes
+/// straight into it, other bodies hand over their pieces.
+pub(crate) struct BufferedBody(BufferedSource);
+
+enum BufferedSource {
+    Direct(Box<DirectBody>),
+    Pieces(BodyStream),
+}
+
+impl BufferedBody {
+    /// A body whose pieces are handed over (and copied onto the buffer).
+    pub(crate) fn from_pieces(body: BodyStream) -> Self {
+        BufferedBody(BufferedSource::Pieces(body))
+    }
+
+    /// The next body bytes onto the end of `out` (`Some(Ok(()))`: at least
+    /// one byte added); `None` at the body's end.
+    pub(crate) async fn read_into(&mut self, out: &mut BytesMut) -> Option<Result<(), HttpError>> {
+        use futures::StreamExt;
+        match &mut self.0 {
+            BufferedSource::Direct(body) => {
+                std::future::poll_fn(|cx| {
+                    body.poll_timed(cx, |source, cx| source.poll_read_into(cx, out))
+                })
+                .await
+            }
+            BufferedSource::Pieces(body) => {
+                let piece = body.next().await?;
+                Some(piece.map(|piece| out.extend_from_slice(&piece)))
+            }
+        }
     }
 }
 

@@ -261,6 +261,20 @@ impl EventBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, HttpError>>> {
+        let mut piece = BytesMut::new();
+        self.poll_read_into(cx, &mut piece)
+            .map(|read| read.map(|read| read.map(|()| piece.freeze())))
+    }
+
+    /// Decode the next body bytes onto the end of `out` (`Some(Ok(()))`:
+    /// at least one byte added); `None` at the body's end. An SSE reader
+    /// decodes straight into its parser's buffer: no piece of its own.
+    pub(crate) fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut BytesMut,
+    ) -> Poll<Option<Result<(), HttpError>>> {
+        let before = out.len();
         loop {
             if !self.early.is_empty() {
                 // In pieces of the read size, like the reads after it.
@@ -268,9 +282,9 @@ impl EventBody {
                 if self.early.is_empty() {
                     self.early = Bytes::new();
                 }
-                match self.decoder.decode_piece(&early) {
-                    Ok(Some(piece)) => return Poll::Ready(Some(Ok(piece))),
-                    Ok(None) => continue,
+                match self.decoder.decode(&early, out) {
+                    Ok(()) if out.len() > before => return Poll::Ready(Some(Ok(()))),
+                    Ok(()) => continue,
                     Err(e) => return Poll::Ready(Some(Err(self.fail(e)))),
                 }
             }
@@ -293,8 +307,8 @@ impl EventBody {
                 }
                 let buf = &mut scratch[..self.read_size];
                 match io.try_read(buf) {
-                    Ok(0) => Some(self.decoder.at_eof().map(|()| None)),
-                    Ok(n) => Some(self.decoder.decode_piece(&buf[..n])),
+                    Ok(0) => Some(self.decoder.at_eof()),
+                    Ok(n) => Some(self.decoder.decode(&buf[..n], out)),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                     Err(e) => Some(Err(HttpError::new(e))),
                 }
@@ -302,8 +316,9 @@ impl EventBody {
             match read {
                 // Readiness was stale: wait again.
                 None => continue,
-                Some(Ok(Some(piece))) => return Poll::Ready(Some(Ok(piece))),
-                Some(Ok(None)) => continue,
+                Some(Ok(())) if out.len() > before => return Poll::Ready(Some(Ok(()))),
+                // Framing only, or the end (seen as `Done` above).
+                Some(Ok(())) => continue,
                 Some(Err(e)) => return Poll::Ready(Some(Err(self.fail(e)))),
             }
         }
@@ -338,14 +353,7 @@ impl Decoder {
         }
     }
 
-    /// The body bytes in `input` (one read), as one piece; `None` when
-    /// it held framing only.
-    fn decode_piece(&mut self, input: &[u8]) -> Result<Option<Bytes>, HttpError> {
-        let mut out = BytesMut::new();
-        self.decode(input, &mut out)?;
-        Ok((!out.is_empty()).then(|| out.freeze()))
-    }
-
+    /// Undo the framing of `input` (one read), adding the body bytes to `out`.
     fn decode(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<(), HttpError> {
         while !input.is_empty() {
             match &mut self.framing {
@@ -467,14 +475,12 @@ fn decode_all<'a>(
     pieces: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Vec<u8>, HttpError> {
     let mut decoder = Decoder::new(framing);
-    let mut out = Vec::new();
+    let mut out = BytesMut::new();
     for piece in pieces {
-        if let Some(data) = decoder.decode_piece(piece)? {
-            out.extend_from_slice(&data);
-        }
+        decoder.decode(piece, &mut out)?;
     }
     decoder.at_eof()?;
-    Ok(out)
+    Ok(out.to_vec())
 }
 
 /// Body of the hidden `__fuzz::http1_response` entry point: parse `data`

@@ -64,6 +64,10 @@ const DEFAULT_EVENT_TYPE: &str = "message";
 /// its memory for the next event; larger ones take the buffer with them
 /// (no copy), so an idle reader never holds a large one.
 const COPIED_PAYLOAD: usize = 1024;
+/// An input buffer that held more than this is let go once everything in
+/// it is parsed (one that did not is at most about twice this size, and
+/// kept for the next read).
+const KEPT_INPUT: usize = 4096;
 
 /// Incremental `text/event-stream` parser.
 ///
@@ -90,6 +94,8 @@ pub(crate) struct SseParser {
     data: BytesMut,
     /// The event type buffer; empty means "message".
     event: Vec<u8>,
+    /// `buf` held more than [`KEPT_INPUT`] bytes since it was last let go.
+    large_input: bool,
     max_event_bytes: usize,
 }
 
@@ -126,6 +132,7 @@ impl SseParser {
             in_dropped_line: false,
             data: BytesMut::new(),
             event: Vec::new(),
+            large_input: false,
             max_event_bytes,
         }
     }
@@ -135,8 +142,17 @@ impl SseParser {
         self.buf.extend_from_slice(chunk);
     }
 
+    /// The unparsed input, for the next network bytes to be added to its
+    /// end directly (what [`push`](Self::push) does with a copy).
+    pub(crate) fn input(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
     /// Next complete event, if one is ready. Call repeatedly until None after each push.
     pub(crate) fn next_event(&mut self) -> Option<Result<SseEvent, SseError>> {
+        // (`capacity` counts only what is after the parsed bytes, so the
+        // buffer's size is judged by what it held.)
+        self.large_input |= self.buf.len() > KEPT_INPUT;
         loop {
             if self.at_start {
                 let n = self.buf.len().min(BOM.len());
@@ -203,6 +219,11 @@ impl SseParser {
     /// memory bounded while discarding.
     fn on_partial_line(&mut self) -> Option<Result<SseEvent, SseError>> {
         if self.buf.is_empty() {
+            if self.large_input {
+                // An idle reader does not keep what a large read needed.
+                self.buf = BytesMut::new();
+                self.large_input = false;
+            }
             return None;
         }
         if self.discarding {

@@ -740,3 +740,26 @@ proptest! {
         }
     }
 }
+
+/// Once everything read is parsed, an input buffer grown by a large read
+/// is let go: an idle reader keeps only a small one.
+#[test]
+fn idle_parser_lets_a_large_input_buffer_go() {
+    let mut parser = SseParser::new(BIG);
+    let big = format!("data: {}\n\n", "x".repeat(20_000));
+    parser.input().extend_from_slice(big.as_bytes());
+    let event = parser.next_event().unwrap().unwrap();
+    assert_eq!(event.data.len(), 20_000);
+    assert_eq!(parser.next_event(), None);
+    parser.input().extend_from_slice(b"data: a\n\n");
+    let small = parser.buf.capacity();
+    assert!(small <= KEPT_INPUT, "{small}");
+    assert_eq!(parser.next_event(), Some(ev("message", b"a")));
+    assert_eq!(parser.next_event(), None);
+    // A small one is kept (and reused) for the next read.
+    parser.input().extend_from_slice(b"data: b\n\n");
+    assert_eq!(parser.buf.capacity(), small);
+    assert_eq!(parser.next_event(), Some(ev("message", b"b")));
+    // Small payloads are copied out: the data buffer keeps its memory.
+    assert!(parser.data.capacity() > 0);
+}

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
 use reqwest::StatusCode;
 
 use super::{Answer, Phase, Session, Step, watched};
@@ -21,7 +20,7 @@ use crate::read::sse::{SseError, SseEvent, SseParser};
 use crate::request::{header_str, names};
 
 pub(super) struct SseConnection {
-    pub(super) body: crate::http::BodyStream,
+    pub(super) body: crate::http::BufferedBody,
     pub(super) parser: SseParser,
     pub(super) base64: bool,
     /// Data events not yet confirmed by a control event.
@@ -136,7 +135,7 @@ impl Session {
         };
         let deadline = tokio::time::Instant::from_std(conn.opened + max_age);
         let mut wake = tokio::select! {
-            next = conn.body.next() => Wake::Body(next),
+            read = conn.body.read_into(conn.parser.input()) => Wake::Body(read),
             () = conn.wake.as_mut() => Wake::Tick,
         };
         if matches!(wake, Wake::Tick) {
@@ -148,10 +147,7 @@ impl Session {
             }
         }
         let ended = match wake {
-            Wake::Body(Some(Ok(bytes))) => {
-                conn.parser.push(&bytes);
-                return Ok(None);
-            }
+            Wake::Body(Some(Ok(()))) => return Ok(None),
             Wake::Body(Some(Err(err))) => {
                 let reason = if err.is_timeout() {
                     "idle timeout"
@@ -249,7 +245,7 @@ impl Session {
             let first_wake =
                 tokio::time::Instant::from_std(opened) + self.sse_max_age.min(CLOCK_CHECK);
             return Ok(Some(SseConnection {
-                body: resp.into_body(),
+                body: resp.into_buffered_body(),
                 parser: SseParser::new(limit),
                 base64,
                 pending: Vec::new(),
@@ -285,7 +281,8 @@ impl Session {
 
 /// What woke an SSE read.
 enum Wake {
-    Body(Option<Result<Bytes, crate::http::HttpError>>),
+    /// Bytes were added to the parser's input, or the body ended or failed.
+    Body(Option<Result<(), crate::http::HttpError>>),
     Expired,
     Tick,
 }

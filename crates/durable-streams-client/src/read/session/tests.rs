@@ -279,7 +279,7 @@ async fn a_kept_clock_tick_checks_early_and_moves_on() {
 async fn short_sse_connections_back_off_and_auto_falls_back_to_long_poll() {
     fn conn(age: Duration, moved: bool) -> SseConnection {
         SseConnection {
-            body: futures::stream::empty().boxed(),
+            body: crate::http::BufferedBody::from_pieces(futures::stream::empty().boxed()),
             parser: SseParser::new(1024),
             base64: false,
             pending: Vec::new(),
