@@ -17,6 +17,8 @@ use std::fmt::{self, Display};
 use bytes::BufMut;
 use serde::ser::{self, Impossible, Serialize};
 
+use crate::swar;
+
 /// `serde_json`'s private names for values it writes verbatim.
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
@@ -53,18 +55,10 @@ fn key_must_be_a_string() -> EncodeError {
     EncodeError("key must be a string".into())
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
 /// Whether any byte of `word` is a control character, `"` or `\`.
-/// (Exact for "any": a byte test only misfires above a byte that matched.)
+#[inline]
 fn word_needs_escape(word: u64) -> bool {
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH_BITS;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS;
-    (below_space
-        | has_zero(word ^ (ONES * u64::from(b'"')))
-        | has_zero(word ^ (ONES * u64::from(b'\\'))))
-        != 0
+    (swar::below(word, 0x20) | swar::equal(word, b'"') | swar::equal(word, b'\\')) != 0
 }
 
 /// The escape of one byte, if it needs one.
@@ -92,20 +86,10 @@ fn escape_of(byte: u8) -> Option<&'static [u8]> {
     })
 }
 
-/// Whether any byte of `bytes` needs an escape: a word at a time, the
-/// tail as one more word overlapping the last full one.
+/// Whether any byte of `bytes` needs an escape: a word at a time.
 #[inline]
 fn any_needs_escape(bytes: &[u8]) -> bool {
-    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes"));
-    let mut words = bytes.chunks_exact(8);
-    if words.by_ref().any(|w| word_needs_escape(word(w))) {
-        return true;
-    }
-    match words.remainder() {
-        [] => false,
-        _ if bytes.len() >= 8 => word_needs_escape(word(&bytes[bytes.len() - 8..])),
-        tail => tail.iter().any(|&b| escape_of(b).is_some()),
-    }
+    swar::any_byte(bytes, word_needs_escape, |b| escape_of(b).is_some())
 }
 
 fn write_str<B: BufMut>(out: &mut B, s: &str) {

@@ -111,6 +111,7 @@ pub mod state;
 mod stream;
 pub mod subscription;
 pub mod supervisor;
+mod swar;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

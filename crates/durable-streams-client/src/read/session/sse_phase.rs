@@ -525,19 +525,9 @@ fn flat_value(input: &str) -> Option<(FlatValue<'_>, &str)> {
 }
 
 /// Whether `data` holds a byte below 0x20 (JSON allows none in strings, and
-/// the compact form has no whitespace): eight bytes at a time.
+/// the compact form has no whitespace).
 fn has_control_byte(data: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut words = data.chunks_exact(8);
-    for word in &mut words {
-        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
-        // Sets a byte's high bit exactly when some byte is below 0x20.
-        if w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0 {
-            return true;
-        }
-    }
-    words.remainder().iter().any(|&b| b < 0x20)
+    crate::swar::any_byte(data, |w| crate::swar::below(w, 0x20) != 0, |b| b < 0x20)
 }
 
 /// Fuzzing entry: [`parse_control`] on server bytes, as
