@@ -96,6 +96,8 @@ pub(crate) struct SseParser {
     event: Vec<u8>,
     /// `buf` held more than [`KEPT_INPUT`] bytes since it was last let go.
     large_input: bool,
+    /// `data` holds the data of the event last given, until the next call.
+    dispatched: bool,
     max_event_bytes: usize,
 }
 
@@ -115,7 +117,8 @@ impl std::fmt::Debug for SseParser {
 /// What one complete line did to the parser state.
 enum LineOutcome {
     Nothing,
-    Dispatch(SseEvent),
+    /// An event of this type is ready; its data is in the data buffer.
+    Dispatch(Cow<'static, str>),
     TooLarge,
 }
 
@@ -133,6 +136,7 @@ impl SseParser {
             data: BytesMut::new(),
             event: Vec::new(),
             large_input: false,
+            dispatched: false,
             max_event_bytes,
         }
     }
@@ -150,6 +154,20 @@ impl SseParser {
 
     /// Next complete event, if one is ready. Call repeatedly until None after each push.
     pub(crate) fn next_event(&mut self) -> Option<Result<SseEvent, SseError>> {
+        Some(self.next_dispatch()?.map(|event| SseEvent {
+            event,
+            data: self.take_data(),
+        }))
+    }
+
+    /// Like [`next_event`](Self::next_event), but the event's data stays in
+    /// the parser until the next call: read it with [`data`](Self::data),
+    /// or take it with [`take_data`](Self::take_data).
+    pub(crate) fn next_dispatch(&mut self) -> Option<Result<Cow<'static, str>, SseError>> {
+        if self.dispatched {
+            self.data.clear();
+            self.dispatched = false;
+        }
         // (`capacity` counts only what is after the parsed bytes, so the
         // buffer's size is judged by what it held.)
         self.large_input |= self.buf.len() > KEPT_INPUT;
@@ -204,20 +222,47 @@ impl SseParser {
 
             match outcome {
                 LineOutcome::Nothing => {}
-                LineOutcome::Dispatch(ev) => return Some(Ok(ev)),
+                LineOutcome::Dispatch(event) => {
+                    self.dispatched = true;
+                    return Some(Ok(event));
+                }
                 LineOutcome::TooLarge => return Some(Err(self.start_discarding())),
             }
         }
     }
 
+    /// The data of the event [`next_dispatch`](Self::next_dispatch) gave.
+    pub(crate) fn data(&self) -> &[u8] {
+        if self.dispatched { &self.data } else { &[] }
+    }
+
+    /// The data of the event [`next_dispatch`](Self::next_dispatch) gave,
+    /// taken out of the parser.
+    pub(crate) fn take_data(&mut self) -> Bytes {
+        if !self.dispatched {
+            return Bytes::new();
+        }
+        self.dispatched = false;
+        if self.data.len() <= COPIED_PAYLOAD {
+            let payload = Bytes::copy_from_slice(&self.data);
+            self.data.clear();
+            payload
+        } else {
+            self.data.split().freeze()
+        }
+    }
+
     /// True when the parser holds no partial line/event (useful to detect a truncated stream at EOF).
     pub(crate) fn is_idle(&self) -> bool {
-        self.buf.is_empty() && self.data.is_empty() && self.event.is_empty() && !self.discarding
+        self.buf.is_empty()
+            && (self.data.is_empty() || self.dispatched)
+            && self.event.is_empty()
+            && !self.discarding
     }
 
     /// `buf` holds only an unterminated line: enforce the limit and keep
     /// memory bounded while discarding.
-    fn on_partial_line(&mut self) -> Option<Result<SseEvent, SseError>> {
+    fn on_partial_line(&mut self) -> Option<Result<Cow<'static, str>, SseError>> {
         if self.buf.is_empty() {
             if self.large_input {
                 // An idle reader does not keep what a large read needed.
@@ -270,17 +315,7 @@ fn process_line(line: &[u8], data: &mut BytesMut, event: &mut Vec<u8>) -> LineOu
             other => Cow::Owned(String::from_utf8_lossy(other).into_owned()),
         };
         event.clear();
-        let payload = if data.len() <= COPIED_PAYLOAD {
-            let payload = Bytes::copy_from_slice(data);
-            data.clear();
-            payload
-        } else {
-            data.split().freeze()
-        };
-        return LineOutcome::Dispatch(SseEvent {
-            event: event_type,
-            data: payload,
-        });
+        return LineOutcome::Dispatch(event_type);
     }
     if line[0] == b':' {
         return LineOutcome::Nothing;

@@ -763,3 +763,23 @@ fn idle_parser_lets_a_large_input_buffer_go() {
     // Small payloads are copied out: the data buffer keeps its memory.
     assert!(parser.data.capacity() > 0);
 }
+
+/// An event's data can be read where the parser holds it, until the next
+/// call, or taken; either way the next event starts clean.
+#[test]
+fn dispatched_data_is_read_in_place_or_taken() {
+    let mut parser = SseParser::new(BIG);
+    parser.push(b"event: control\ndata: {\"a\":1}\n\ndata: x\n\ndata: y\n\n");
+    assert_eq!(parser.next_dispatch(), Some(Ok("control".into())));
+    assert_eq!(parser.data(), b"{\"a\":1}");
+    assert_eq!(parser.data(), b"{\"a\":1}");
+    assert!(parser.is_idle() || !parser.buf.is_empty());
+    assert_eq!(parser.next_dispatch(), Some(Ok("message".into())));
+    assert_eq!(parser.data(), b"x");
+    assert_eq!(parser.take_data(), Bytes::from_static(b"x"));
+    assert_eq!(parser.data(), b"");
+    assert_eq!(parser.take_data(), Bytes::new());
+    assert_eq!(parser.next_event(), Some(ev("message", b"y")));
+    assert_eq!(parser.next_dispatch(), None);
+    assert!(parser.is_idle());
+}

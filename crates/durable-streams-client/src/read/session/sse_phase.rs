@@ -16,7 +16,7 @@ use crate::json::frame_elements;
 use crate::offset::Offset;
 use crate::read::LiveMode;
 use crate::read::guard::{AUTO_SSE_MAX_SHORT, CLOCK_CHECK, ClockWatch, SSE_SHORT, SseEnd, sse_end};
-use crate::read::sse::{SseError, SseEvent, SseParser};
+use crate::read::sse::{SseError, SseParser};
 use crate::request::{header_str, names};
 
 pub(super) struct SseConnection {
@@ -52,12 +52,12 @@ impl Session {
             let Some(conn) = self.sse.as_mut() else {
                 return Ok(Step::Continue);
             };
-            let step = match conn.parser.next_event() {
+            let step = match conn.parser.next_dispatch() {
                 Some(Err(SseError::EventTooLarge { limit })) => {
                     return Err(Error::new(ErrorKind::ResponseTooLarge { limit })
                         .with_message("SSE event exceeds the size limit"));
                 }
-                Some(Ok(event)) => self.sse_event(event)?,
+                Some(Ok(event)) => self.sse_event(&event)?,
                 None => self.sse_wait().await?,
             };
             if let Some(step) = step {
@@ -66,20 +66,20 @@ impl Session {
         }
     }
 
-    /// One parsed event: data is held until a control event confirms it
-    /// (`None`: read on); a control event records the position and yields
-    /// what is worth yielding.
-    fn sse_event(&mut self, event: SseEvent) -> Result<Option<Step>> {
+    /// One parsed event (its data still in the parser): data is held until
+    /// a control event confirms it (`None`: read on); a control event
+    /// records the position and yields what is worth yielding.
+    fn sse_event(&mut self, event: &str) -> Result<Option<Step>> {
         let limit = self.stream.client().max_response_bytes();
         let Some(conn) = self.sse.as_mut() else {
             return Ok(Some(Step::Continue));
         };
-        match &*event.event {
+        match event {
             "data" => {
                 let payload = if conn.base64 {
-                    decode_base64(&event.data)?
+                    decode_base64(conn.parser.data())?
                 } else {
-                    event.data
+                    conn.parser.take_data()
                 };
                 conn.pending_bytes += payload.len();
                 if conn.pending_bytes > limit {
@@ -90,10 +90,15 @@ impl Session {
                 Ok(None)
             }
             "control" => {
-                let control = parse_control(&event.data)?;
+                // Read where the parser holds it: no copy.
+                let Control {
+                    next_offset,
+                    cursor,
+                    up_to_date,
+                    closed,
+                } = parse_control(conn.parser.data())?;
                 // A cursor the read already has is not copied again.
-                let cursor = control
-                    .cursor
+                let cursor = cursor
                     .filter(|c| self.cursor.as_deref() != Some(&**c))
                     .map(Cow::into_owned);
                 conn.pending_bytes = 0;
@@ -104,10 +109,10 @@ impl Session {
                     typed_bytes: None,
                     has_data,
                     any_data: has_data,
-                    next: control.next_offset,
+                    next: next_offset,
                     cursor,
-                    up_to_date: control.up_to_date,
-                    closed: control.closed,
+                    up_to_date,
+                    closed,
                     status: StatusCode::OK,
                 })?;
                 if moved || has_data {
