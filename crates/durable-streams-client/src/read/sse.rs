@@ -62,7 +62,8 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 const DEFAULT_EVENT_TYPE: &str = "message";
 /// Payloads up to this size are copied out of the data buffer, which keeps
 /// its memory for the next event; larger ones take the buffer with them
-/// (no copy), so an idle reader never holds a large one.
+/// (no copy), or it is let go when they were only read in place, so an
+/// idle reader never holds a large one.
 const COPIED_PAYLOAD: usize = 1024;
 /// An input buffer that held more than this is let go once everything in
 /// it is parsed (one that did not is at most about twice this size, and
@@ -165,7 +166,12 @@ impl SseParser {
     /// or take it with [`take_data`](Self::take_data).
     pub(crate) fn next_dispatch(&mut self) -> Option<Result<Cow<'static, str>, SseError>> {
         if self.dispatched {
-            self.data.clear();
+            if self.data.len() > COPIED_PAYLOAD {
+                // Read in place and not taken: let a large buffer go.
+                self.data = BytesMut::new();
+            } else {
+                self.data.clear();
+            }
             self.dispatched = false;
         }
         // (`capacity` counts only what is after the parsed bytes, so the

@@ -783,3 +783,15 @@ fn dispatched_data_is_read_in_place_or_taken() {
     assert_eq!(parser.next_dispatch(), None);
     assert!(parser.is_idle());
 }
+
+/// Data read in place and not taken does not leave a large buffer behind.
+#[test]
+fn large_data_read_in_place_is_let_go() {
+    let mut parser = SseParser::new(BIG);
+    let big = format!("event: control\ndata: {}\n\n", "x".repeat(20_000));
+    parser.push(big.as_bytes());
+    assert_eq!(parser.next_dispatch(), Some(Ok("control".into())));
+    assert_eq!(parser.data().len(), 20_000);
+    assert_eq!(parser.next_dispatch(), None);
+    assert_eq!(parser.data.capacity(), 0);
+}
