@@ -92,7 +92,7 @@ pub(crate) enum Idempotency {
 /// A query value of a request: fixed text and offsets are kept as they are
 /// (an offset's token is shared), so a read's query costs no copies until
 /// it is encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum QueryValue {
     Static(&'static str),
     Offset(crate::Offset),
