@@ -141,11 +141,28 @@ async fn appending_in_a_loop_lets_other_tasks_run() {
 
     let ran = spawn_witness();
     let mut writer = producer.writer();
-    for _ in 0..1_000 {
+    // A writer spends a unit per few writes: more than a whole budget's.
+    for _ in 0..10_000 {
         writer.write(b"1").await.unwrap();
     }
     assert!(
         ran.load(std::sync::atomic::Ordering::SeqCst),
         "a writer never yielded"
     );
+}
+
+/// A writer's message is written when its future first runs: a future
+/// dropped unpolled writes nothing, and a rejected message leaves nothing.
+#[tokio::test]
+async fn a_write_takes_effect_when_first_polled() {
+    let producer = Producer::builder(&stream(), "p").build().unwrap();
+    let mut writer = producer.writer();
+    drop(writer.write(b"1"));
+    assert_eq!(writer.buffered_bytes(), 0);
+    assert!(writer.write(b"").await.is_err());
+    assert!(writer.write(b"{").await.is_err());
+    assert_eq!(writer.buffered_bytes(), 0);
+    writer.write(b"12").await.unwrap();
+    writer.write_json(&345).await.unwrap();
+    assert_eq!(writer.buffered_bytes(), 5);
 }

@@ -4,6 +4,9 @@
 
 use serde::Serialize;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use super::batch::OpenBatch;
 use super::budget::Credit;
@@ -52,7 +55,13 @@ pub struct ProducerWriter<'a> {
     held: usize,
     /// Reused for encoding JSON values.
     scratch: Vec<u8>,
+    /// Writes since one last spent a unit of tokio's cooperative budget.
+    unbudgeted_writes: u8,
 }
+
+/// Writes per unit of tokio's cooperative budget (see
+/// `ProducerWriter::spends_budget`).
+const WRITES_PER_BUDGET_UNIT: u8 = 8;
 
 impl fmt::Debug for ProducerWriter<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -73,6 +82,7 @@ impl Producer {
             credit: Credit::default(),
             held: 0,
             scratch: Vec::new(),
+            unbudgeted_writes: 0,
         }
     }
 }
@@ -83,9 +93,10 @@ impl ProducerWriter<'_> {
     /// has no room (backpressure). Errors: `InvalidArgument` for an empty,
     /// oversize or malformed message (nothing is written), or the
     /// producer's error when a full batch could not be handed over.
-    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.producer.check_message(data)?;
-        self.write_checked(data).await
+    #[inline]
+    pub fn write<'w>(&'w mut self, data: &'w [u8]) -> impl Future<Output = Result<()>> + Send + 'w {
+        let checked = self.producer.check_message(data);
+        WriteFuture::new(self, data, checked)
     }
 
     /// Serialize `value` and write it as one message (encoded before the
@@ -100,24 +111,25 @@ impl ProducerWriter<'_> {
             .map_err(|e| self.producer.encode_error(e))
             .and_then(|()| self.producer.check_size(scratch.len()));
         async move {
-            let written = match encoded {
-                Ok(()) => self.write_checked(&scratch).await,
-                Err(e) => Err(e),
-            };
+            let written = WriteFuture::new(self, &scratch, encoded).await;
             self.scratch = scratch;
             written
         }
     }
 
-    /// Write a checked message, waiting for buffer room when there is none.
-    async fn write_checked(&mut self, data: &[u8]) -> Result<()> {
-        super::cooperate().await;
-        if self.try_write(data)? {
-            return Ok(());
+    /// Whether this write spends a unit of tokio's cooperative budget: one
+    /// write in [`WRITES_PER_BUDGET_UNIT`], so that a task writing in a
+    /// loop still yields to the producer's task and the connections (on a
+    /// single-threaded runtime, after 128 units) without paying for the
+    /// budget on every buffered write.
+    #[inline]
+    fn spends_budget(&mut self) -> bool {
+        self.unbudgeted_writes += 1;
+        if self.unbudgeted_writes < WRITES_PER_BUDGET_UNIT {
+            return false;
         }
-        // Boxed: the wait is rare, and its state inline would be moved
-        // with the future of every write.
-        Box::pin(self.write_when_room(data)).await
+        self.unbudgeted_writes = 0;
+        true
     }
 
     /// Write a checked message now if the buffer budget has room for it:
@@ -149,8 +161,9 @@ impl ProducerWriter<'_> {
         Ok(())
     }
 
-    /// Copy a message whose budget is taken into the batch.
-    #[inline]
+    /// Copy a message whose budget is taken into the batch (always
+    /// inlined: a call here costs more than the rest of a write).
+    #[inline(always)]
     fn push(&mut self, data: &[u8]) {
         self.open.push(data, false);
         self.held += data.len();
@@ -233,5 +246,63 @@ impl Drop for ProducerWriter<'_> {
             shared.budget.release(self.held);
         }
         shared.budget.return_credit(&mut self.credit);
+    }
+}
+
+/// The future of one [`ProducerWriter::write`]: written at its first poll
+/// when the budget has room (no async state machine per message), else
+/// waiting for room in a boxed future (rare; its state inline would be
+/// moved with every write).
+enum WriteFuture<'w, 'a> {
+    /// Not yet polled: the writer, the message, and its check's verdict.
+    Start(&'w mut ProducerWriter<'a>, &'w [u8], Result<()>),
+    /// Waiting for buffer room.
+    Waiting(Pin<Box<dyn Future<Output = Result<()>> + Send + 'w>>),
+    /// Finished (polled again: a bug in the caller, answered with a panic
+    /// like any finished future's).
+    Done,
+}
+
+impl<'w, 'a> WriteFuture<'w, 'a> {
+    fn new(writer: &'w mut ProducerWriter<'a>, data: &'w [u8], checked: Result<()>) -> Self {
+        WriteFuture::Start(writer, data, checked)
+    }
+}
+
+impl Future for WriteFuture<'_, '_> {
+    type Output = Result<()>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // Unpin: it holds references and a box only.
+        let this = self.get_mut();
+        loop {
+            match std::mem::replace(this, WriteFuture::Done) {
+                WriteFuture::Start(writer, data, checked) => {
+                    checked?;
+                    if writer.spends_budget() {
+                        match tokio::task::coop::poll_proceed(cx) {
+                            Poll::Ready(spent) => spent.made_progress(),
+                            Poll::Pending => {
+                                *this = WriteFuture::Start(writer, data, Ok(()));
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                    if writer.try_write(data)? {
+                        return Poll::Ready(Ok(()));
+                    }
+                    *this = WriteFuture::Waiting(Box::pin(writer.write_when_room(data)));
+                }
+                WriteFuture::Waiting(mut wait) => {
+                    let polled = wait.as_mut().poll(cx);
+                    if polled.is_pending() {
+                        *this = WriteFuture::Waiting(wait);
+                    }
+                    return polled;
+                }
+                WriteFuture::Done => panic!("ProducerWriter::write polled after it finished"),
+            }
+        }
     }
 }
