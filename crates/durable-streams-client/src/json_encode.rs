@@ -86,10 +86,17 @@ fn escape_of(byte: u8) -> Option<&'static [u8]> {
     })
 }
 
-/// Whether any byte of `bytes` needs an escape: a word at a time.
+/// Whether `byte` needs an escape (branch-free, for [`swar::any_byte_wide`]).
+#[inline(always)]
+fn needs_escape(byte: u8) -> bool {
+    (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+}
+
+/// Whether any byte of `bytes` needs an escape: sixteen (or eight) at a
+/// time.
 #[inline]
 fn any_needs_escape(bytes: &[u8]) -> bool {
-    swar::any_byte(bytes, word_needs_escape, |b| escape_of(b).is_some())
+    swar::any_byte_wide(bytes, word_needs_escape, needs_escape)
 }
 
 fn write_str<B: BufMut>(out: &mut B, s: &str) {

@@ -96,7 +96,7 @@ impl ProducerWriter<'_> {
     #[inline]
     pub fn write<'w>(&'w mut self, data: &'w [u8]) -> impl Future<Output = Result<()>> + Send + 'w {
         let checked = self.producer.check_message(data);
-        WriteFuture::new(self, data, checked)
+        WriteFuture::Start(self, data, checked)
     }
 
     /// Serialize `value` and write it as one message (encoded before the
@@ -105,16 +105,11 @@ impl ProducerWriter<'_> {
         &mut self,
         value: &T,
     ) -> impl Future<Output = Result<()>> + Send + '_ {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let encoded = crate::json_encode::write(&mut scratch, value)
+        self.scratch.clear();
+        let encoded = crate::json_encode::write(&mut self.scratch, value)
             .map_err(|e| self.producer.encode_error(e))
-            .and_then(|()| self.producer.check_size(scratch.len()));
-        async move {
-            let written = WriteFuture::new(self, &scratch, encoded).await;
-            self.scratch = scratch;
-            written
-        }
+            .and_then(|()| self.producer.check_size(self.scratch.len()));
+        WriteFuture::Start(self, Scratch, encoded)
     }
 
     /// Whether this write spends a unit of tokio's cooperative budget: one
@@ -133,8 +128,9 @@ impl ProducerWriter<'_> {
     }
 
     /// Write a checked message now if the buffer budget has room for it:
-    /// `Ok(false)` when it has not (nothing written).
-    #[inline]
+    /// `Ok(false)` when it has not (nothing written). Always inlined: it is
+    /// most of a write.
+    #[inline(always)]
     fn try_write(&mut self, data: &[u8]) -> Result<bool> {
         if self
             .open
@@ -249,13 +245,15 @@ impl Drop for ProducerWriter<'_> {
     }
 }
 
-/// The future of one [`ProducerWriter::write`]: written at its first poll
-/// when the budget has room (no async state machine per message), else
-/// waiting for room in a boxed future (rare; its state inline would be
-/// moved with every write).
-enum WriteFuture<'w, 'a> {
+/// The future of one [`ProducerWriter::write`] or
+/// [`ProducerWriter::write_json`]: written at its first poll when the
+/// budget has room (no async state machine per message), else waiting for
+/// room in a boxed future (rare; its state inline would be moved with every
+/// write). Generic over where the message is, so that each kind of write
+/// compiles to its own small, inlined poll.
+enum WriteFuture<'w, 'a, M> {
     /// Not yet polled: the writer, the message, and its check's verdict.
-    Start(&'w mut ProducerWriter<'a>, &'w [u8], Result<()>),
+    Start(&'w mut ProducerWriter<'a>, M, Result<()>),
     /// Waiting for buffer room.
     Waiting(Pin<Box<dyn Future<Output = Result<()>> + Send + 'w>>),
     /// Finished (polled again: a bug in the caller, answered with a panic
@@ -263,36 +261,84 @@ enum WriteFuture<'w, 'a> {
     Done,
 }
 
-impl<'w, 'a> WriteFuture<'w, 'a> {
-    fn new(writer: &'w mut ProducerWriter<'a>, data: &'w [u8], checked: Result<()>) -> Self {
-        WriteFuture::Start(writer, data, checked)
+/// Where a [`WriteFuture`]'s message is.
+trait Message<'w>: Sized {
+    /// Write the message now if the budget has room: `Ok(false)` if not.
+    fn try_write(&self, writer: &mut ProducerWriter<'_>) -> Result<bool>;
+
+    /// Wait for room, then write the message.
+    fn write_when_room<'a: 'w>(
+        self,
+        writer: &'w mut ProducerWriter<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'w>>;
+}
+
+/// The caller's bytes.
+impl<'w> Message<'w> for &'w [u8] {
+    #[inline(always)]
+    fn try_write(&self, writer: &mut ProducerWriter<'_>) -> Result<bool> {
+        writer.try_write(self)
+    }
+
+    fn write_when_room<'a: 'w>(
+        self,
+        writer: &'w mut ProducerWriter<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'w>> {
+        Box::pin(writer.write_when_room(self))
     }
 }
 
-impl Future for WriteFuture<'_, '_> {
+/// The writer's `scratch`: an encoded JSON value.
+struct Scratch;
+
+impl<'w> Message<'w> for Scratch {
+    #[inline(always)]
+    fn try_write(&self, writer: &mut ProducerWriter<'_>) -> Result<bool> {
+        // Out of the writer while it is written (and back after, for the
+        // next value's encoding).
+        let scratch = std::mem::take(&mut writer.scratch);
+        let written = writer.try_write(&scratch);
+        writer.scratch = scratch;
+        written
+    }
+
+    fn write_when_room<'a: 'w>(
+        self,
+        writer: &'w mut ProducerWriter<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'w>> {
+        Box::pin(async move {
+            let scratch = std::mem::take(&mut writer.scratch);
+            let written = writer.write_when_room(&scratch).await;
+            writer.scratch = scratch;
+            written
+        })
+    }
+}
+
+impl<'w, 'a: 'w, M: Message<'w> + Unpin> Future for WriteFuture<'w, 'a, M> {
     type Output = Result<()>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        // Unpin: it holds references and a box only.
+        // Unpin: it holds references, a box and a message reference.
         let this = self.get_mut();
         loop {
             match std::mem::replace(this, WriteFuture::Done) {
-                WriteFuture::Start(writer, data, checked) => {
+                WriteFuture::Start(writer, message, checked) => {
                     checked?;
                     if writer.spends_budget() {
                         match tokio::task::coop::poll_proceed(cx) {
                             Poll::Ready(spent) => spent.made_progress(),
                             Poll::Pending => {
-                                *this = WriteFuture::Start(writer, data, Ok(()));
+                                *this = WriteFuture::Start(writer, message, Ok(()));
                                 return Poll::Pending;
                             }
                         }
                     }
-                    if writer.try_write(data)? {
+                    if message.try_write(writer)? {
                         return Poll::Ready(Ok(()));
                     }
-                    *this = WriteFuture::Waiting(Box::pin(writer.write_when_room(data)));
+                    *this = WriteFuture::Waiting(message.write_when_room(writer));
                 }
                 WriteFuture::Waiting(mut wait) => {
                     let polled = wait.as_mut().poll(cx);

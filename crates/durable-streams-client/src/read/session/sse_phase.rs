@@ -532,7 +532,7 @@ fn flat_value(input: &str) -> Option<(FlatValue<'_>, &str)> {
 /// Whether `data` holds a byte below 0x20 (JSON allows none in strings, and
 /// the compact form has no whitespace).
 fn has_control_byte(data: &[u8]) -> bool {
-    crate::swar::any_byte(data, |w| crate::swar::below(w, 0x20) != 0, |b| b < 0x20)
+    crate::swar::any_byte_wide(data, |w| crate::swar::below(w, 0x20) != 0, |b| b < 0x20)
 }
 
 /// Fuzzing entry: [`parse_control`] on server bytes, as
