@@ -73,11 +73,15 @@ impl Budget {
         true
     }
 
-    /// Add to `credit` from the free bytes so that it covers `len`.
+    /// Add to `credit` from the free bytes so that it covers `len`: a chunk
+    /// to spare when there is room, else all that is free (so that the
+    /// next messages do not come back here one by one while less than a
+    /// chunk is free), else exactly `len`.
     fn top_up(&self, credit: &mut Credit, len: usize) -> bool {
         let need = len - credit.0;
         let with_spare = need.saturating_add(self.chunk);
-        let Some(got) = [with_spare, need]
+        let all_free = self.free.available_permits().clamp(need, with_spare);
+        let Some(got) = [with_spare, all_free, need]
             .into_iter()
             .find(|&bytes| self.try_free(bytes))
         else {
@@ -174,6 +178,24 @@ mod tests {
         budget.release(1600);
         assert_eq!(budget.unacknowledged(), 0);
         assert!(budget.take(&mut credit, 1600));
+        assert!(!budget.take(&mut credit, 1));
+    }
+
+    #[test]
+    fn with_less_than_a_chunk_free_a_top_up_takes_all_of_it() {
+        let budget = Budget::new(1600);
+        let mut credit = Credit::default();
+        // 1450 and a chunk (100) of credit, used up: 50 free.
+        assert!(budget.take(&mut credit, 1450));
+        assert!(budget.take(&mut credit, 100));
+        assert_eq!((budget.free.available_permits(), credit.0), (50, 0));
+        // Less than 10 + a chunk is free: all 50 become credit, and the
+        // next four messages take none from the free bytes.
+        assert!(budget.take(&mut credit, 10));
+        assert_eq!((budget.free.available_permits(), credit.0), (0, 40));
+        for _ in 0..4 {
+            assert!(budget.take(&mut credit, 10));
+        }
         assert!(!budget.take(&mut credit, 1));
     }
 
