@@ -1,7 +1,9 @@
 //! Byte tests eight bytes at a time: a word's bytes are tested together
 //! with integer arithmetic. Each test gives a word whose byte high bits mark
 //! matches; it is exact for "does any byte match" (a borrow can only mark a
-//! byte above one that matched), which is all the callers ask.
+//! byte above one that matched), which is all the callers ask. Longer input
+//! can go sixteen bytes at a time through [`any_byte_wide`], whose blocks
+//! the compiler vectorizes.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
