@@ -320,7 +320,8 @@ impl<'w, 'a: 'w, M: Message<'w> + Unpin> Future for WriteFuture<'w, 'a, M> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        // Unpin: it holds references, a box and a message reference.
+        // Unpin: it holds references, a box, and the message (a slice or a
+        // marker).
         let this = self.get_mut();
         loop {
             match std::mem::replace(this, WriteFuture::Done) {
