@@ -1,5 +1,6 @@
 //! The scenarios: each runs the library ("ours") and the raw hyper baseline
-//! alternately, `rounds` times, against the same server.
+//! alternately, `rounds` times, against the same server; latency scenarios
+//! alternate sample by sample.
 
 use std::time::{Duration, Instant};
 
@@ -66,28 +67,58 @@ fn latency_row(t: &Target, name: &str, params: String, ours: Vec<f64>, base: Vec
     row
 }
 
+/// Sample latencies of `ours` and `base` in turn, one of each at a time,
+/// the first of each pair alternating: a slow spell of a shared machine
+/// then falls on both alike, where blocks of samples (a round of ours,
+/// then a round of the baseline) would give it to one side. The first
+/// pair warms up and is not kept.
+async fn interleaved(
+    samples: usize,
+    mut ours: impl AsyncFnMut() -> Result<f64, String>,
+    mut base: impl AsyncFnMut() -> Result<f64, String>,
+    kept: (&mut Vec<f64>, &mut Vec<f64>),
+) -> Result<(), String> {
+    for i in 0..=samples {
+        let (o, b) = if i % 2 == 0 {
+            let o = ours().await?;
+            (o, base().await?)
+        } else {
+            let b = base().await?;
+            (ours().await?, b)
+        };
+        if i > 0 {
+            kept.0.push(o);
+            kept.1.push(b);
+        }
+    }
+    Ok(())
+}
+
 /// Sequential 100 B appends.
 pub async fn append_latency(t: &Target) -> Result<Vec<Row>, String> {
     let client = client()?;
     let raw = raw::client();
     let payload = Bytes::from(vec![b'x'; 100]);
+    let h = [("content-type", OCTET)];
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for _ in 0..t.rounds {
         let s = fresh(t, &client, OCTET).await?;
-        s.append(payload.clone()).await.map_err(api("append"))?; // warm connection
-        for _ in 0..t.samples {
-            let start = Instant::now();
-            s.append(payload.clone()).await.map_err(api("append"))?;
-            ours.push(micros(start));
-        }
         let url = fresh_raw(t, &raw, OCTET).await?;
-        let h = [("content-type", OCTET)];
-        raw::send_ok(&raw, Method::POST, &url, &h, payload.clone()).await?;
-        for _ in 0..t.samples {
-            let start = Instant::now();
-            raw::send_ok(&raw, Method::POST, &url, &h, payload.clone()).await?;
-            base.push(micros(start));
-        }
+        interleaved(
+            t.samples,
+            async || {
+                let start = Instant::now();
+                s.append(payload.clone()).await.map_err(api("append"))?;
+                Ok(micros(start))
+            },
+            async || {
+                let start = Instant::now();
+                raw::send_ok(&raw, Method::POST, &url, &h, payload.clone()).await?;
+                Ok(micros(start))
+            },
+            (&mut ours, &mut base),
+        )
+        .await?;
     }
     let params = format!("{} x {} sequential appends of 100 B", t.rounds, t.samples);
     Ok(vec![latency_row(t, "append-100B", params, ours, base)])
@@ -106,32 +137,35 @@ pub async fn read_latency(t: &Target) -> Result<Vec<Row>, String> {
     for _ in 0..t.rounds {
         let s = fresh(t, &client, OCTET).await?;
         s.append(data.clone()).await.map_err(api("append"))?;
-        for i in 0..=t.samples {
-            let start = Instant::now();
-            let got = s.read_bytes().await.map_err(api("read"))?;
-            if i > 0 {
-                ours.push(micros(start));
-            }
-            if got.len() != data.len() {
-                return Err(format!("read {} bytes, expected {}", got.len(), data.len()));
-            }
-        }
         let url = s.url().as_str();
-        for i in 0..=t.samples {
-            let start = Instant::now();
-            let mut n = 0;
-            raw::read_all(&raw, url, |b| {
-                n += b.len();
-                Ok(())
-            })
-            .await?;
-            if i > 0 {
-                base.push(micros(start));
-            }
-            if n != data.len() {
-                return Err(format!("baseline read {n} bytes, expected {}", data.len()));
-            }
-        }
+        interleaved(
+            t.samples,
+            async || {
+                let start = Instant::now();
+                let got = s.read_bytes().await.map_err(api("read"))?;
+                let took = micros(start);
+                if got.len() != data.len() {
+                    return Err(format!("read {} bytes, expected {}", got.len(), data.len()));
+                }
+                Ok(took)
+            },
+            async || {
+                let start = Instant::now();
+                let mut n = 0;
+                raw::read_all(&raw, url, |b| {
+                    n += b.len();
+                    Ok(())
+                })
+                .await?;
+                let took = micros(start);
+                if n != data.len() {
+                    return Err(format!("baseline read {n} bytes, expected {}", data.len()));
+                }
+                Ok(took)
+            },
+            (&mut ours, &mut base),
+        )
+        .await?;
     }
     let params = format!("{} x {} reads of a 10 KiB stream", t.rounds, t.samples);
     Ok(vec![latency_row(
@@ -149,31 +183,32 @@ pub async fn create_latency(t: &Target) -> Result<Vec<Row>, String> {
     let raw = raw::client();
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for _ in 0..t.rounds {
-        for i in 0..=t.samples {
-            let s = client.stream(t.unique_url()).map_err(api("stream url"))?;
-            let start = Instant::now();
-            s.create_with(CreateOptions::new().content_type(OCTET))
-                .await
-                .map_err(api("create"))?;
-            if i > 0 {
-                ours.push(micros(start));
-            }
-        }
-        for i in 0..=t.samples {
-            let url = t.unique_url();
-            let start = Instant::now();
-            raw::send_ok(
-                &raw,
-                Method::PUT,
-                &url,
-                &[("content-type", OCTET)],
-                Bytes::new(),
-            )
-            .await?;
-            if i > 0 {
-                base.push(micros(start));
-            }
-        }
+        interleaved(
+            t.samples,
+            async || {
+                let s = client.stream(t.unique_url()).map_err(api("stream url"))?;
+                let start = Instant::now();
+                s.create_with(CreateOptions::new().content_type(OCTET))
+                    .await
+                    .map_err(api("create"))?;
+                Ok(micros(start))
+            },
+            async || {
+                let url = t.unique_url();
+                let start = Instant::now();
+                raw::send_ok(
+                    &raw,
+                    Method::PUT,
+                    &url,
+                    &[("content-type", OCTET)],
+                    Bytes::new(),
+                )
+                .await?;
+                Ok(micros(start))
+            },
+            (&mut ours, &mut base),
+        )
+        .await?;
     }
     let params = format!("{} x {} creates", t.rounds, t.samples);
     Ok(vec![latency_row(t, "create", params, ours, base)])
@@ -199,31 +234,21 @@ pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
         // Ours: the library's append and live read.
         let s = fresh(t, &client, TEXT).await?;
         let tail = s.head().await.map_err(api("head"))?.next_offset;
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut ours_rx) = mpsc::unbounded_channel();
         let mut reader = s.read().offset(tail).live(live).bytes();
-        let task = tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             while let Some(Ok(chunk)) = reader.next().await {
                 if !chunk.data.is_empty() && tx.send(Instant::now()).is_err() {
                     break;
                 }
             }
-        });
-        for i in 0..=t.samples {
-            tokio::time::sleep(SETTLE).await;
-            let start = Instant::now();
-            s.append(format!("m{i}\n")).await.map_err(api("append"))?;
-            let at = next_delivery(&mut rx).await?;
-            if i > 0 {
-                ours.push(at.duration_since(start).as_secs_f64() * 1e6);
-            }
-        }
-        task.abort();
+        })];
 
-        // Baseline: raw POST and a raw long-poll loop or SSE connection.
+        // Baseline: raw POST and a raw long-poll loop or SSE connection,
+        // waiting on a stream of its own meanwhile.
         let url = fresh_raw(t, &raw, TEXT).await?;
         let tail = raw::tail(&raw, &url).await?;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut tasks = Vec::new();
+        let (tx, mut base_rx) = mpsc::unbounded_channel();
         if live == LiveMode::Sse {
             let (tx2, mut rx2) = mpsc::unbounded_channel();
             tasks.push(tokio::spawn(raw::sse_reader(
@@ -249,18 +274,33 @@ pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
             )));
         }
         let h = [("content-type", TEXT)];
-        for i in 0..=t.samples {
-            tokio::time::sleep(SETTLE).await;
-            let start = Instant::now();
-            raw::send_ok(&raw, Method::POST, &url, &h, Bytes::from(format!("m{i}\n"))).await?;
-            let at = next_delivery(&mut rx).await?;
-            if i > 0 {
-                base.push(at.duration_since(start).as_secs_f64() * 1e6);
-            }
-        }
+        let (mut appended, mut appended_raw) = (0, 0);
+        let result = interleaved(
+            t.samples,
+            async || {
+                tokio::time::sleep(SETTLE).await;
+                let start = Instant::now();
+                s.append(format!("m{appended}\n")).await.map_err(api("append"))?;
+                appended += 1;
+                let at = next_delivery(&mut ours_rx).await?;
+                Ok(at.duration_since(start).as_secs_f64() * 1e6)
+            },
+            async || {
+                tokio::time::sleep(SETTLE).await;
+                let start = Instant::now();
+                let body = Bytes::from(format!("m{appended_raw}\n"));
+                appended_raw += 1;
+                raw::send_ok(&raw, Method::POST, &url, &h, body).await?;
+                let at = next_delivery(&mut base_rx).await?;
+                Ok(at.duration_since(start).as_secs_f64() * 1e6)
+            },
+            (&mut ours, &mut base),
+        )
+        .await;
         for task in tasks {
             task.abort();
         }
+        result?;
     }
     let (name, how) = if live == LiveMode::Sse {
         ("roundtrip-sse", "SSE")
