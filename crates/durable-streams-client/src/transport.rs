@@ -488,13 +488,24 @@ impl Transport {
             );
             let started = Instant::now();
             let http = self.http().map_err(|e| e.with_url(target.url))?;
-            let outcome = http.send(request).instrument(span.clone()).await;
+            // Without a subscriber the span is disabled: no instrumenting,
+            // no recording (less code run on every request).
+            let traced = !span.is_disabled();
+            let outcome = if traced {
+                http.send(request).instrument(span.clone()).await
+            } else {
+                http.send(request).await
+            };
             let elapsed = started.elapsed();
-            span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+            if traced {
+                span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+            }
             let next = match outcome {
                 Ok(resp) => {
                     let status = resp.status();
-                    span.record("status", status.as_u16());
+                    if traced {
+                        span.record("status", status.as_u16());
+                    }
                     crate::telemetry::request_done(spec.operation, status.as_u16(), elapsed);
                     if let Some(followed) = resp.redirected_to() {
                         // A preconfigured HTTP client followed a redirect on

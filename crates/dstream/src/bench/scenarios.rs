@@ -280,7 +280,9 @@ pub async fn roundtrip(t: &Target, live: LiveMode) -> Result<Vec<Row>, String> {
             async || {
                 tokio::time::sleep(SETTLE).await;
                 let start = Instant::now();
-                s.append(format!("m{appended}\n")).await.map_err(api("append"))?;
+                s.append(format!("m{appended}\n"))
+                    .await
+                    .map_err(api("append"))?;
                 appended += 1;
                 let at = next_delivery(&mut ours_rx).await?;
                 Ok(at.duration_since(start).as_secs_f64() * 1e6)
