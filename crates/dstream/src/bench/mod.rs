@@ -53,7 +53,8 @@ pub const SCENARIOS: &[&str] = &[
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Scenarios (each also run by a raw hyper client making the same HTTP requests,
-in the same run, alternating round by round):
+in the same run, alternating round by round; the five latency scenarios
+alternate sample by sample):
   append-100B          sequential 100 B appends (latency)
   catchup-read-10KiB   catch-up read of a whole 10 KiB stream (latency)
   create               stream creation (latency)
