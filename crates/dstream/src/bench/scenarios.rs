@@ -67,7 +67,7 @@ fn latency_row(t: &Target, name: &str, params: String, ours: Vec<f64>, base: Vec
     row
 }
 
-/// Sample latencies of `ours` and `base` in turn, one of each at a time,
+/// Take samples of `ours` and `base` in turn, one of each at a time,
 /// the first of each pair alternating: a slow spell of a shared machine
 /// then falls on both alike, where blocks of samples (a round of ours,
 /// then a round of the baseline) would give it to one side. The first
@@ -373,84 +373,27 @@ pub async fn producer(
     // With several producer ids, only the baseline with several is alike.
     let baseline_count = if ids == 1 { 2 } else { 1 };
     for round in 0..t.rounds {
-        // Ours.
-        let s = fresh(t, &client, OCTET).await?;
-        let messages: Vec<Bytes> = match with {
-            ProduceWith::Send => (0..count).map(|i| message(size, i)).collect(),
-            ProduceWith::Writers(_) => Vec::new(),
-        };
-        let producers = (0..ids)
-            .map(|id| {
-                Producer::builder(&s, format!("bench-{}-{round}-{id}", std::process::id())).build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(api("producer"))?;
-        let cpu0 = test_servers::process_cpu_time();
-        let start = Instant::now();
-        match with {
-            ProduceWith::Send => {
-                for m in messages {
-                    drop(producers[0].send(m).await.map_err(api("producer send"))?);
+        // Who goes first turns with the round: what one run leaves the
+        // server (garbage to collect, memory grown) falls on each alike.
+        for turn in 0..=baseline_count {
+            match (round + turn) % (baseline_count + 1) {
+                0 => {
+                    let (rate, cpu) =
+                        produce_ours(t, &client, name, count, size, with, ids, round).await?;
+                    ours.push(rate);
+                    ours_cpu.push(cpu);
+                }
+                1 => {
+                    let (rate, cpu) = produce_raw(t, &raw, name, count, size, LANES, round).await?;
+                    base.push(rate);
+                    base_cpu.push(cpu);
+                }
+                _ => {
+                    let (rate, cpu) = produce_raw(t, &raw, name, count, size, 1, round).await?;
+                    single.push(rate);
+                    single_cpu.push(cpu);
                 }
             }
-            ProduceWith::Writers(n) => {
-                let shares = producers
-                    .iter()
-                    .enumerate()
-                    .map(|(id, producer)| async move {
-                        let mut writer = producer.writer();
-                        let mut buffer = Vec::with_capacity(size);
-                        // Producer `id` writes messages id, id + n, id + 2n, ...
-                        for i in (id..count).step_by(n) {
-                            test_servers::write_bench_message(&mut buffer, size, i);
-                            writer.write(&buffer).await.map_err(api("writer write"))?;
-                        }
-                        writer.flush().await.map_err(api("writer flush"))
-                    });
-                for share in futures::future::join_all(shares).await {
-                    share?;
-                }
-            }
-        }
-        for producer in producers {
-            producer.close().await.map_err(api("producer close"))?;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        ours_cpu.push((test_servers::process_cpu_time() - cpu0).as_secs_f64());
-        ours.push(count as f64 / secs);
-        let n = s.read_bytes().await.map_err(api("read back"))?.len();
-        if n != count * size {
-            return Err(format!(
-                "{name}: producer wrote {n} bytes, expected {}",
-                count * size
-            ));
-        }
-        // Every round starts from a server of the same size.
-        s.delete().await.map_err(api("delete"))?;
-
-        // The baselines: LANES producer ids at once, then one alone.
-        let baselines = [
-            (LANES, &mut base, &mut base_cpu),
-            (1, &mut single, &mut single_cpu),
-        ];
-        for (lanes, rates, cpus) in baselines.into_iter().take(baseline_count) {
-            let url = fresh_raw(t, &raw, OCTET).await?;
-            let (secs, cpu) = post_producer_lanes(&raw, &url, count, size, lanes, round).await?;
-            rates.push(count as f64 / secs);
-            cpus.push(cpu);
-            let mut n = 0;
-            raw::read_all(&raw, &url, |b| {
-                n += b.len();
-                Ok(())
-            })
-            .await?;
-            if n != count * size {
-                return Err(format!(
-                    "{name}: baseline ({lanes} lanes) wrote {n} bytes, expected {}",
-                    count * size
-                ));
-            }
-            raw::send_ok(&raw, Method::DELETE, &url, &[], Bytes::new()).await?;
         }
     }
     let cpu = |v: &[f64]| {
@@ -508,6 +451,103 @@ pub async fn producer(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// One round of the library's producer: messages per second and client
+/// CPU seconds, after checking every byte arrived.
+#[allow(clippy::too_many_arguments)]
+async fn produce_ours(
+    t: &Target,
+    client: &Client,
+    name: &str,
+    count: usize,
+    size: usize,
+    with: ProduceWith,
+    ids: usize,
+    round: usize,
+) -> Result<(f64, f64), String> {
+    let s = fresh(t, client, OCTET).await?;
+    let messages: Vec<Bytes> = match with {
+        ProduceWith::Send => (0..count).map(|i| message(size, i)).collect(),
+        ProduceWith::Writers(_) => Vec::new(),
+    };
+    let producers = (0..ids)
+        .map(|id| {
+            Producer::builder(&s, format!("bench-{}-{round}-{id}", std::process::id())).build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(api("producer"))?;
+    let cpu0 = test_servers::process_cpu_time();
+    let start = Instant::now();
+    match with {
+        ProduceWith::Send => {
+            for m in messages {
+                drop(producers[0].send(m).await.map_err(api("producer send"))?);
+            }
+        }
+        ProduceWith::Writers(n) => {
+            let shares = producers
+                .iter()
+                .enumerate()
+                .map(|(id, producer)| async move {
+                    let mut writer = producer.writer();
+                    let mut buffer = Vec::with_capacity(size);
+                    // Producer `id` writes messages id, id + n, id + 2n, ...
+                    for i in (id..count).step_by(n) {
+                        test_servers::write_bench_message(&mut buffer, size, i);
+                        writer.write(&buffer).await.map_err(api("writer write"))?;
+                    }
+                    writer.flush().await.map_err(api("writer flush"))
+                });
+            for share in futures::future::join_all(shares).await {
+                share?;
+            }
+        }
+    }
+    for producer in producers {
+        producer.close().await.map_err(api("producer close"))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = (test_servers::process_cpu_time() - cpu0).as_secs_f64();
+    let n = s.read_bytes().await.map_err(api("read back"))?.len();
+    if n != count * size {
+        return Err(format!(
+            "{name}: producer wrote {n} bytes, expected {}",
+            count * size
+        ));
+    }
+    // Every round starts from a server of the same size.
+    s.delete().await.map_err(api("delete"))?;
+    Ok((count as f64 / secs, cpu))
+}
+
+/// One round of a raw baseline with `lanes` producer ids: messages per
+/// second and client CPU seconds, after checking every byte arrived.
+async fn produce_raw(
+    t: &Target,
+    raw: &Raw,
+    name: &str,
+    count: usize,
+    size: usize,
+    lanes: usize,
+    round: usize,
+) -> Result<(f64, f64), String> {
+    let url = fresh_raw(t, raw, OCTET).await?;
+    let (secs, cpu) = post_producer_lanes(raw, &url, count, size, lanes, round).await?;
+    let mut n = 0;
+    raw::read_all(raw, &url, |b| {
+        n += b.len();
+        Ok(())
+    })
+    .await?;
+    if n != count * size {
+        return Err(format!(
+            "{name}: baseline ({lanes} lanes) wrote {n} bytes, expected {}",
+            count * size
+        ));
+    }
+    raw::send_ok(raw, Method::DELETE, &url, &[], Bytes::new()).await?;
+    Ok((count as f64 / secs, cpu))
 }
 
 /// Post `count` x `size` B as 1 MiB producer batches over `lanes` producer
@@ -605,34 +645,42 @@ pub async fn json_read(t: &Target, count: usize) -> Result<Vec<Row>, String> {
     }
     let mut bytes = 0usize;
     let (mut ours, mut base) = (Vec::new(), Vec::new());
-    for _ in 0..t.rounds {
-        let start = Instant::now();
-        let mut n = 0;
-        let mut batches = s.read().offset(Offset::start()).json::<Msg>();
-        while let Some(batch) = batches.next().await {
-            n += batch.map_err(api("json read"))?.items.len();
-        }
-        ours.push(count as f64 / start.elapsed().as_secs_f64());
-        if n != count {
-            return Err(format!("json read {n} messages, expected {count}"));
-        }
-
-        let start = Instant::now();
-        let mut n = 0;
-        bytes = 0;
-        raw::read_all(&raw, s.url().as_str(), |b| {
-            bytes += b.len();
-            let items: Vec<Msg> =
-                serde_json::from_slice(b).map_err(|e| format!("baseline decode: {e}"))?;
-            n += items.len();
-            Ok(())
-        })
-        .await?;
-        base.push(count as f64 / start.elapsed().as_secs_f64());
-        if n != count {
-            return Err(format!("baseline json read {n} messages, expected {count}"));
-        }
-    }
+    // In turns, like the latency rows: the Node server's garbage from one
+    // 34 MB answer is collected during the next, whoever asks for it.
+    interleaved(
+        t.rounds,
+        async || {
+            let start = Instant::now();
+            let mut n = 0;
+            let mut batches = s.read().offset(Offset::start()).json::<Msg>();
+            while let Some(batch) = batches.next().await {
+                n += batch.map_err(api("json read"))?.items.len();
+            }
+            if n != count {
+                return Err(format!("json read {n} messages, expected {count}"));
+            }
+            Ok(count as f64 / start.elapsed().as_secs_f64())
+        },
+        async || {
+            let start = Instant::now();
+            let mut n = 0;
+            bytes = 0;
+            raw::read_all(&raw, s.url().as_str(), |b| {
+                bytes += b.len();
+                let items: Vec<Msg> =
+                    serde_json::from_slice(b).map_err(|e| format!("baseline decode: {e}"))?;
+                n += items.len();
+                Ok(())
+            })
+            .await?;
+            if n != count {
+                return Err(format!("baseline json read {n} messages, expected {count}"));
+            }
+            Ok(count as f64 / start.elapsed().as_secs_f64())
+        },
+        (&mut ours, &mut base),
+    )
+    .await?;
     let mut row = Row::new(
         &t.label,
         "json-read",
