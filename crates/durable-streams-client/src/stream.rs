@@ -5,6 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
+use futures::future::BoxFuture;
+
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::offset::Offset;
@@ -83,14 +85,20 @@ impl StreamInner {
     }
 
     /// Send until response headers arrive; retries draw on `backoff`.
-    pub(crate) async fn send_retrying(
-        &self,
-        spec: &RequestSpec,
-        backoff: &mut Backoff,
-    ) -> Result<crate::http::Response> {
-        // Boxed: the transport's future is large, and inlining it would
-        // grow every idle reader's state (one per subscriber) by its size.
-        Box::pin(self.transport().send(&self.target(), spec, backoff)).await
+    ///
+    /// Boxed: the transport's future is large, and inlining it would grow
+    /// every idle reader's state (one per subscriber) by its size. A trait
+    /// object made in a function never inlined: a caller's crate that
+    /// instantiates a generic operation calls this one copy of the request
+    /// path rather than compiling a copy of its own (one copy of the code
+    /// to keep in cache whichever operation runs).
+    #[inline(never)]
+    pub(crate) fn send_retrying<'a>(
+        &'a self,
+        spec: &'a RequestSpec,
+        backoff: &'a mut Backoff,
+    ) -> BoxFuture<'a, Result<crate::http::Response>> {
+        Box::pin(async move { self.transport().send(&self.target(), spec, backoff).await })
     }
 
     /// Send and read the whole body, with a fresh [`Backoff`].
@@ -100,17 +108,19 @@ impl StreamInner {
     }
 
     /// Send and read the whole body; retries (of the request and of a
-    /// broken body) draw on `backoff`.
-    pub(crate) async fn send_buffered_retrying(
-        &self,
-        spec: &RequestSpec,
-        backoff: &mut Backoff,
-    ) -> Result<BufferedResponse> {
-        Box::pin(
+    /// broken body) draw on `backoff`. Boxed and never inlined, like
+    /// [`Self::send_retrying`].
+    #[inline(never)]
+    pub(crate) fn send_buffered_retrying<'a>(
+        &'a self,
+        spec: &'a RequestSpec,
+        backoff: &'a mut Backoff,
+    ) -> BoxFuture<'a, Result<BufferedResponse>> {
+        Box::pin(async move {
             self.transport()
-                .send_buffered(&self.target(), spec, backoff),
-        )
-        .await
+                .send_buffered(&self.target(), spec, backoff)
+                .await
+        })
     }
 }
 
