@@ -351,6 +351,16 @@ pub enum ProduceWith {
     Writers(usize),
 }
 
+impl ProduceWith {
+    /// How many producers (producer ids) write at once.
+    fn producer_ids(self) -> usize {
+        match self {
+            ProduceWith::Send => 1,
+            ProduceWith::Writers(n) => n,
+        }
+    }
+}
+
 /// Producer throughput: `count` messages of `size` bytes through
 /// `Producer::send` or a `ProducerWriter` (backpressure), vs pre-built
 /// batch bodies posted by `LANES` concurrent raw producers.
@@ -366,12 +376,8 @@ pub async fn producer(
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     let (mut ours_cpu, mut base_cpu) = (Vec::new(), Vec::new());
     let (mut single, mut single_cpu) = (Vec::new(), Vec::new());
-    let ids = match with {
-        ProduceWith::Send => 1,
-        ProduceWith::Writers(n) => n,
-    };
     // With several producer ids, only the baseline with several is alike.
-    let baseline_count = if ids == 1 { 2 } else { 1 };
+    let baseline_count = if with.producer_ids() == 1 { 2 } else { 1 };
     for round in 0..t.rounds {
         // Who goes first turns with the round: what one run leaves the
         // server (garbage to collect, memory grown) falls on each alike.
@@ -379,7 +385,7 @@ pub async fn producer(
             match (round + turn) % (baseline_count + 1) {
                 0 => {
                     let (rate, cpu) =
-                        produce_ours(t, &client, name, count, size, with, ids, round).await?;
+                        produce_ours(t, &client, name, count, size, with, round).await?;
                     ours.push(rate);
                     ours_cpu.push(cpu);
                 }
@@ -455,7 +461,6 @@ pub async fn producer(
 
 /// One round of the library's producer: messages per second and client
 /// CPU seconds, after checking every byte arrived.
-#[allow(clippy::too_many_arguments)]
 async fn produce_ours(
     t: &Target,
     client: &Client,
@@ -463,9 +468,9 @@ async fn produce_ours(
     count: usize,
     size: usize,
     with: ProduceWith,
-    ids: usize,
     round: usize,
 ) -> Result<(f64, f64), String> {
+    let ids = with.producer_ids();
     let s = fresh(t, client, OCTET).await?;
     let messages: Vec<Bytes> = match with {
         ProduceWith::Send => (0..count).map(|i| message(size, i)).collect(),
