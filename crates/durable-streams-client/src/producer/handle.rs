@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{Framing, OutcomeReceiver, SealedBatch};
 use super::driver::ProducerControl;
+use super::feed::{FeedFuture, Json, Message};
 use super::{Ack, ProducerBuilder, ProducerShared, ProducerState, ProducerStats};
 use crate::error::{Error, ErrorKind, Result};
 #[cfg(doc)]
@@ -181,22 +182,20 @@ impl Producer {
     /// Append one message, waiting for buffer room (backpressure). The
     /// returned [`Ack`] resolves to the message's [`Receipt`] once the
     /// server acknowledged its batch.
-    pub async fn send(&self, data: impl Into<Bytes>) -> Result<Ack> {
-        self.send_message(Message::Owned(data.into())).await
+    #[inline]
+    pub fn send(&self, data: impl Into<Bytes>) -> impl Future<Output = Result<Ack>> + Send + '_ {
+        FeedFuture::new(self, Message::Owned(data.into()))
     }
 
     /// [`send`](Self::send) from a borrowed slice: the bytes are copied
     /// straight into the batch, so a caller that writes its messages into
     /// one reused buffer allocates and frees nothing per message.
-    pub async fn send_slice(&self, data: &[u8]) -> Result<Ack> {
-        self.send_message(Message::Borrowed(data)).await
-    }
-
-    async fn send_message(&self, data: Message<'_>) -> Result<Ack> {
-        let rx = self.feed_message(data, true).await?;
-        Ok(Ack {
-            rx: rx.expect("push returns a receiver when asked"),
-        })
+    #[inline]
+    pub fn send_slice<'a>(
+        &'a self,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<Ack>> + Send + 'a {
+        FeedFuture::new(self, Message::Borrowed(data))
     }
 
     /// Append one message, waiting for buffer room like [`send`](Self::send),
@@ -205,48 +204,40 @@ impl Producer {
     /// [`flush`](Self::flush) or [`close`](Self::close), to
     /// [`ProducerBuilder::on_error`], and by the appends after it (the epoch
     /// fails); nothing is dropped silently.
-    pub async fn feed(&self, data: impl Into<Bytes>) -> Result<()> {
-        self.feed_message(Message::Owned(data.into()), false)
-            .await
-            .map(drop)
+    #[inline]
+    pub fn feed(&self, data: impl Into<Bytes>) -> impl Future<Output = Result<()>> + Send + '_ {
+        FeedFuture::new(self, Message::Owned(data.into()))
     }
 
     /// [`feed`](Self::feed) from a borrowed slice, copied straight into the
     /// batch (no allocation per message).
-    pub async fn feed_slice(&self, data: &[u8]) -> Result<()> {
-        self.feed_message(Message::Borrowed(data), false)
-            .await
-            .map(drop)
+    #[inline]
+    pub fn feed_slice<'a>(
+        &'a self,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        FeedFuture::new(self, Message::Borrowed(data))
     }
 
-    async fn feed_message(
+    /// Wait for `data.len()` bytes of buffer room, then append `data` (a
+    /// checked message).
+    pub(super) async fn push_after_room(
         &self,
         data: Message<'_>,
         want_outcome: bool,
     ) -> Result<Option<OutcomeReceiver>> {
-        self.check_message(data.as_slice())?;
-        // With room in the budget nothing here waits; counting against
-        // tokio's cooperative budget lets the producer's own task (and the
-        // connections) run on a single-threaded runtime while a caller
-        // appends in a loop.
-        super::cooperate().await;
-        let data = match self.try_push_now(data, want_outcome)? {
-            Ok(outcome) => return Ok(outcome),
-            Err(data) => data,
-        };
-        // Boxed: the wait is rare, and its state inline would be moved with
-        // the future of every message.
-        Box::pin(async move {
-            let mut state = self.lock_after_room(data.len()).await?;
-            Ok(self.push(&mut state, data, want_outcome))
-        })
-        .await
+        let mut state = self.lock_after_room(data.len()).await?;
+        Ok(self.push(&mut state, data, want_outcome))
     }
 
     /// Append `data` now if the buffer budget has room for it; `Err(data)`
     /// back when it has not (nothing taken).
     #[inline]
-    fn try_push_now<'d>(&self, data: Message<'d>, want_outcome: bool) -> Result<PushedNow<'d>> {
+    pub(super) fn try_push_now<'d>(
+        &self,
+        data: Message<'d>,
+        want_outcome: bool,
+    ) -> Result<PushedNow<'d>> {
         let mut state = self.shared.lock();
         self.check_open(&state)?;
         if !self.take_room(&mut state, data.len()) {
@@ -322,7 +313,7 @@ impl Producer {
             }
             let ends = invalid.is_none() && iter.peek().is_none();
             let count = run.len();
-            // Cooperative, like `feed_message` (once per run).
+            // Cooperative, like `send` (once per run).
             tokio::task::consume_budget().await;
             let appended = {
                 let mut state = self.shared.lock();
@@ -358,41 +349,36 @@ impl Producer {
 
     /// Serialize `value` and [`send`](Self::send) it. Encodes straight into
     /// the batch when there is buffer room.
-    pub async fn send_json<T: Serialize + Sync + ?Sized>(&self, value: &T) -> Result<Ack> {
-        let rx = self.feed_json_value(value, true).await?;
-        Ok(Ack {
-            rx: rx.expect("pushes return a receiver when asked"),
-        })
+    #[inline]
+    pub fn send_json<'a, T: Serialize + Sync + ?Sized>(
+        &'a self,
+        value: &'a T,
+    ) -> impl Future<Output = Result<Ack>> + Send + 'a {
+        FeedFuture::new(self, Json(value))
     }
 
     /// Serialize `value` and [`feed`](Self::feed) it: backpressure without
     /// an acknowledgement of its own. Encodes straight into the batch when
     /// there is buffer room.
-    pub async fn feed_json<T: Serialize + Sync + ?Sized>(&self, value: &T) -> Result<()> {
-        self.feed_json_value(value, false).await.map(drop)
+    #[inline]
+    pub fn feed_json<'a, T: Serialize + Sync + ?Sized>(
+        &'a self,
+        value: &'a T,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        FeedFuture::new(self, Json(value))
     }
 
-    async fn feed_json_value<T: Serialize + Sync + ?Sized>(
+    /// Encode `value` into the open batch now if the buffer budget has
+    /// room; the inner `Err` when it has not (nothing kept).
+    #[inline]
+    pub(super) fn try_push_json_now<T: Serialize + ?Sized>(
         &self,
         value: &T,
         want_outcome: bool,
-    ) -> Result<Option<OutcomeReceiver>> {
-        // Cooperative, like `feed_message`.
-        tokio::task::consume_budget().await;
-        let pushed = {
-            let mut state = self.shared.lock();
-            self.check_open(&state)?;
-            self.push_json(&mut state, value, want_outcome)?
-        };
-        match pushed {
-            Ok(rx) => Ok(rx),
-            // No room now: wait for it like `send`.
-            Err(()) => {
-                let encoded = self.encode_json(value)?;
-                self.feed_message(Message::Owned(encoded), want_outcome)
-                    .await
-            }
-        }
+    ) -> Result<std::result::Result<Option<OutcomeReceiver>, ()>> {
+        let mut state = self.shared.lock();
+        self.check_open(&state)?;
+        self.push_json(&mut state, value, want_outcome)
     }
 
     /// Send `values` as messages of **one** request, which the server stores
@@ -563,7 +549,7 @@ impl Producer {
         Ok(())
     }
 
-    fn encode_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
+    pub(super) fn encode_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
         let mut out = Vec::new();
         crate::json_encode::write(&mut out, value).map_err(|e| self.encode_error(e))?;
         Ok(Bytes::from(out))
@@ -633,33 +619,6 @@ impl Producer {
 /// Messages `send_many` appends under one budget reservation and one hold
 /// of the state lock.
 const MESSAGES_PER_LOCK: usize = 256;
-
-/// A message as the caller gave it: owned (kept as is when it is a whole
-/// body by itself), or borrowed (always copied).
-enum Message<'a> {
-    Owned(Bytes),
-    Borrowed(&'a [u8]),
-}
-
-impl Message<'_> {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Message::Owned(bytes) => bytes,
-            Message::Borrowed(slice) => slice,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    fn into_bytes(self) -> Bytes {
-        match self {
-            Message::Owned(bytes) => bytes,
-            Message::Borrowed(slice) => Bytes::copy_from_slice(slice),
-        }
-    }
-}
 
 fn too_large(len: usize) -> Error {
     Error::invalid_argument(

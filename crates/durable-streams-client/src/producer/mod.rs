@@ -90,6 +90,7 @@ mod batch;
 mod budget;
 mod builder;
 mod driver;
+mod feed;
 mod handle;
 #[cfg(test)]
 mod scripted_tests;
@@ -329,13 +330,3 @@ impl ProducerShared {
 
 #[cfg(test)]
 mod tests;
-
-/// One unit of tokio's cooperative budget per message appended: on a
-/// single-threaded runtime the producer's task and the connections get to
-/// send while a caller appends in a loop. Ready at once while the task has
-/// budget left.
-pub(super) fn cooperate() -> impl Future<Output = ()> {
-    std::future::poll_fn(|cx| {
-        tokio::task::coop::poll_proceed(cx).map(|spent| spent.made_progress())
-    })
-}
