@@ -2,10 +2,10 @@
 //! forms and [`Producer::send_json`] / [`Producer::feed_json`]: one
 //! hand-written future for all of them. At its first poll it spends a unit
 //! of tokio's cooperative budget, checks the message and appends it when the
-//! buffer budget has room, with no async state machine per message (a
-//! chain of `async fn`s cost about a quarter of a message's instructions);
-//! only a wait for room takes a boxed future (rare, and its state inline
-//! would be moved with every message).
+//! buffer budget has room, with no async state machine per message (the
+//! chain of `async fn`s it replaced cost 10-60 of a message's 400-580
+//! instructions); only a wait for room takes a boxed future (rare, and its
+//! state inline would be moved with every message).
 
 use std::future::Future;
 use std::marker::PhantomData;

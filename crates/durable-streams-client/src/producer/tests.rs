@@ -166,3 +166,36 @@ async fn a_write_takes_effect_when_first_polled() {
     writer.write_json(&345).await.unwrap();
     assert_eq!(writer.buffered_bytes(), 5);
 }
+
+/// A send or feed appends when its future first runs: dropped unpolled it
+/// appends nothing, and dropped while waiting for buffer room it appends
+/// nothing and keeps no room (the server here never answers, so nothing
+/// is acknowledged meanwhile).
+#[tokio::test]
+async fn a_send_takes_effect_when_first_polled_and_a_dropped_wait_keeps_no_room() {
+    let producer = Producer::builder(&stream(), "p")
+        .max_buffered_bytes(10)
+        .build()
+        .unwrap();
+    drop(producer.send_slice(b"1"));
+    drop(producer.feed_json(&2));
+    assert_eq!(producer.buffered_bytes(), 0);
+    assert!(producer.feed_slice(b"{").await.is_err());
+    assert_eq!(producer.buffered_bytes(), 0);
+    producer.feed_slice(b"12345678").await.unwrap();
+    assert_eq!(producer.buffered_bytes(), 8);
+
+    // No room for three more bytes: the feed waits, then is dropped.
+    let mut waiting = Box::pin(producer.feed_slice(b"123"));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    drop(waiting);
+    let mut waiting_json = Box::pin(producer.send_json(&"abc"));
+    assert!(futures::poll!(waiting_json.as_mut()).is_pending());
+    drop(waiting_json);
+    assert_eq!(producer.buffered_bytes(), 8);
+
+    // The room the dropped waits asked for was never taken.
+    producer.append_slice(b"12").unwrap();
+    assert_eq!(producer.buffered_bytes(), 10);
+}
