@@ -19,6 +19,10 @@ use super::batch::OutcomeReceiver;
 use super::{Ack, Producer};
 use crate::error::Result;
 
+/// A payload appended now (its outcome receiver, if asked for), or the
+/// payload back when the buffer budget had no room for it (nothing taken).
+pub(super) type PushedNow<P> = std::result::Result<Option<OutcomeReceiver>, P>;
+
 /// A wait for buffer room, then the append.
 type PushWhenRoom<'p> = Pin<Box<dyn Future<Output = Result<Option<OutcomeReceiver>>> + Send + 'p>>;
 
@@ -82,11 +86,7 @@ impl Message<'_> {
 pub(super) trait Payload<'p>: Sized + Send + Unpin {
     /// Append now if the buffer budget has room: the outcome receiver, or
     /// the payload back when there is no room (nothing taken).
-    fn try_push(
-        self,
-        producer: &'p Producer,
-        want_outcome: bool,
-    ) -> Result<std::result::Result<Option<OutcomeReceiver>, Self>>;
+    fn try_push(self, producer: &'p Producer, want_outcome: bool) -> Result<PushedNow<Self>>;
 
     /// Wait for room, then append.
     fn push_when_room(self, producer: &'p Producer, want_outcome: bool) -> PushWhenRoom<'p>;
@@ -94,11 +94,7 @@ pub(super) trait Payload<'p>: Sized + Send + Unpin {
 
 impl<'p> Payload<'p> for Message<'p> {
     #[inline(always)]
-    fn try_push(
-        self,
-        producer: &'p Producer,
-        want_outcome: bool,
-    ) -> Result<std::result::Result<Option<OutcomeReceiver>, Self>> {
+    fn try_push(self, producer: &'p Producer, want_outcome: bool) -> Result<PushedNow<Self>> {
         producer.check_message(self.as_slice())?;
         producer.try_push_now(self, want_outcome)
     }
@@ -114,11 +110,7 @@ pub(super) struct Json<'p, T: ?Sized>(pub(super) &'p T);
 
 impl<'p, T: Serialize + Sync + ?Sized> Payload<'p> for Json<'p, T> {
     #[inline(always)]
-    fn try_push(
-        self,
-        producer: &'p Producer,
-        want_outcome: bool,
-    ) -> Result<std::result::Result<Option<OutcomeReceiver>, Self>> {
+    fn try_push(self, producer: &'p Producer, want_outcome: bool) -> Result<PushedNow<Self>> {
         Ok(producer
             .try_push_json_now(self.0, want_outcome)?
             .map_err(|()| self))

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{Framing, OutcomeReceiver, SealedBatch};
 use super::driver::ProducerControl;
-use super::feed::{FeedFuture, Json, Message};
+use super::feed::{FeedFuture, Json, Message, PushedNow};
 use super::{Ack, ProducerBuilder, ProducerShared, ProducerState, ProducerStats};
 use crate::error::{Error, ErrorKind, Result};
 #[cfg(doc)]
@@ -39,10 +39,6 @@ impl fmt::Debug for Producer {
             .finish_non_exhaustive()
     }
 }
-
-/// A message appended now (its outcome receiver, if asked for), or the
-/// message back when the buffer budget had no room for it.
-type PushedNow<'d> = std::result::Result<Option<OutcomeReceiver>, Message<'d>>;
 
 impl Producer {
     /// Configure a producer writing to `stream` as `producer_id`.
@@ -237,7 +233,7 @@ impl Producer {
         &self,
         data: Message<'d>,
         want_outcome: bool,
-    ) -> Result<PushedNow<'d>> {
+    ) -> Result<PushedNow<Message<'d>>> {
         let mut state = self.shared.lock();
         self.check_open(&state)?;
         if !self.take_room(&mut state, data.len()) {
